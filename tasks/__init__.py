@@ -1,0 +1,1 @@
+"""Public task API that web apps import."""

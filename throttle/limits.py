@@ -1,0 +1,223 @@
+"""The limit model: a limit *group* holds several *dimensions*, each a capacity per period.
+
+A group such as ``openai:gpt-4o-mini`` has, for example, ``requests = 3500/min``,
+``tokens = 90k/min`` and ``requests_day = 10000/day @ America/Los_Angeles``, plus an
+optional concurrency cap. One admission checks and debits every dimension at once.
+
+Algorithms:
+
+* ``gcra`` (default): a continuous token bucket in its GCRA form. It holds ``capacity``
+  and refills at ``capacity / period``, the way OpenAI and Anthropic replenish.
+* ``sliding``: a sliding-window log. Each admission's cost returns exactly one period
+  after its start (Azure's rolling 60 s token window).
+* ``calendar``: a fixed window aligned to a calendar boundary in a time zone (daily
+  quotas that reset at midnight Pacific).
+
+Specs are human forms: ``3500/min``, ``90k/min``, ``1.5M/day``, ``20/s``, ``100/2s``,
+``10000/day @ America/Los_Angeles`` (calendar window in that zone).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from throttle.errors import ConfigError, LimitSpecError
+
+#: Seconds per period unit, by every spelling accepted in a spec.
+PERIOD_UNITS_S: Mapping[str, float] = {
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), 0.001),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hour", "hours"), 3600.0),
+    **dict.fromkeys(("d", "day", "days"), 86400.0),
+}
+
+#: Multipliers accepted after a capacity: ``90k``, ``1.5M``.
+CAPACITY_SUFFIXES: Mapping[str, float] = {"": 1.0, "k": 1e3, "K": 1e3, "M": 1e6}
+
+_SPEC = re.compile(
+    r"""^\s*
+    (?P<number>\d+(?:[_,]\d{3})*(?:\.\d+)?)(?P<suffix>[kKM]?)
+    \s*/\s*
+    (?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[A-Za-z]+)
+    \s*(?:@\s*(?P<zone>\S+))?\s*$""",
+    re.VERBOSE,
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+class Algorithm(StrEnum):
+    GCRA = "gcra"
+    SLIDING = "sliding"
+    CALENDAR = "calendar"
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``capacity`` units per ``period_s`` seconds."""
+
+    capacity: float
+    period_s: float
+
+    @property
+    def per_second(self) -> float:
+        return self.capacity / self.period_s
+
+
+def parse_rate(text: str) -> tuple[Rate, str | None]:
+    """Parse ``"90k/min"`` into a :class:`Rate`, plus the time zone after ``@`` if any.
+
+    >>> parse_rate("90k/min")
+    (Rate(capacity=90000.0, period_s=60.0), None)
+    >>> parse_rate("100/2s")
+    (Rate(capacity=100.0, period_s=2.0), None)
+    """
+    if not isinstance(text, str):
+        raise LimitSpecError(text, "expected a string such as '3500/min'")
+    match = _SPEC.match(text)
+    if match is None:
+        raise LimitSpecError(text, "expected '<number>[k|M]/[<count>]<unit>', e.g. '90k/min'")
+    unit = match["unit"]
+    if unit not in PERIOD_UNITS_S:
+        raise LimitSpecError(text, f"unknown period unit {unit!r}")
+    capacity = float(match["number"].replace("_", "").replace(",", ""))
+    capacity *= CAPACITY_SUFFIXES[match["suffix"]]
+    count = float(match["count"]) if match["count"] else 1.0
+    period_s = count * PERIOD_UNITS_S[unit]
+    if capacity <= 0:
+        raise LimitSpecError(text, "capacity must be positive")
+    if period_s <= 0:
+        raise LimitSpecError(text, "period must be positive")
+    return Rate(capacity, period_s), match["zone"]
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One limit of a group: ``capacity`` units per ``period_s``, enforced by ``algorithm``."""
+
+    name: str
+    capacity: float
+    period_s: float
+    algorithm: Algorithm = Algorithm.GCRA
+    #: IANA zone for calendar windows (``America/Los_Angeles``); UTC when ``None``.
+    timezone: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"dimension name {self.name!r}: use letters, digits, _ . : -")
+        if not (self.capacity > 0 and math.isfinite(self.capacity)):
+            raise ConfigError(f"dimension {self.name!r}: capacity must be positive")
+        if not (self.period_s > 0 and math.isfinite(self.period_s)):
+            raise ConfigError(f"dimension {self.name!r}: period must be positive")
+        if self.timezone is not None:
+            if self.algorithm is not Algorithm.CALENDAR:
+                raise ConfigError(f"dimension {self.name!r}: a time zone needs algorithm calendar")
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError) as exc:
+                raise ConfigError(
+                    f"dimension {self.name!r}: unknown time zone {self.timezone!r}"
+                ) from exc
+
+    @classmethod
+    def parse(cls, name: str, spec: str, algorithm: Algorithm | str | None = None) -> Dimension:
+        """Build from a spec string; ``@ Zone`` implies a calendar window."""
+        rate, zone = parse_rate(spec)
+        if algorithm is None:
+            algo = Algorithm.CALENDAR if zone else Algorithm.GCRA
+        else:
+            try:
+                algo = Algorithm(algorithm)
+            except ValueError as exc:
+                choices = ", ".join(a.value for a in Algorithm)
+                raise LimitSpecError(spec, f"unknown algorithm {algorithm!r} ({choices})") from exc
+        if zone is None and algo is Algorithm.CALENDAR:
+            zone = "UTC"
+        return cls(name, rate.capacity, rate.period_s, algo, zone)
+
+    @property
+    def period_ms(self) -> float:
+        return self.period_s * 1000.0
+
+    @property
+    def emission_interval_ms(self) -> float:
+        """Time the bucket takes to refill one unit, in milliseconds."""
+        return self.period_ms / self.capacity
+
+
+@dataclass(frozen=True)
+class LimitGroup:
+    """Every limit one request must pass, admitted together in one atomic step.
+
+    ``headroom`` is a fraction of each dimension's capacity kept unused as burst
+    margin (DESIGN principle 10): a bucket that looks empty to us still holds that much
+    at the provider, which absorbs the network hop between Redis's clock and theirs.
+    The refill rate is not reduced, so steady throughput is unaffected.
+    """
+
+    name: str
+    dimensions: tuple[Dimension, ...]
+    #: Maximum requests in flight at once, or ``None`` for no cap.
+    concurrency: int | None = None
+    #: A concurrency lease not released within this time returns by itself.
+    lease_ttl_s: float = 600.0
+    headroom: float = 0.0
+    _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.match(self.name):
+            raise ConfigError(f"limit group name {self.name!r}: use letters, digits, _ . : -")
+        if not self.dimensions and self.concurrency is None:
+            raise ConfigError(f"limit group {self.name!r} has no dimension and no concurrency")
+        names = [d.name for d in self.dimensions]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"limit group {self.name!r}: duplicate dimension names {names}")
+        if self.concurrency is not None and self.concurrency < 1:
+            raise ConfigError(f"limit group {self.name!r}: concurrency must be >= 1")
+        if not 0.0 <= self.headroom < 0.5:
+            raise ConfigError(f"limit group {self.name!r}: headroom must be in [0, 0.5)")
+        if self.lease_ttl_s <= 0:
+            raise ConfigError(f"limit group {self.name!r}: lease_ttl_s must be positive")
+        object.__setattr__(self, "_by_name", {n: i for i, n in enumerate(names)})
+
+    @classmethod
+    def from_specs(
+        cls,
+        name: str,
+        specs: Mapping[str, str],
+        *,
+        concurrency: int | None = None,
+        headroom: float = 0.0,
+        lease_ttl_s: float = 600.0,
+    ) -> LimitGroup:
+        """``LimitGroup.from_specs("openai:gpt-4o", {"requests": "500/min", ...})``."""
+        dims = tuple(Dimension.parse(dim, spec) for dim, spec in specs.items())
+        return cls(name, dims, concurrency, lease_ttl_s, headroom)
+
+    def index(self, dimension: str) -> int:
+        try:
+            return self._by_name[dimension]
+        except KeyError:
+            raise ConfigError(
+                f"limit group {self.name!r} has no dimension {dimension!r}"
+                f" (has {sorted(self._by_name)})"
+            ) from None
+
+    def usable_capacity(self, dim: Dimension) -> float:
+        """Capacity after headroom: the most one admission can ever take."""
+        return dim.capacity * (1.0 - self.headroom)
+
+    def cost_vector(self, costs: Mapping[str, float]) -> tuple[float, ...]:
+        """Costs in dimension order. Unnamed dimensions cost 0; unknown names are errors."""
+        vector = [0.0] * len(self.dimensions)
+        for dim_name, cost in costs.items():
+            if not (cost >= 0 and math.isfinite(cost)):
+                raise ConfigError(f"cost of {dim_name!r} must be a finite number >= 0: {cost!r}")
+            vector[self.index(dim_name)] = float(cost)
+        return tuple(vector)

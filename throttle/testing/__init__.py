@@ -1,0 +1,1 @@
+"""Helpers for demos, tests and benchmarks: an embedded redis-server and a provider emulator."""

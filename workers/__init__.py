@@ -1,0 +1,1 @@
+"""Celery side: app factory, worker middleware, dispatcher."""
