@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from throttle.calendar import check_calendar_period
 from throttle.errors import ConfigError, LimitSpecError
 
 #: Seconds per period unit, by every spelling accepted in a spec.
@@ -115,6 +116,8 @@ class Dimension:
             raise ConfigError(f"dimension {self.name!r}: capacity must be positive")
         if not (self.period_s > 0 and math.isfinite(self.period_s)):
             raise ConfigError(f"dimension {self.name!r}: period must be positive")
+        if self.algorithm is Algorithm.CALENDAR:
+            check_calendar_period(self.period_s)
         if self.timezone is not None:
             if self.algorithm is not Algorithm.CALENDAR:
                 raise ConfigError(f"dimension {self.name!r}: a time zone needs algorithm calendar")

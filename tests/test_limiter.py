@@ -1,0 +1,160 @@
+"""The Redis limiter against a real redis-server: slots, FIFO, cancel, settle, pause."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from throttle.errors import CostExceedsCapacityError, StorageError
+from throttle.keys import KeyBuilder
+from throttle.limiter import BeginOutcome, RedisLimiter
+from throttle.limits import Algorithm, Dimension, LimitGroup
+from throttle.model import LimiterModel
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def limiter(redis_client: redis.Redis, key_prefix: str) -> RedisLimiter:
+    return RedisLimiter(redis_client, keys=KeyBuilder(key_prefix))
+
+
+def saturate(limiter: RedisLimiter, group: LimitGroup, costs: dict[str, float]) -> None:
+    """Admit until the next slot is in the future."""
+    while limiter.admit(group, costs).wait_s == 0:
+        pass
+
+
+def test_fifo_slots_for_fifty_concurrent_waiters(limiter: RedisLimiter) -> None:
+    group = LimitGroup.from_specs("fifo", {"requests": "20/s", "tokens": "100k/s"})
+    saturate(limiter, group, {"requests": 1})
+    barrier = threading.Barrier(50)
+    results = []
+    lock = threading.Lock()
+
+    def waiter() -> None:
+        barrier.wait()
+        admission = limiter.admit(group, {"requests": 1, "tokens": 10})
+        with lock:
+            results.append(admission)
+
+    threads = [threading.Thread(target=waiter) for _ in range(50)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    by_arrival = sorted(results, key=lambda a: a.now_ms)
+    slots = [a.slot_ms for a in by_arrival]
+    assert all(a.wait_s > 0 and a.reserved for a in results)
+    assert len(set(slots)) == 50
+    assert slots == sorted(slots), "slots must follow arrival order"
+    gaps = [later - earlier for earlier, later in zip(slots, slots[1:])]
+    assert gaps == pytest.approx([50.0] * 49, abs=0.002)
+
+
+def test_admission_matches_the_model_operation_by_operation(limiter: RedisLimiter) -> None:
+    group = LimitGroup(
+        "mixed",
+        (
+            Dimension.parse("requests", "5/s"),
+            Dimension.parse("tokens", "1000/2s"),
+            Dimension("window", 800, 1.0, Algorithm.SLIDING),
+        ),
+        headroom=0.05,
+    )
+    model = LimiterModel()
+    costs = [(1, 300, 200), (1, 500, 300), (1, 200, 400), (1, 100, 100), (1, 700, 50), (1, 0, 0)]
+    for i, (requests, tokens, window) in enumerate(costs):
+        vector = {"requests": requests, "tokens": tokens, "window": window}
+        got = limiter.admit(group, vector, reservation_id=f"r{i}")
+        want = model.admit(group, vector, f"r{i}", now_ms=got.now_ms)
+        assert got.wait_s * 1000 == pytest.approx(want.wait_ms, abs=0.01)
+        assert got.binding == want.binding
+
+
+def test_cancel_and_settle_restore_what_the_model_says(limiter: RedisLimiter) -> None:
+    group = LimitGroup.from_specs("refund", {"requests": "10/s", "tokens": "1000/s"})
+    model = LimiterModel()
+
+    def both_admit(rid: str, tokens: float) -> None:
+        got = limiter.admit(group, {"requests": 1, "tokens": tokens}, reservation_id=rid)
+        model.admit(group, {"requests": 1, "tokens": tokens}, rid, now_ms=got.now_ms)
+
+    both_admit("a", 600)
+    both_admit("b", 600)
+    assert limiter.cancel(group, "a")
+    model.cancel(group, "a", now_ms=limiter.server_time_ms())
+    assert limiter.settle(group, "b", {"tokens": 300})
+    model.settle(group, "b", {"tokens": 300}, now_ms=limiter.server_time_ms())
+    assert not limiter.cancel(group, "a"), "a second cancel must not refund again"
+    assert not limiter.settle(group, "b", {"tokens": -900}), "a second settle is ignored"
+    probe = limiter.admit(group, {"tokens": 500})
+    expected = model.admit(group, {"tokens": 500}, "probe", now_ms=probe.now_ms)
+    assert probe.wait_s * 1000 == pytest.approx(expected.wait_ms, abs=0.05)
+
+
+def test_cost_above_capacity_raises_before_and_inside_redis(limiter: RedisLimiter) -> None:
+    group = LimitGroup.from_specs("big", {"tokens": "1000/min"}, headroom=0.1)
+    with pytest.raises(CostExceedsCapacityError) as info:
+        limiter.admit(group, {"tokens": 950})
+    assert info.value.capacity == pytest.approx(900)
+    assert limiter.admit(group, {"tokens": 900}).wait_s == 0
+
+
+def test_pause_gate_holds_new_slots_and_sends_old_ones_back(limiter: RedisLimiter) -> None:
+    group = LimitGroup.from_specs("paused", {"requests": "2/s"})
+    saturate(limiter, group, {"requests": 1})
+    earlier = limiter.admit(group, {"requests": 1})
+    assert limiter.pause(group, 5.0) == pytest.approx(5.0, abs=0.01)
+    assert limiter.pause(group, 1.0) == pytest.approx(5.0, abs=0.05), "never shortened"
+    later = limiter.admit(group, {"requests": 1})
+    assert later.binding == "pause"
+    assert later.wait_s == pytest.approx(5.0, abs=0.05)
+    begin = limiter.begin(group, earlier)
+    assert begin.outcome is BeginOutcome.PAUSED
+    assert begin.wait_s == pytest.approx(5.0, abs=0.05)
+
+
+def test_concurrency_leases_are_capped_released_and_expire(limiter: RedisLimiter) -> None:
+    group = LimitGroup.from_specs("conc", {"requests": "1000/s"}, concurrency=2, lease_ttl_s=0.3)
+    first, second, third = (limiter.admit(group, {"requests": 1}) for _ in range(3))
+    assert (first.lease, second.lease, third.lease) == (True, True, False)
+    assert limiter.begin(group, third).outcome is BeginOutcome.BUSY
+    assert limiter.settle(group, first.reservation_id)
+    assert limiter.begin(group, third).outcome is BeginOutcome.GO
+    assert limiter.begin(group, limiter.admit(group, {"requests": 1})).outcome is BeginOutcome.BUSY
+    time.sleep(0.35)  # leases of a crashed worker come back by themselves
+    assert limiter.begin(group, limiter.admit(group, {"requests": 1})).outcome is BeginOutcome.GO
+
+
+def test_every_key_of_a_group_shares_one_hash_tag(
+    limiter: RedisLimiter, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    group = LimitGroup(
+        "openai:gpt-4o",
+        (
+            Dimension.parse("tokens", "1000/s"),
+            Dimension("log", 10, 1.0, Algorithm.SLIDING),
+            Dimension.parse("day", "100/day @ America/Los_Angeles"),
+        ),
+        concurrency=4,
+    )
+    limiter.admit(group, {"tokens": 1, "log": 1, "day": 1})
+    keys = [k.decode() for k in redis_client.keys(f"{key_prefix}:*")]
+    assert len(keys) >= 5
+    assert all(k.startswith(f"{key_prefix}:{{openai:gpt-4o}}:") for k in keys)
+    assert all(redis_client.pttl(k) > 0 for k in keys), "every key must expire"
+
+
+def test_unreachable_redis_is_a_storage_error() -> None:
+    client = redis.Redis(
+        host="127.0.0.1", port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0)
+    )
+    limiter = RedisLimiter(client)
+    with pytest.raises(StorageError, match="admission"):
+        limiter.admit(LimitGroup.from_specs("g", {"r": "1/s"}), {"r": 1})

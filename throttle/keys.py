@@ -1,0 +1,49 @@
+"""Every Redis key the project uses, built in one place.
+
+Keys look like ``<prefix>:{<group>}:<what>``. The group name in braces is a Redis
+Cluster hash tag, so all keys one script touches live in the same slot.
+"""
+
+from __future__ import annotations
+
+import re
+
+from throttle.errors import ConfigError
+
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+
+
+class KeyBuilder:
+    """Builds keys under a configurable prefix (default ``llmt``)."""
+
+    def __init__(self, prefix: str = "llmt") -> None:
+        if not _PREFIX.match(prefix):
+            raise ConfigError(f"key prefix {prefix!r}: use letters, digits, _ . : -")
+        self.prefix = prefix
+
+    def _group(self, group: str) -> str:
+        return f"{self.prefix}:{{{group}}}"
+
+    def state(self, group: str) -> str:
+        """Hash: GCRA TATs, sliding sums, the pause gate, adaptive state."""
+        return f"{self._group(group)}:state"
+
+    def leases(self, group: str) -> str:
+        """Zset of concurrency leases: member reservation id, score expiry ms."""
+        return f"{self._group(group)}:leases"
+
+    def reservation(self, group: str, reservation_id: str) -> str:
+        """String: one reservation's record, for cancel and settle."""
+        return f"{self._group(group)}:rsv:{reservation_id}"
+
+    def dimension(self, group: str, dimension: str) -> str:
+        """A dimension's own key: sliding-log zset or calendar-window hash."""
+        return f"{self._group(group)}:dim:{dimension}"
+
+    def parked(self, group: str) -> str:
+        """Zset of tasks parked until their slot: member task payload id, score slot ms."""
+        return f"{self._group(group)}:parked"
+
+    def group_pattern(self) -> str:
+        """Pattern matching every group's state key (for status listings)."""
+        return f"{self.prefix}:{{*}}:state"

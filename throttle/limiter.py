@@ -1,0 +1,284 @@
+"""The Redis limiter: atomic multi-dimension admission with reserved start slots.
+
+One :meth:`RedisLimiter.admit` is one Redis round trip. It checks every dimension of a
+limit group against the request's costs, on the Redis server's clock, and returns the
+start slot it reserved: now, or a later time in arrival order. The caller sleeps until
+the slot (or parks the task), calls :meth:`begin` if the slot was in the future, makes
+the call, then :meth:`settle`\\s the actual cost. :meth:`cancel` gives a reservation
+back; :meth:`pause` closes a group's gate for every worker (after a provider 429).
+
+Example::
+
+    limiter = RedisLimiter(redis.Redis())
+    group = LimitGroup.from_specs("openai:gpt-4o-mini", {"requests": "500/min", "tokens": "200k/min"})
+    admission = limiter.admit(group, {"requests": 1, "tokens": 1200})
+    time.sleep(admission.wait_s)
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import Enum
+
+import redis
+
+from throttle.calendar import window_starts_ms
+from throttle.errors import CostExceedsCapacityError, StorageError
+from throttle.keys import KeyBuilder
+from throttle.limits import Algorithm, Dimension, LimitGroup
+from throttle.scripts import Scripts
+
+_ALGORITHM_CODES = {Algorithm.GCRA: "g", Algorithm.SLIDING: "s", Algorithm.CALENDAR: "c"}
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to one admission: a reserved slot, or why there is none."""
+
+    group: str
+    reservation_id: str
+    #: False when the slot lay beyond ``max_wait_s``: nothing was reserved.
+    reserved: bool
+    #: Seconds from the admission until the slot (0 for "go now").
+    wait_s: float
+    #: The slot, in ms on the Redis server's clock.
+    slot_ms: float
+    #: The server's clock when the admission was decided, in ms.
+    now_ms: float
+    #: True when a concurrency lease is held, or the group has no concurrency cap.
+    lease: bool
+    #: The dimension that set the slot, ``"pause"`` for the pause gate, None for "now".
+    binding: str | None
+
+    @property
+    def needs_begin(self) -> bool:
+        """Whether to call :meth:`RedisLimiter.begin` at the slot before starting: a
+        future slot must re-check the pause gate, and a lease may still be missing."""
+        return self.wait_s > 0 or not self.lease
+
+
+class BeginOutcome(Enum):
+    GO = 0
+    PAUSED = 1
+    BUSY = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Begin:
+    """What :meth:`RedisLimiter.begin` found at the slot."""
+
+    outcome: BeginOutcome
+    #: For PAUSED: seconds until the gate opens (re-admit: the slot is void).
+    wait_s: float
+    now_ms: float
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per-group values computed once: keys and the static part of the admission ARGV."""
+
+    state_key: str
+    leases_key: str
+    dimension_keys: tuple[str, ...]
+    static_args: tuple[tuple[str, str, str, str], ...]
+    names: tuple[str, ...]
+    usable: tuple[float, ...]
+    calendar: tuple[int, ...]
+
+
+@contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    try:
+        yield
+    except redis.RedisError as exc:
+        raise StorageError(f"redis {action} failed: {exc}") from exc
+
+
+class RedisLimiter:
+    """Shared limiter state in Redis; safe to use from many threads and processes.
+
+    ``record_ttl_s`` bounds how long after its slot a reservation can still be settled
+    or cancelled; past it, the reservation is simply kept (never refunded twice).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        keys: KeyBuilder | None = None,
+        record_ttl_s: float = 3600.0,
+    ) -> None:
+        self.client = client
+        self.keys = keys or KeyBuilder()
+        self.record_ttl_ms = int(record_ttl_s * 1000)
+        self._scripts = Scripts(client)
+        self._plans: dict[int, tuple[LimitGroup, _Plan]] = {}
+        self._calendar_cache: dict[tuple[float, str], list[int]] = {}
+
+    # -- planning -----------------------------------------------------------------
+
+    def _plan(self, group: LimitGroup) -> _Plan:
+        cached = self._plans.get(id(group))
+        if cached is not None and cached[0] is group:
+            return cached[1]
+        static = []
+        for dim in group.dimensions:
+            code = _ALGORITHM_CODES[dim.algorithm]
+            if dim.algorithm is Algorithm.GCRA:
+                emission = dim.emission_interval_ms
+                a, b = repr(emission), repr(group.usable_capacity(dim) * emission)
+            else:
+                a, b = repr(group.usable_capacity(dim)), repr(dim.period_ms)
+            static.append((dim.name, code, a, b))
+        plan = _Plan(
+            state_key=self.keys.state(group.name),
+            leases_key=self.keys.leases(group.name),
+            dimension_keys=tuple(self.keys.dimension(group.name, d.name) for d in group.dimensions),
+            static_args=tuple(static),
+            names=tuple(d.name for d in group.dimensions),
+            usable=tuple(group.usable_capacity(d) for d in group.dimensions),
+            calendar=tuple(
+                i for i, d in enumerate(group.dimensions) if d.algorithm is Algorithm.CALENDAR
+            ),
+        )
+        self._plans[id(group)] = (group, plan)
+        return plan
+
+    def _calendar_starts(self, dim: Dimension) -> str:
+        """Window starts around now; recomputed once now nears either end of the list."""
+        cache_key = (dim.period_s, dim.timezone or "UTC")
+        now_ms = time.time() * 1000
+        starts = self._calendar_cache.get(cache_key)
+        if starts is None or not starts[2] <= now_ms < starts[-3]:
+            starts = window_starts_ms(dim.period_s, dim.timezone or "UTC", now_ms / 1000)
+            self._calendar_cache[cache_key] = starts
+        return ",".join(map(str, starts))
+
+    def _costs(self, group: LimitGroup, costs: Mapping[str, float] | Sequence[float]) -> Sequence[float]:
+        if isinstance(costs, Mapping):
+            return group.cost_vector(costs)
+        if len(costs) != len(group.dimensions):
+            raise ValueError(f"{group.name}: {len(costs)} costs for {len(group.dimensions)} dimensions")
+        return costs
+
+    # -- operations ---------------------------------------------------------------
+
+    def admit(
+        self,
+        group: LimitGroup,
+        costs: Mapping[str, float] | Sequence[float],
+        *,
+        max_wait_s: float | None = None,
+        reservation_id: str | None = None,
+    ) -> Admission:
+        """Reserve the earliest slot at which every dimension can take ``costs``.
+
+        ``costs`` maps dimension names to units (missing ones cost 0) or lists them in
+        the group's order. With ``max_wait_s``, a slot further away than that is not
+        reserved (``reserved`` is False and ``wait_s`` tells how far it was).
+
+        Raises CostExceedsCapacityError at once for a cost no bucket can ever hold.
+        """
+        plan = self._plan(group)
+        vector = self._costs(group, costs)
+        for i, cost in enumerate(vector):
+            if cost > plan.usable[i] + 1e-9:
+                raise CostExceedsCapacityError(group.name, plan.names[i], cost, plan.usable[i])
+        rid = reservation_id or uuid.uuid4().hex
+        args: list[str | float | int] = [
+            rid,
+            -1 if max_wait_s is None else max_wait_s * 1000,
+            self.record_ttl_ms,
+            group.concurrency or 0,
+            int(group.lease_ttl_s * 1000),
+            len(vector),
+        ]
+        for i, (static, cost) in enumerate(zip(plan.static_args, vector, strict=True)):
+            name, code, a, b = static
+            if i in plan.calendar:
+                b = self._calendar_starts(group.dimensions[i])
+            args += [name, code, a, b, repr(float(cost))]
+        keys = [plan.state_key, self.keys.reservation(group.name, rid), plan.leases_key]
+        keys += plan.dimension_keys
+        with _storage_errors("admission"):
+            code, wait_us, slot, now, lease, binding = self._scripts.admit(keys=keys, args=args)
+        if code == 2:
+            i = int(binding) - 1
+            raise CostExceedsCapacityError(group.name, plan.names[i], vector[i], plan.usable[i])
+        if code == 3:  # our clock is days away from the server's: rebuild and retry once
+            self._calendar_cache.clear()
+            return self.admit(group, vector, max_wait_s=max_wait_s, reservation_id=rid)
+        binding_name = plan.names[int(binding) - 1] if int(binding) > 0 else None
+        if binding_name is None and int(wait_us) > 0:
+            binding_name = "pause"
+        return Admission(
+            group=group.name,
+            reservation_id=rid,
+            reserved=code == 0,
+            wait_s=max(0, int(wait_us)) / 1e6,
+            slot_ms=float(slot),
+            now_ms=float(now),
+            lease=bool(lease) or not group.concurrency,
+            binding=binding_name,
+        )
+
+    def begin(self, group: LimitGroup, admission: Admission) -> Begin:
+        """At a future slot: check the pause gate and take the concurrency lease."""
+        args = [admission.reservation_id, group.concurrency or 0, int(group.lease_ttl_s * 1000)]
+        plan = self._plan(group)
+        with _storage_errors("begin"):
+            code, wait_us, now = self._scripts.begin(
+                keys=[plan.state_key, plan.leases_key], args=args
+            )
+        return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, float(now))
+
+    def cancel(self, group: LimitGroup, reservation_id: str) -> bool:
+        """Give a reservation back. False if it was already settled, cancelled or expired."""
+        plan = self._plan(group)
+        keys = [plan.state_key, self.keys.reservation(group.name, reservation_id), plan.leases_key]
+        with _storage_errors("cancel"):
+            done, _now = self._scripts.cancel(
+                keys=keys + list(plan.dimension_keys), args=[reservation_id, *plan.names]
+            )
+        return bool(done)
+
+    def settle(
+        self,
+        group: LimitGroup,
+        reservation_id: str,
+        deltas: Mapping[str, float] | None = None,
+    ) -> bool:
+        """Finish a reservation: adjust each dimension by ``actual - reserved`` and release
+        the concurrency lease. A positive delta may put a bucket into debt. False if the
+        reservation was already settled, cancelled or expired (nothing changes then)."""
+        plan = self._plan(group)
+        vector = [0.0] * len(plan.names)
+        for name, delta in (deltas or {}).items():
+            vector[group.index(name)] = float(delta)
+        args: list[str | float] = [reservation_id]
+        for name, delta in zip(plan.names, vector, strict=True):
+            args += [name, repr(delta)]
+        keys = [plan.state_key, self.keys.reservation(group.name, reservation_id), plan.leases_key]
+        with _storage_errors("settle"):
+            done, _now = self._scripts.settle(keys=keys + list(plan.dimension_keys), args=args)
+        return bool(done)
+
+    def pause(self, group: LimitGroup | str, duration_s: float) -> float:
+        """Close the group's gate for ``duration_s`` from the server's now (never shortens
+        a longer pause). Returns the seconds until it opens."""
+        name = group if isinstance(group, str) else group.name
+        with _storage_errors("pause"):
+            _extended, until, now = self._scripts.pause(
+                keys=[self.keys.state(name)], args=[max(0, int(duration_s * 1000))]
+            )
+        return (float(until) - float(now)) / 1000
+
+    def server_time_ms(self) -> float:
+        """The Redis server's clock, in ms."""
+        with _storage_errors("TIME"):
+            seconds, micros = self.client.time()
+        return seconds * 1000 + micros / 1000

@@ -1,0 +1,269 @@
+"""A pure-Python reference model of the limiter's algorithms, with an injectable clock.
+
+It implements exactly what the Lua scripts do (``throttle/lua``), in memory and without
+locks, so unit tests can check the algorithms without Redis and property tests can
+drive the model and the Redis limiter with the same operations and compare them.
+Times are milliseconds; ``now_ms`` is passed to every operation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from throttle.calendar import window_starts_ms
+from throttle.errors import CostExceedsCapacityError
+from throttle.limits import Algorithm, LimitGroup
+
+_MAX_ROUNDS = 32
+
+
+def _ms(x: float) -> float:
+    """Values are stored to the microsecond, as the Lua scripts store them."""
+    return round(x, 3)
+
+
+@dataclass
+class _Entry:
+    algorithm: Algorithm
+    cost: float
+    pre: float | None = None
+    post: float | None = None
+    where: str | float | None = None  # calendar window start, or sliding entry id
+
+
+@dataclass
+class _Record:
+    slot_ms: float
+    entries: list[_Entry]
+    expires_ms: float
+
+
+@dataclass
+class _GroupState:
+    tat: dict[str, float] = field(default_factory=dict)
+    log: dict[str, list[tuple[float, str, float]]] = field(default_factory=dict)
+    windows: dict[str, dict[int, float]] = field(default_factory=dict)
+    pause_ms: float = 0.0
+    leases: dict[str, float] = field(default_factory=dict)
+    records: dict[str, _Record] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ModelAdmission:
+    reserved: bool
+    wait_ms: float
+    slot_ms: float
+    lease: bool
+    binding: str | None
+
+
+class LimiterModel:
+    """The limiter's algorithms over in-memory state.
+
+    ``clock`` returns the current time in ms; operations also accept ``now_ms``
+    explicitly so a test can replay the server's clock.
+    """
+
+    def __init__(self, clock: Callable[[], float] | None = None, record_ttl_ms: float = 3.6e6):
+        self.clock = clock or (lambda: 0.0)
+        self.record_ttl_ms = record_ttl_ms
+        self.groups: dict[str, _GroupState] = {}
+
+    def _state(self, group: LimitGroup) -> _GroupState:
+        return self.groups.setdefault(group.name, _GroupState())
+
+    # -- admission ----------------------------------------------------------------
+
+    def admit(
+        self,
+        group: LimitGroup,
+        costs: Mapping[str, float] | Sequence[float],
+        reservation_id: str,
+        *,
+        now_ms: float | None = None,
+        max_wait_ms: float | None = None,
+    ) -> ModelAdmission:
+        now = self.clock() if now_ms is None else now_ms
+        vector = group.cost_vector(costs) if isinstance(costs, Mapping) else list(costs)
+        st = self._state(group)
+        for dim, cost in zip(group.dimensions, vector, strict=True):
+            if cost > group.usable_capacity(dim) + 1e-9:
+                raise CostExceedsCapacityError(
+                    group.name, dim.name, cost, group.usable_capacity(dim)
+                )
+        for dim in group.dimensions:
+            if dim.algorithm is Algorithm.SLIDING:
+                log = st.log.setdefault(dim.name, [])
+                log[:] = [e for e in log if e[0] > now - dim.period_ms]
+
+        slot, binding, settled = max(now, st.pause_ms), 0, False
+        for _ in range(_MAX_ROUNDS):
+            settled = True
+            for i, (dim, cost) in enumerate(zip(group.dimensions, vector, strict=True), 1):
+                earliest = self._earliest(group, st, i - 1, cost, slot, now)
+                if earliest is None:
+                    return ModelAdmission(False, -1, 0, False, dim.name)
+                if earliest > slot:
+                    slot, binding, settled = earliest, i, False
+            if settled:
+                break
+        wait = slot - now
+        name = group.dimensions[binding - 1].name if binding else ("pause" if wait > 0 else None)
+        if not settled or (max_wait_ms is not None and wait > max_wait_ms):
+            return ModelAdmission(False, wait, slot, False, name)
+
+        entries = [
+            self._commit(group, st, i, cost, slot, reservation_id)
+            for i, cost in enumerate(vector)
+        ]
+        lease = False
+        if group.concurrency and wait <= 0:
+            st.leases = {k: v for k, v in st.leases.items() if v > now}
+            if len(st.leases) < group.concurrency:
+                st.leases[reservation_id] = now + group.lease_ttl_s * 1000
+                lease = True
+        st.records[reservation_id] = _Record(slot, entries, slot + self.record_ttl_ms)
+        return ModelAdmission(True, wait, slot, lease or not group.concurrency, name)
+
+    def _earliest(
+        self, group: LimitGroup, st: _GroupState, i: int, cost: float, s: float, now: float
+    ) -> float | None:
+        dim = group.dimensions[i]
+        if dim.algorithm is Algorithm.GCRA:
+            emission = dim.emission_interval_ms
+            tolerance = group.usable_capacity(dim) * emission
+            return max(s, st.tat.get(dim.name, 0.0) + cost * emission - tolerance)
+        capacity = group.usable_capacity(dim)
+        if dim.algorithm is Algorithm.SLIDING:
+            log = st.log.get(dim.name, [])
+            start = max(s, log[-1][0] if log else 0.0)
+            excess = sum(e[2] for e in log) + cost - capacity
+            for score, _rid, entry_cost in log:
+                if excess <= 0:
+                    break
+                excess -= entry_cost
+                if excess <= 0:
+                    return max(start, score + dim.period_ms)
+            return start
+        starts = window_starts_ms(dim.period_s, dim.timezone or "UTC", now / 1000)
+        used = st.windows.get(dim.name, {})
+        for k in range(len(starts) - 1):
+            if starts[k + 1] <= s:
+                continue
+            if used.get(starts[k], 0.0) + cost <= capacity:
+                return max(s, starts[k])
+        return None
+
+    def _commit(
+        self, group: LimitGroup, st: _GroupState, i: int, cost: float, slot: float, rid: str
+    ) -> _Entry:
+        dim = group.dimensions[i]
+        entry = _Entry(dim.algorithm, cost)
+        if cost == 0:
+            return entry
+        if dim.algorithm is Algorithm.GCRA:
+            pre = st.tat.get(dim.name, 0.0)
+            post = _ms(max(pre, slot) + cost * dim.emission_interval_ms)
+            st.tat[dim.name] = post
+            entry.pre, entry.post = pre, post
+        elif dim.algorithm is Algorithm.SLIDING:
+            st.log.setdefault(dim.name, []).append((_ms(slot), rid, cost))
+            entry.where = rid
+        else:
+            starts = window_starts_ms(dim.period_s, dim.timezone or "UTC", slot / 1000)
+            start = max(x for x in starts if x <= slot)
+            windows = st.windows.setdefault(dim.name, {})
+            for old in [w for w in windows if w < start]:
+                del windows[old]
+            windows[start] = windows.get(start, 0.0) + cost
+            entry.where = start
+        return entry
+
+    # -- after admission ----------------------------------------------------------
+
+    def _take_record(self, group: LimitGroup, rid: str, now: float) -> _Record | None:
+        record = self._state(group).records.pop(rid, None)
+        if record is None or record.expires_ms <= now:
+            return None
+        return record
+
+    def cancel(self, group: LimitGroup, reservation_id: str, *, now_ms: float | None = None) -> bool:
+        now = self.clock() if now_ms is None else now_ms
+        st = self._state(group)
+        record = self._take_record(group, reservation_id, now)
+        if record is None:
+            return False
+        for dim, entry in zip(group.dimensions, record.entries, strict=True):
+            if entry.cost == 0:
+                continue
+            if entry.algorithm is Algorithm.GCRA:
+                tat = st.tat.get(dim.name, 0.0)
+                if entry.post is not None and _ms(tat) == entry.post and entry.pre is not None:
+                    st.tat[dim.name] = entry.pre
+                else:
+                    st.tat[dim.name] = _ms(max(now, tat - entry.cost * dim.emission_interval_ms))
+            elif entry.algorithm is Algorithm.SLIDING:
+                log = st.log.get(dim.name, [])
+                log[:] = [e for e in log if e[1] != entry.where]
+            else:
+                windows = st.windows.get(dim.name, {})
+                if isinstance(entry.where, int) and entry.where in windows:
+                    windows[entry.where] -= entry.cost
+        st.leases.pop(reservation_id, None)
+        return True
+
+    def settle(
+        self,
+        group: LimitGroup,
+        reservation_id: str,
+        deltas: Mapping[str, float],
+        *,
+        now_ms: float | None = None,
+    ) -> bool:
+        now = self.clock() if now_ms is None else now_ms
+        st = self._state(group)
+        record = self._take_record(group, reservation_id, now)
+        if record is None:
+            return False
+        for dim, entry in zip(group.dimensions, record.entries, strict=True):
+            delta = float(deltas.get(dim.name, 0.0))
+            if delta == 0:
+                continue
+            if entry.algorithm is Algorithm.GCRA:
+                after = max(st.tat.get(dim.name, 0.0), now) + delta * dim.emission_interval_ms
+                st.tat[dim.name] = _ms(max(after, now) if delta < 0 else after)
+            elif entry.algorithm is Algorithm.SLIDING:
+                log = st.log.get(dim.name, [])
+                for k, (score, rid, cost) in enumerate(log):
+                    if rid == entry.where:
+                        log[k] = (score, rid, max(0.0, cost + delta))
+            else:
+                windows = st.windows.get(dim.name, {})
+                if isinstance(entry.where, int) and entry.where in windows:
+                    windows[entry.where] += max(delta, -entry.cost)
+        st.leases.pop(reservation_id, None)
+        return True
+
+    def pause(self, group: LimitGroup, duration_ms: float, *, now_ms: float | None = None) -> float:
+        now = self.clock() if now_ms is None else now_ms
+        st = self._state(group)
+        st.pause_ms = max(st.pause_ms, _ms(now + duration_ms))
+        return st.pause_ms
+
+    def level(self, group: LimitGroup, dimension: str, *, now_ms: float | None = None) -> float:
+        """Units a dimension could admit right now (negative when in debt or reserved)."""
+        now = self.clock() if now_ms is None else now_ms
+        dim = group.dimensions[group.index(dimension)]
+        st = self._state(group)
+        capacity = group.usable_capacity(dim)
+        if dim.algorithm is Algorithm.GCRA:
+            tat = st.tat.get(dim.name, 0.0)
+            return capacity - max(0.0, tat - now) / dim.emission_interval_ms
+        if dim.algorithm is Algorithm.SLIDING:
+            live = [e[2] for e in st.log.get(dim.name, []) if e[0] > now - dim.period_ms]
+            return capacity - math.fsum(live)
+        starts = window_starts_ms(dim.period_s, dim.timezone or "UTC", now / 1000)
+        current = max(x for x in starts if x <= now)
+        return capacity - st.windows.get(dim.name, {}).get(current, 0.0)

@@ -1,0 +1,49 @@
+"""Lua scripts: one per file under ``throttle/lua``, shipped as package data.
+
+A line ``--@include lib/name.lua`` is replaced by that file's text, so scripts share
+helpers without Redis 7 functions. Each script is registered once per client; redis-py
+runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a server restart.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from importlib import resources
+
+import redis
+from redis.commands.core import Script
+
+_INCLUDE = re.compile(r"^--@include (\S+)$", re.MULTILINE)
+
+
+@cache
+def script_source(name: str) -> str:
+    """The text of ``lua/<name>`` with its includes inlined (each at most once)."""
+    root = resources.files("throttle") / "lua"
+    seen: set[str] = set()
+
+    def expand(path: str) -> str:
+        text = (root / path).read_text(encoding="utf-8")
+
+        def include(match: re.Match[str]) -> str:
+            target = match[1]
+            if target in seen:
+                return ""
+            seen.add(target)
+            return expand(target)
+
+        return _INCLUDE.sub(include, text)
+
+    return expand(name)
+
+
+class Scripts:
+    """The limiter's scripts, registered on one client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.admit: Script = client.register_script(script_source("admit.lua"))
+        self.cancel: Script = client.register_script(script_source("cancel.lua"))
+        self.settle: Script = client.register_script(script_source("settle.lua"))
+        self.begin: Script = client.register_script(script_source("begin.lua"))
+        self.pause: Script = client.register_script(script_source("pause.lua"))
