@@ -24,6 +24,11 @@ Messages never contain API keys or prompts.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from throttle.providers.observation import Observation
+
 
 class ThrottleError(Exception):
     """Root of every error raised by this project."""
@@ -79,6 +84,9 @@ class ProviderError(ThrottleError):
     status: int | None = None
     #: Whether waiting and sending the request again can succeed.
     retryable: bool = False
+    #: The limit headers of the failed response, when the provider answered; the
+    #: HTTP client attaches it so the throttle can learn from 429s too.
+    observation: Observation | None = None
 
     def __init__(self, message: str, *, status: int | None = None) -> None:
         super().__init__(message)

@@ -97,9 +97,7 @@ class LimitDetail:
     @property
     def exceeds_capacity(self) -> bool:
         """``Requested > Limit``: the request can never fit (terminal)."""
-        return (
-            self.limit is not None and self.requested is not None and self.requested > self.limit
-        )
+        return self.limit is not None and self.requested is not None and self.requested > self.limit
 
 
 @dataclass(frozen=True)

@@ -70,11 +70,7 @@ class HeaderView:
         self._values = {}
         if headers is None:
             return
-        pairs: Iterable[object]
-        if isinstance(headers, Mapping):
-            pairs = headers.items()
-        else:
-            pairs = headers
+        pairs: Iterable[object] = headers.items() if isinstance(headers, Mapping) else headers
         try:
             for pair in pairs:
                 if not isinstance(pair, tuple) or len(pair) != 2:

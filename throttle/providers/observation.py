@@ -130,5 +130,6 @@ class Observation:
         return tuple(
             name
             for name, state in self.dimensions.items()
-            if state.remaining is not None and state.remaining < max(1.0, state.remaining_granularity / 2)
+            if state.remaining is not None
+            and state.remaining < max(1.0, state.remaining_granularity / 2)
         )
