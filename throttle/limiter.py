@@ -10,7 +10,9 @@ back; :meth:`pause` closes a group's gate for every worker (after a provider 429
 Example::
 
     limiter = RedisLimiter(redis.Redis())
-    group = LimitGroup.from_specs("openai:gpt-4o-mini", {"requests": "500/min", "tokens": "200k/min"})
+    group = LimitGroup.from_specs(
+        "openai:gpt-4o-mini", {"requests": "500/min", "tokens": "200k/min"}
+    )
     admission = limiter.admit(group, {"requests": 1, "tokens": 1200})
     time.sleep(admission.wait_s)
 """
@@ -23,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
+from typing import cast
 
 import redis
 
@@ -75,6 +78,19 @@ class Begin:
     #: For PAUSED: seconds until the gate opens (re-admit: the slot is void).
     wait_s: float
     now_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pause:
+    """A group's pause gate after :meth:`RedisLimiter.pause`."""
+
+    #: When the gate opens, in ms on the server's clock.
+    until_ms: float
+    now_ms: float
+
+    @property
+    def wait_s(self) -> float:
+        return max(0.0, self.until_ms - self.now_ms) / 1000
 
 
 @dataclass(frozen=True)
@@ -158,11 +174,15 @@ class RedisLimiter:
             self._calendar_cache[cache_key] = starts
         return ",".join(map(str, starts))
 
-    def _costs(self, group: LimitGroup, costs: Mapping[str, float] | Sequence[float]) -> Sequence[float]:
+    def _costs(
+        self, group: LimitGroup, costs: Mapping[str, float] | Sequence[float]
+    ) -> Sequence[float]:
         if isinstance(costs, Mapping):
             return group.cost_vector(costs)
         if len(costs) != len(group.dimensions):
-            raise ValueError(f"{group.name}: {len(costs)} costs for {len(group.dimensions)} dimensions")
+            raise ValueError(
+                f"{group.name}: {len(costs)} costs for {len(group.dimensions)} dimensions"
+            )
         return costs
 
     # -- operations ---------------------------------------------------------------
@@ -228,7 +248,11 @@ class RedisLimiter:
 
     def begin(self, group: LimitGroup, admission: Admission) -> Begin:
         """At a future slot: check the pause gate and take the concurrency lease."""
-        args = [admission.reservation_id, group.concurrency or 0, int(group.lease_ttl_s * 1000)]
+        args: list[str | int] = [
+            admission.reservation_id,
+            group.concurrency or 0,
+            int(group.lease_ttl_s * 1000),
+        ]
         plan = self._plan(group)
         with _storage_errors("begin"):
             code, wait_us, now = self._scripts.begin(
@@ -236,25 +260,27 @@ class RedisLimiter:
             )
         return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, float(now))
 
-    def cancel(self, group: LimitGroup, reservation_id: str) -> bool:
-        """Give a reservation back. False if it was already settled, cancelled or expired."""
+    def cancel(self, group: LimitGroup, reservation_id: str) -> float | None:
+        """Give a reservation back. Returns the server time (ms) it was done at, or None
+        if the reservation was already settled, cancelled or expired."""
         plan = self._plan(group)
         keys = [plan.state_key, self.keys.reservation(group.name, reservation_id), plan.leases_key]
         with _storage_errors("cancel"):
-            done, _now = self._scripts.cancel(
+            done, now = self._scripts.cancel(
                 keys=keys + list(plan.dimension_keys), args=[reservation_id, *plan.names]
             )
-        return bool(done)
+        return float(now) if done else None
 
     def settle(
         self,
         group: LimitGroup,
         reservation_id: str,
         deltas: Mapping[str, float] | None = None,
-    ) -> bool:
+    ) -> float | None:
         """Finish a reservation: adjust each dimension by ``actual - reserved`` and release
-        the concurrency lease. A positive delta may put a bucket into debt. False if the
-        reservation was already settled, cancelled or expired (nothing changes then)."""
+        the concurrency lease. A positive delta may put a bucket into debt. Returns the
+        server time (ms) it was done at, or None if the reservation was already settled,
+        cancelled or expired (nothing changes then)."""
         plan = self._plan(group)
         vector = [0.0] * len(plan.names)
         for name, delta in (deltas or {}).items():
@@ -264,21 +290,21 @@ class RedisLimiter:
             args += [name, repr(delta)]
         keys = [plan.state_key, self.keys.reservation(group.name, reservation_id), plan.leases_key]
         with _storage_errors("settle"):
-            done, _now = self._scripts.settle(keys=keys + list(plan.dimension_keys), args=args)
-        return bool(done)
+            done, now = self._scripts.settle(keys=keys + list(plan.dimension_keys), args=args)
+        return float(now) if done else None
 
-    def pause(self, group: LimitGroup | str, duration_s: float) -> float:
-        """Close the group's gate for ``duration_s`` from the server's now (never shortens
-        a longer pause). Returns the seconds until it opens."""
+    def pause(self, group: LimitGroup | str, duration_s: float) -> Pause:
+        """Close the group's gate for ``duration_s`` from the server's now, for every
+        worker. Never shortens a longer pause already in force."""
         name = group if isinstance(group, str) else group.name
         with _storage_errors("pause"):
             _extended, until, now = self._scripts.pause(
                 keys=[self.keys.state(name)], args=[max(0, int(duration_s * 1000))]
             )
-        return (float(until) - float(now)) / 1000
+        return Pause(float(until), float(now))
 
     def server_time_ms(self) -> float:
         """The Redis server's clock, in ms."""
         with _storage_errors("TIME"):
-            seconds, micros = self.client.time()
-        return seconds * 1000 + micros / 1000
+            seconds, micros = cast(tuple[int, int], self.client.time())
+        return int(seconds) * 1000 + int(micros) / 1000

@@ -115,8 +115,7 @@ class LimiterModel:
             return ModelAdmission(False, wait, slot, False, name)
 
         entries = [
-            self._commit(group, st, i, cost, slot, reservation_id)
-            for i, cost in enumerate(vector)
+            self._commit(group, st, i, cost, slot, reservation_id) for i, cost in enumerate(vector)
         ]
         lease = False
         if group.concurrency and wait <= 0:
@@ -189,7 +188,9 @@ class LimiterModel:
             return None
         return record
 
-    def cancel(self, group: LimitGroup, reservation_id: str, *, now_ms: float | None = None) -> bool:
+    def cancel(
+        self, group: LimitGroup, reservation_id: str, *, now_ms: float | None = None
+    ) -> bool:
         now = self.clock() if now_ms is None else now_ms
         st = self._state(group)
         record = self._take_record(group, reservation_id, now)
@@ -247,6 +248,7 @@ class LimiterModel:
         return True
 
     def pause(self, group: LimitGroup, duration_ms: float, *, now_ms: float | None = None) -> float:
+        """Close the gate until now + duration (never shortens); returns when it opens."""
         now = self.clock() if now_ms is None else now_ms
         st = self._state(group)
         st.pause_ms = max(st.pause_ms, _ms(now + duration_ms))

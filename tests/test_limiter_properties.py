@@ -1,0 +1,92 @@
+"""Property test: the Redis limiter and the reference model agree on any operation sequence.
+
+Hypothesis draws a sequence of admissions (random costs, some with a max wait), cancels,
+settles and pauses; each is applied to Redis, then replayed on the model at the
+server's clock as Redis reported it. Every admission must get the same slot.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from throttle.keys import KeyBuilder
+from throttle.limiter import RedisLimiter
+from throttle.limits import Algorithm, Dimension, LimitGroup
+from throttle.model import LimiterModel
+
+pytestmark = pytest.mark.integration
+
+GROUP = LimitGroup(
+    "prop",
+    (
+        Dimension.parse("requests", "20/s"),
+        Dimension.parse("tokens", "2000/2s"),
+        Dimension("rolling", 1500, 1.0, Algorithm.SLIDING),
+    ),
+    concurrency=3,
+    headroom=0.02,
+)
+
+admit_op = st.tuples(
+    st.just("admit"),
+    st.integers(0, 1),
+    st.integers(0, 1960),
+    st.integers(0, 1470),
+    st.one_of(st.none(), st.integers(0, 400)),
+)
+cancel_op = st.tuples(st.just("cancel"), st.integers(0, 30))
+settle_op = st.tuples(st.just("settle"), st.integers(0, 30), st.integers(-1500, 1500))
+pause_op = st.tuples(st.just("pause"), st.integers(1, 300))
+operations = st.lists(st.one_of(admit_op, admit_op, cancel_op, settle_op, pause_op), max_size=25)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(operations)
+def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) -> None:
+    client = redis.Redis.from_url(redis_url)
+    limiter = RedisLimiter(client, keys=KeyBuilder(f"p{uuid.uuid4().hex[:8]}"))
+    model = LimiterModel()
+    admitted: list[str] = []
+    try:
+        for op in ops:
+            kind = op[0]
+            if kind == "admit":
+                _, requests, tokens, rolling, max_wait_ms = op
+                costs = {"requests": requests, "tokens": tokens, "rolling": rolling}
+                max_wait_s = None if max_wait_ms is None else int(max_wait_ms) / 1000  # type: ignore[call-overload]
+                got = limiter.admit(GROUP, costs, max_wait_s=max_wait_s)  # type: ignore[arg-type]
+                want = model.admit(
+                    GROUP,
+                    costs,  # type: ignore[arg-type]
+                    got.reservation_id,
+                    now_ms=got.now_ms,
+                    max_wait_ms=max_wait_ms,  # type: ignore[arg-type]
+                )
+                assert got.reserved == want.reserved
+                assert got.wait_s * 1000 == pytest.approx(max(want.wait_ms, 0), abs=0.005)
+                assert got.lease == want.lease
+                if got.reserved:
+                    admitted.append(got.reservation_id)
+            elif kind == "cancel" and admitted:
+                rid = admitted[int(op[1]) % len(admitted)]  # type: ignore[call-overload]
+                at = limiter.cancel(GROUP, rid)
+                assert (at is not None) == model.cancel(GROUP, rid, now_ms=at or 0.0)
+            elif kind == "settle" and admitted:
+                rid = admitted[int(op[1]) % len(admitted)]  # type: ignore[call-overload]
+                deltas = {"tokens": float(op[2])}  # type: ignore[arg-type]
+                at = limiter.settle(GROUP, rid, deltas)
+                assert (at is not None) == model.settle(GROUP, rid, deltas, now_ms=at or 0.0)
+            elif kind == "pause":
+                duration_ms = int(op[1])  # type: ignore[call-overload]
+                paused = limiter.pause(GROUP, duration_ms / 1000)
+                want_until = model.pause(GROUP, duration_ms, now_ms=paused.now_ms)
+                assert paused.until_ms == pytest.approx(want_until, abs=0.002)
+    finally:
+        client.close()
