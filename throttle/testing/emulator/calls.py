@@ -99,9 +99,7 @@ def admission_costs(call: Call, config: EmulatorConfig) -> dict[str, float]:
     """Cost per cost kind charged at admission (spec §8 "Costs")."""
     if call.profile is Profile.ANTHROPIC:
         input_cost = float(call.input_tokens + call.cache_creation_tokens)
-        output_cost = (
-            float(call.max_tokens) if config.output_mode is OutputMode.RESERVE else 0.0
-        )
+        output_cost = float(call.max_tokens) if config.output_mode is OutputMode.RESERVE else 0.0
         return {
             "requests": 1.0,
             "input_tokens": input_cost,
@@ -195,6 +193,6 @@ def _positive_int(value: object, name: str) -> int:
 
 def _count(script: Mapping[str, Any], name: str, default: int) -> int:
     value = script.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0 and value != default:
+    if isinstance(value, bool) or not isinstance(value, int) or (value < 0 and value != default):
         raise InvalidBodyError(f"'emulator.{name}' must be a non-negative integer")
     return value

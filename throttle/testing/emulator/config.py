@@ -183,7 +183,11 @@ def parse_limits_text(text: str, where: str = "--limits") -> dict[str, LimitConf
 DEFAULT_LIMITS: Mapping[Profile, Mapping[str, str]] = {
     Profile.OPENAI: {"requests": "500/min", "tokens": "30000/min"},
     Profile.AZURE: {"requests": "180/min", "tokens": "30000/min"},
-    Profile.ANTHROPIC: {"requests": "50/min", "input_tokens": "30000/min", "output_tokens": "8000/min"},
+    Profile.ANTHROPIC: {
+        "requests": "50/min",
+        "input_tokens": "30000/min",
+        "output_tokens": "8000/min",
+    },
     Profile.GEMINI: {"requests": "15/min", "tokens": "1M/min"},
 }
 
@@ -242,15 +246,11 @@ class FaultConfig:
         """Build from a table; ``after_s`` (instead of ``start_s``) is relative to ``now_s``."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where}: expected a table")
-        known = {f for f in cls.__dataclass_fields__} | {"after_s"}
+        known = set(cls.__dataclass_fields__) | {"after_s"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{where}: unknown key {unknown[0]!r}")
-        try:
-            kind = FaultKind(data.get("kind"))
-        except ValueError:
-            choices = ", ".join(k.value for k in FaultKind)
-            raise ConfigError(f"{where}.kind: {data.get('kind')!r} is not one of {choices}") from None
+        kind = _enum(FaultKind, data.get("kind"), f"{where}.kind")
         start_s = _number(data.get("start_s", 0.0), f"{where}.start_s")
         if "after_s" in data:
             start_s = now_s + _number(data["after_s"], f"{where}.after_s")
@@ -424,10 +424,7 @@ def load_config(path: str | Path) -> EmulatorConfig:
     except OSError as exc:
         raise ConfigError(f"emulator config {str(file)!r}: {exc.strerror}") from exc
     try:
-        if file.suffix == ".json":
-            data = json.loads(raw)
-        else:
-            data = tomllib.loads(raw.decode())
+        data = json.loads(raw) if file.suffix == ".json" else tomllib.loads(raw.decode())
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"emulator config {str(file)!r}: {exc}") from exc
     if not isinstance(data, dict):
@@ -510,7 +507,7 @@ def _optional_str(value: object, where: str) -> str | None:
 
 def _enum(enum: type[_E], value: object, where: str) -> _E:
     try:
-        return enum(value)
+        return enum(str(value))
     except ValueError:
         choices = ", ".join(member.value for member in enum)
         raise ConfigError(f"{where}: {value!r} is not one of {choices}") from None

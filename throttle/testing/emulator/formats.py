@@ -58,7 +58,7 @@ def http_date(epoch_s: float) -> str:
 
 def round_to_thousand(value: float) -> int:
     """Round half up to the nearest 1,000, never below 0 (Anthropic token ``remaining``)."""
-    return max(0, int(math.floor(value / 1000.0 + 0.5)) * 1000)
+    return max(0, math.floor(value / 1000.0 + 0.5) * 1000)
 
 
 def retry_after_s(wait_s: float) -> int:

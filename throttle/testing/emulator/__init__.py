@@ -1,0 +1,59 @@
+"""A local LLM provider emulator that pushes back like the real services.
+
+It speaks OpenAI, Anthropic, Azure OpenAI and Gemini on their usual routes, enforces
+their rate limits with their accounting, answers with their exact headers and 429
+bodies, injects faults on a schedule, and counts what its clients did. See
+``shared/reference/providers.md`` §8 for the specification.
+
+Modules, one job each: ``config`` (schema), ``clock``, ``meters`` (bucket/sliding
+log), ``calls`` (request parsing, costs), ``admission``, ``pools``, ``profiles/*``
+(wire formats), ``faults``, ``stats``, ``engine`` (all of it without sockets),
+``http`` (asyncio HTTP/1.1 framing), ``app`` (routes), ``server`` (thread/process).
+"""
+
+from __future__ import annotations
+
+from throttle.testing.emulator.clock import Clock, ManualClock, MonotonicClock
+from throttle.testing.emulator.config import (
+    ClockKind,
+    EmulatorConfig,
+    FaultConfig,
+    FaultKind,
+    LatencyConfig,
+    LimitConfig,
+    MeterKind,
+    OutputMode,
+    PoolConfig,
+    Profile,
+    load_config,
+    parse_limits,
+    parse_limits_text,
+)
+from throttle.testing.emulator.engine import CompletionRequest, Emulator
+from throttle.testing.emulator.replies import Deferred, Reply
+from throttle.testing.emulator.server import EmulatorProcess, EmulatorServer
+
+__all__ = [
+    "Clock",
+    "ClockKind",
+    "CompletionRequest",
+    "Deferred",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorProcess",
+    "EmulatorServer",
+    "FaultConfig",
+    "FaultKind",
+    "LatencyConfig",
+    "LimitConfig",
+    "ManualClock",
+    "MeterKind",
+    "MonotonicClock",
+    "OutputMode",
+    "PoolConfig",
+    "Profile",
+    "Reply",
+    "load_config",
+    "parse_limits",
+    "parse_limits_text",
+]

@@ -1,0 +1,186 @@
+"""A small HTTP/1.1 server on asyncio protocols: keep-alive, Content-Length bodies.
+
+It knows nothing about providers: a handler turns each :class:`HttpRequest` into a
+:class:`Reply` (sent at once) or a :class:`Deferred` (sent after its delay). Requests on
+one connection are answered in order; a pipelined request waits for the one before it.
+Chunked request bodies are refused with 501.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from throttle.testing.emulator.replies import Deferred, Reply
+
+log = logging.getLogger(__name__)
+
+#: Largest request head (request line + headers) accepted, in bytes.
+MAX_HEAD_BYTES = 64 * 1024
+#: Largest request body accepted, in bytes.
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Payload Too Large",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    501: "Not Implemented",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    529: "Overloaded",
+}
+
+
+@dataclass(frozen=True)
+class HttpRequest:
+    method: str
+    path: str
+    query: str
+    #: Lower-case header names; the last value wins.
+    headers: dict[str, str]
+    body: bytes
+    keep_alive: bool
+
+
+Handler = Callable[[HttpRequest], Reply | Deferred]
+
+
+class _BadRequestError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def encode_reply(reply: Reply, keep_alive: bool) -> bytes:
+    """Serialise a reply as an HTTP/1.1 response."""
+    lines = [f"HTTP/1.1 {reply.status} {REASONS.get(reply.status, 'Unknown')}"]
+    lines += [f"{name}: {value}" for name, value in reply.headers]
+    lines.append(f"content-length: {len(reply.body)}")
+    if not keep_alive:
+        lines.append("connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + reply.body
+
+
+class HttpConnection(asyncio.Protocol):
+    """One client connection."""
+
+    def __init__(self, handler: Handler) -> None:
+        self._handler = handler
+        self._buffer = bytearray()
+        self._transport: asyncio.Transport | None = None
+        self._busy = False
+        self._closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        if not self._busy:
+            self._process()
+
+    def _process(self) -> None:
+        while not self._busy and not self._closed:
+            try:
+                request = self._parse_one()
+            except _BadRequestError as exc:
+                body = str(exc).encode()
+                reply = Reply(exc.status, [("content-type", "text/plain")], body)
+                self._send(reply, keep_alive=False)
+                return
+            if request is None:
+                return
+            try:
+                result = self._handler(request)
+            except Exception:
+                log.exception("emulator handler failed on %s %s", request.method, request.path)
+                result = Reply(500, [("content-type", "text/plain")], b"emulator error")
+            if isinstance(result, Deferred):
+                self._busy = True
+                loop = asyncio.get_running_loop()
+                loop.call_later(result.delay_s, self._send_deferred, result, request.keep_alive)
+                return
+            self._send(result, request.keep_alive)
+
+    def _send_deferred(self, deferred: Deferred, keep_alive: bool) -> None:
+        try:
+            reply = deferred.complete()
+        except Exception:
+            log.exception("emulator deferred reply failed")
+            reply = Reply(500, [("content-type", "text/plain")], b"emulator error")
+        self._busy = False
+        if not self._closed:
+            self._send(reply, keep_alive)
+            self._process()
+
+    def _send(self, reply: Reply, keep_alive: bool) -> None:
+        transport = self._transport
+        if transport is None:
+            return
+        if reply.drop:
+            transport.abort()
+            self._closed = True
+            return
+        transport.write(encode_reply(reply, keep_alive))
+        if not keep_alive:
+            transport.close()
+            self._closed = True
+
+    def _parse_one(self) -> HttpRequest | None:
+        buffer = self._buffer
+        head_end = buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(buffer) > MAX_HEAD_BYTES:
+                raise _BadRequestError(400, "request head too large")
+            return None
+        lines = bytes(buffer[:head_end]).decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            raise _BadRequestError(400, "malformed request line")
+        method, target, version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise _BadRequestError(400, "malformed header line")
+            headers[name.strip().lower()] = value.strip()
+        if "transfer-encoding" in headers:
+            raise _BadRequestError(501, "chunked request bodies are not supported")
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            raise _BadRequestError(400, "bad content-length") from None
+        if not 0 <= length <= MAX_BODY_BYTES:
+            raise _BadRequestError(413, "request body too large")
+        total = head_end + 4 + length
+        if len(buffer) < total:
+            return None
+        body = bytes(buffer[head_end + 4 : total])
+        del buffer[:total]
+        connection = headers.get("connection", "").lower()
+        keep_alive = connection != "close" if version == "HTTP/1.1" else connection == "keep-alive"
+        path, _, query = target.partition("?")
+        return HttpRequest(method, path, query, headers, body, keep_alive)
+
+
+async def start_http_server(
+    handler: Handler, host: str, port: int, *, backlog: int = 1024
+) -> asyncio.Server:
+    """Listen on ``host:port`` (0 = any free port) with ``handler`` answering requests."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: HttpConnection(handler), host, port, backlog=backlog, reuse_address=True
+    )

@@ -1,0 +1,24 @@
+"""Wire formats of the emulated providers, one module per provider."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from throttle.testing.emulator.config import Profile
+from throttle.testing.emulator.profiles.anthropic import AnthropicRules
+from throttle.testing.emulator.profiles.azure import AzureRules
+from throttle.testing.emulator.profiles.base import DimSnapshot, ProfileRules
+from throttle.testing.emulator.profiles.gemini import GeminiRules
+from throttle.testing.emulator.profiles.openai import OpenAIRules
+
+__all__ = ["DimSnapshot", "ProfileRules", "all_rules"]
+
+
+def all_rules() -> Mapping[Profile, ProfileRules]:
+    """One rules object per profile."""
+    return {
+        Profile.OPENAI: OpenAIRules(),
+        Profile.ANTHROPIC: AnthropicRules(),
+        Profile.AZURE: AzureRules(),
+        Profile.GEMINI: GeminiRules(),
+    }

@@ -1,0 +1,136 @@
+"""Counters the emulator keeps about its clients (``GET /__emu/stats``).
+
+* admitted requests and admitted cost per pool and dimension;
+* refusals by reason (``rate_limit:<dim>``, ``too_large:<dim>``, ``fault:<kind>``);
+* early retries: a request from an api key that arrives before the last retry-after
+  given to that key elapsed (Dev Proxy's RetryAfterPlugin notion);
+* the ``x-stainless-retry-count`` values seen;
+* the peak cost debited within any window of the dimension's length.
+
+Times are emulator seconds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def peak_window_sum(debits: Sequence[tuple[float, float]], window_s: float) -> float:
+    """Largest total ``amount`` in any half-open window ``[t, t + window_s)``.
+
+    ``debits`` are ``(at_s, amount)`` in time order. Windows start at a debit, since a
+    window that starts between debits holds no more than one starting at the next.
+
+    >>> peak_window_sum([(0.0, 5.0), (0.5, 5.0), (1.0, 5.0), (1.2, 5.0)], 1.0)
+    15.0
+    """
+    best = 0.0
+    total = 0.0
+    end = 0
+    count = len(debits)
+    for start in range(count):
+        horizon_s = debits[start][0] + window_s
+        while end < count and debits[end][0] < horizon_s:
+            total += debits[end][1]
+            end += 1
+        best = max(best, total)
+        total -= debits[start][1]
+    return best
+
+
+@dataclass
+class KeyStats:
+    admitted: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    early_retries: int = 0
+
+
+@dataclass
+class Stats:
+    """Mutable counters; the engine calls the ``on_*`` methods under its lock."""
+
+    started_s: float
+    requests: int = 0
+    admitted: int = 0
+    by_status: Counter[int] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    early_retries: int = 0
+    stainless_retry_count: Counter[str] = field(default_factory=Counter)
+    keys: defaultdict[str, KeyStats] = field(default_factory=lambda: defaultdict(KeyStats))
+    #: (pool label, dimension) -> [(at_s, amount)], every debit in time order.
+    debits: defaultdict[tuple[str, str], list[tuple[float, float]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    #: api key -> emulator time before which a new request is an early retry.
+    retry_not_before_s: dict[str, float] = field(default_factory=dict)
+
+    def on_arrival(self, api_key: str, now_s: float, stainless: str | None) -> bool:
+        """Count a request; returns True when it is an early retry."""
+        self.requests += 1
+        if stainless is not None:
+            self.stainless_retry_count[stainless] += 1
+        not_before_s = self.retry_not_before_s.get(api_key)
+        if not_before_s is not None and now_s < not_before_s:
+            self.early_retries += 1
+            self.keys[api_key].early_retries += 1
+            return True
+        return False
+
+    def on_retry_after(self, api_key: str, now_s: float, wait_s: float) -> None:
+        self.retry_not_before_s[api_key] = now_s + wait_s
+
+    def on_status(self, status: int) -> None:
+        self.by_status[status] += 1
+
+    def on_admitted(self, api_key: str) -> None:
+        self.admitted += 1
+        self.keys[api_key].admitted += 1
+
+    def on_refused(self, api_key: str, reason: str) -> None:
+        self.refused[reason] += 1
+        self.keys[api_key].refused[reason] += 1
+
+    def on_debit(self, pool: str, debited: Mapping[str, float], now_s: float) -> None:
+        for dim, amount in debited.items():
+            self.debits[(pool, dim)].append((now_s, amount))
+
+    def snapshot(
+        self, now_s: float, limits: Mapping[tuple[str, str], tuple[float, float]]
+    ) -> dict[str, Any]:
+        """The JSON form. ``limits`` maps (pool, dim) -> (capacity, window_s) right now."""
+        elapsed_s = max(now_s - self.started_s, 1e-9)
+        pools: dict[str, dict[str, Any]] = {}
+        for (pool, dim), (capacity, window_s) in sorted(limits.items()):
+            debits = self.debits.get((pool, dim), [])
+            admitted_cost = sum(amount for _, amount in debits)
+            pools.setdefault(pool, {})[dim] = {
+                "capacity": capacity,
+                "window_s": window_s,
+                "admitted_cost": admitted_cost,
+                "peak_window_cost": peak_window_sum(debits, window_s),
+                "achieved_per_s": admitted_cost / elapsed_s,
+                "configured_per_s": capacity / window_s,
+            }
+        return {
+            "now_s": now_s,
+            "elapsed_s": now_s - self.started_s,
+            "requests": self.requests,
+            "admitted": self.admitted,
+            "admitted_per_s": self.admitted / elapsed_s,
+            "by_status": {str(code): n for code, n in sorted(self.by_status.items())},
+            "refused": dict(self.refused),
+            "early_retries": self.early_retries,
+            "stainless_retry_count": dict(self.stainless_retry_count),
+            "keys": {
+                key: {
+                    "admitted": ks.admitted,
+                    "refused": dict(ks.refused),
+                    "early_retries": ks.early_retries,
+                }
+                for key, ks in self.keys.items()
+            },
+            "pools": pools,
+        }
