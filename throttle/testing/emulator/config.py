@@ -151,7 +151,7 @@ class LimitConfig:
         raise ConfigError(f"{where}: expected '60/s' or {{capacity, window_s}}, got {value!r}")
 
     def to_spec(self) -> str:
-        return f"{self.capacity:g}/{self.window_s:g}s"
+        return f"{self.capacity:.15g}/{self.window_s:.15g}s"
 
 
 def parse_limits(value: object, where: str) -> dict[str, LimitConfig]:
