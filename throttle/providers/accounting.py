@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 
 from throttle.providers.observation import (
     INPUT_TOKENS,
@@ -48,7 +47,7 @@ class Reservation:
     output_tokens: float
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "costs", MappingProxyType(dict(self.costs)))
+        object.__setattr__(self, "costs", dict(self.costs))
 
 
 def restrict(costs: Mapping[str, float], dimensions: Iterable[str]) -> dict[str, float]:

@@ -21,16 +21,17 @@ import re
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
-#: Seconds per Go duration unit. Go accepts both the micro sign and the Greek mu.
-GO_UNITS_S: dict[str, float] = {
-    "h": 3600.0,
-    "m": 60.0,
-    "s": 1.0,
-    "ms": 1e-3,
-    "us": 1e-6,
-    "µs": 1e-6,  # U+00B5 MICRO SIGN
-    "μs": 1e-6,  # U+03BC GREEK SMALL LETTER MU
-    "ns": 1e-9,
+#: Each Go duration unit as (seconds multiplier, divisor). Sub-second units divide, so
+#: ``9ms`` is exactly ``0.009``. Go accepts both the micro sign and the Greek mu.
+GO_UNITS: dict[str, tuple[float, float]] = {
+    "h": (3600.0, 1.0),
+    "m": (60.0, 1.0),
+    "s": (1.0, 1.0),
+    "ms": (1.0, 1e3),
+    "us": (1.0, 1e6),
+    "µs": (1.0, 1e6),  # U+00B5 MICRO SIGN
+    "μs": (1.0, 1e6),  # U+03BC GREEK SMALL LETTER MU
+    "ns": (1.0, 1e9),
 }
 
 _GO_NUMBER = r"(?:\d+(?:\.\d*)?|\.\d+)"
@@ -80,7 +81,10 @@ def parse_go_duration(text: object) -> float | None:
     text = text.strip()
     if not _GO_DURATION.match(text):
         return None
-    total_s = sum(float(number) * GO_UNITS_S[unit] for number, unit in _GO_PART.findall(text))
+    total_s = 0.0
+    for number, unit in _GO_PART.findall(text):
+        multiplier, divisor = GO_UNITS[unit]
+        total_s += float(number) * multiplier / divisor
     return _finite_non_negative(total_s)
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 
 REQUESTS = "requests"
 REQUESTS_DAY = "requests_day"
@@ -92,10 +91,6 @@ class DimensionState:
         return max(0.0, deficit) / (self.limit / window_s)
 
 
-def _frozen(mapping: Mapping[str, DimensionState]) -> Mapping[str, DimensionState]:
-    return MappingProxyType(dict(mapping))
-
-
 @dataclass(frozen=True)
 class Observation:
     """Every limit signal of one response.
@@ -111,7 +106,8 @@ class Observation:
     retry_after_s: float | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "dimensions", _frozen(self.dimensions))
+        # A private copy: plain data, so it pickles and deep-copies.
+        object.__setattr__(self, "dimensions", dict(self.dimensions))
 
     def __hash__(self) -> int:
         return hash((self.received_at, tuple(sorted(self.dimensions.items())), self.retry_after_s))
