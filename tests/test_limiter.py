@@ -118,7 +118,7 @@ def test_pause_gate_holds_new_slots_and_sends_old_ones_back(limiter: RedisLimite
     later = limiter.admit(group, {"requests": 1})
     assert later.binding == "pause"
     assert later.wait_s == pytest.approx(5.0, abs=0.05)
-    begin = limiter.begin(group, earlier)
+    begin = limiter.begin(group, earlier.reservation_id)
     assert begin.outcome is BeginOutcome.PAUSED
     assert begin.wait_s == pytest.approx(5.0, abs=0.05)
 
@@ -127,12 +127,18 @@ def test_concurrency_leases_are_capped_released_and_expire(limiter: RedisLimiter
     group = LimitGroup.from_specs("conc", {"requests": "1000/s"}, concurrency=2, lease_ttl_s=0.3)
     first, second, third = (limiter.admit(group, {"requests": 1}) for _ in range(3))
     assert (first.lease, second.lease, third.lease) == (True, True, False)
-    assert limiter.begin(group, third).outcome is BeginOutcome.BUSY
+    assert limiter.begin(group, third.reservation_id).outcome is BeginOutcome.BUSY
     assert limiter.settle(group, first.reservation_id)
-    assert limiter.begin(group, third).outcome is BeginOutcome.GO
-    assert limiter.begin(group, limiter.admit(group, {"requests": 1})).outcome is BeginOutcome.BUSY
+    assert limiter.begin(group, third.reservation_id).outcome is BeginOutcome.GO
+    assert (
+        limiter.begin(group, limiter.admit(group, {"requests": 1}).reservation_id).outcome
+        is BeginOutcome.BUSY
+    )
     time.sleep(0.35)  # leases of a crashed worker come back by themselves
-    assert limiter.begin(group, limiter.admit(group, {"requests": 1})).outcome is BeginOutcome.GO
+    assert (
+        limiter.begin(group, limiter.admit(group, {"requests": 1}).reservation_id).outcome
+        is BeginOutcome.GO
+    )
 
 
 def test_every_key_of_a_group_shares_one_hash_tag(

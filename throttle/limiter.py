@@ -246,10 +246,10 @@ class RedisLimiter:
             binding=binding_name,
         )
 
-    def begin(self, group: LimitGroup, admission: Admission) -> Begin:
+    def begin(self, group: LimitGroup, reservation_id: str) -> Begin:
         """At a future slot: check the pause gate and take the concurrency lease."""
         args: list[str | int] = [
-            admission.reservation_id,
+            reservation_id,
             group.concurrency or 0,
             int(group.lease_ttl_s * 1000),
         ]

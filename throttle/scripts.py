@@ -47,3 +47,4 @@ class Scripts:
         self.settle: Script = client.register_script(script_source("settle.lua"))
         self.begin: Script = client.register_script(script_source("begin.lua"))
         self.pause: Script = client.register_script(script_source("pause.lua"))
+        self.release: Script = client.register_script(script_source("release.lua"))

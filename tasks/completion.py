@@ -1,0 +1,109 @@
+"""The public task API: ``complete`` and ``enqueue``.
+
+From a web app::
+
+    from tasks import enqueue
+    result = enqueue(provider="openai", model="gpt-4o-mini",
+                     messages=[{"role": "user", "content": "Hello"}], max_tokens=64,
+                     tenant="acme")
+    result.get(timeout=60)["response"]
+
+The request is checked before it is sent (malformed messages, an unknown provider or
+model fail at once, nothing is queued), and the prompt is hidden from Flower and logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from celery import current_app, shared_task
+from celery.result import AsyncResult
+
+from throttle.config import Config
+from throttle.errors import InvalidRequestError
+from throttle.providers.registry import get_profile
+from throttle.providers.request import Message
+from workers.publish import COMPLETE_TASK, kwargs_repr
+from workers.runtime import CompletionCall
+from workers.task import ThrottledTask
+
+
+@shared_task(bind=True, base=ThrottledTask, name=COMPLETE_TASK)
+def complete(
+    self: ThrottledTask,
+    provider: str,
+    model: str,
+    messages: Sequence[Message],
+    max_tokens: int,
+    tenant: str | None = None,
+    credential: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    throttle_state: Mapping[str, Any] | None = None,
+) -> Any:
+    """Run one chat completion through the throttle; returns response, usage and the
+    throttle's facts (seconds waited, attempts, 429s seen, parks)."""
+    call = CompletionCall(provider, model, messages, max_tokens, tenant, credential, params or {})
+    result = self.run_completion(call, throttle_state)
+    if metadata is not None:
+        result["metadata"] = dict(metadata)
+    return result
+
+
+def validate(
+    config: Config,
+    provider: str,
+    model: str,
+    messages: Sequence[Message],
+    max_tokens: int,
+    params: Mapping[str, Any] | None = None,
+) -> None:
+    """Reject a request that could never run, before anything is queued."""
+    settings = config.group_for(provider, model)
+    profile = get_profile(config.providers[settings.provider].profile)
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise InvalidRequestError(f"max_tokens must be a positive integer: {max_tokens!r}")
+    profile.build_request(
+        base_url=config.providers[settings.provider].base_url,
+        model=model,
+        messages=messages,
+        max_tokens=max_tokens,
+        params=params or {},
+        api_key=None,
+    )
+
+
+def enqueue(
+    *,
+    provider: str,
+    model: str,
+    messages: Sequence[Message],
+    max_tokens: int,
+    tenant: str | None = None,
+    credential: str | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> AsyncResult:
+    """Validate and queue one completion; returns its ``AsyncResult``.
+
+    ``options`` go to ``apply_async`` (``task_id``, ``countdown``, ``expires``...).
+    """
+    from workers.app import app_config
+
+    config = app_config(current_app)
+    validate(config, provider, model, messages, max_tokens, params)
+    kwargs = {
+        "provider": provider,
+        "model": model,
+        "messages": list(messages),
+        "max_tokens": max_tokens,
+        "tenant": tenant,
+        "credential": credential,
+        "metadata": dict(metadata) if metadata is not None else None,
+        "params": dict(params) if params else None,
+    }
+    return complete.apply_async(
+        kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options
+    )

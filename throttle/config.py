@@ -1,0 +1,440 @@
+"""Configuration: one TOML file, with environment overrides, validated at start.
+
+Example::
+
+    [redis]
+    url = "redis://127.0.0.1:6379/0"     # env LLM_THROTTLE_REDIS_URL
+    prefix = "llmt"
+    failure_policy = "closed"            # or "open": run unthrottled while Redis is down
+
+    [celery]
+    broker_url = "redis://127.0.0.1:6379/1"      # env LLM_THROTTLE_BROKER_URL
+    result_backend = "redis://127.0.0.1:6379/2"  # env LLM_THROTTLE_RESULT_BACKEND
+    queue = "llm"
+
+    [worker]
+    hold_horizon_s = 2.0          # slots nearer than this are slept on in the worker
+    throttle_deadline_s = 3600    # budget for throttle waits and 429 pauses per task
+
+    [providers.openai]
+    profile = "openai"
+    base_url = "https://api.openai.com"
+    credential = "openai-prod"    # the worker reads the key; messages never carry it
+
+    [groups."openai:gpt-4o-mini"]
+    provider = "openai"
+    models = ["gpt-4o-mini"]
+    requests = "5000/min"
+    tokens = "2M/min"
+    requests_day = { limit = "10000/day", timezone = "America/Los_Angeles" }
+    concurrency = 100
+    tenant = { requests = "500/min" }   # every tenant's own share, in the same admission
+
+Any key of a group that is not an option is a dimension; its name says what it counts
+(``requests``, ``tokens``, ``input_tokens``, ``output_tokens``; ``requests_day`` and
+``tokens_day`` count requests and tokens), or set ``counts`` in its table.
+
+Environment overrides: ``LLM_THROTTLE_REDIS_URL``, ``LLM_THROTTLE_BROKER_URL``,
+``LLM_THROTTLE_RESULT_BACKEND``, and ``LLM_THROTTLE__<section>__<key>=<value>`` for any
+other key (the value is read as TOML when it parses, else as a string).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from threading import Lock
+from typing import Any
+
+from throttle.errors import ConfigError, ThrottleError, UnknownGroupError
+from throttle.limits import Algorithm, Dimension, LimitGroup
+
+CONFIG_ENV = "LLM_THROTTLE_CONFIG"
+_ENV_SHORTCUTS = {
+    "LLM_THROTTLE_REDIS_URL": ("redis", "url"),
+    "LLM_THROTTLE_BROKER_URL": ("celery", "broker_url"),
+    "LLM_THROTTLE_RESULT_BACKEND": ("celery", "result_backend"),
+}
+_ENV_PATH_PREFIX = "LLM_THROTTLE__"
+#: What each standard dimension name counts.
+COST_KINDS = ("requests", "tokens", "input_tokens", "output_tokens")
+_DIMENSION_KINDS = {
+    "requests": "requests",
+    "requests_day": "requests",
+    "tokens": "tokens",
+    "tokens_day": "tokens",
+    "input_tokens": "input_tokens",
+    "output_tokens": "output_tokens",
+}
+_GROUP_OPTIONS = {
+    "provider",
+    "models",
+    "concurrency",
+    "headroom",
+    "lease_ttl_s",
+    "tenant",
+    "failure_policy",
+}
+_POLICIES = ("closed", "open")
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    url: str = "redis://127.0.0.1:6379/0"
+    prefix: str = "llmt"
+    #: "closed": tasks wait and retry while Redis is unreachable; "open": run unthrottled.
+    failure_policy: str = "closed"
+    socket_timeout_s: float = 5.0
+
+
+@dataclass(frozen=True)
+class CelerySettings:
+    broker_url: str | None = None
+    result_backend: str | None = None
+    #: Queue for new completions; parked tasks come back on ``<queue>.released``.
+    queue: str = "llm"
+    #: Unacknowledged messages of a dead worker come back after this long. Waits longer
+    #: than the hold horizon are parked (acknowledged), so this only has to exceed the
+    #: hold horizon plus the longest provider call.
+    visibility_timeout_s: float = 900.0
+    result_expires_s: float = 86400.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    #: A slot nearer than this is slept on in the worker; a later one is parked.
+    hold_horizon_s: float = 2.0
+    #: At most this fraction of a worker's pool sleeps on slots at once; beyond, park.
+    max_sleeping_fraction: float = 0.5
+    #: Parked tasks go back to the broker this long before their slot.
+    release_lead_s: float = 0.3
+    #: Per-task budget for throttle waits and 429 pauses, from enqueue.
+    throttle_deadline_s: float = 3600.0
+    #: Extra pause after a provider's Retry-After: uniform in [min, max] seconds.
+    pause_jitter_min_s: float = 0.05
+    pause_jitter_max_s: float = 0.25
+    #: A provider asking to wait longer than this is treated as a terminal quota error.
+    max_retry_after_s: float = 3600.0
+    #: Error retries (transport errors, 5xx) per task; throttle waits never count.
+    max_error_retries: int = 5
+    dispatcher_interval_s: float = 0.25
+
+
+@dataclass(frozen=True)
+class ProviderSettings:
+    name: str
+    profile: str
+    base_url: str
+    credential: str | None = None
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class GroupSettings:
+    name: str
+    provider: str
+    models: tuple[str, ...]
+    dimensions: tuple[Dimension, ...]
+    #: What each dimension counts: dimension name -> one of COST_KINDS.
+    counts: Mapping[str, str]
+    tenant_dimensions: tuple[Dimension, ...] = ()
+    concurrency: int | None = None
+    headroom: float = 0.02
+    lease_ttl_s: float = 600.0
+    failure_policy: str = "closed"
+
+
+@dataclass
+class Config:
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    celery: CelerySettings = field(default_factory=CelerySettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    providers: dict[str, ProviderSettings] = field(default_factory=dict)
+    groups: dict[str, GroupSettings] = field(default_factory=dict)
+    _by_model: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
+    _limit_groups: dict[tuple[str, str | None], LimitGroup] = field(
+        default_factory=dict, repr=False
+    )
+    _lock: Lock = field(default_factory=Lock, repr=False)
+
+    @property
+    def broker_url(self) -> str:
+        return self.celery.broker_url or self.redis.url
+
+    @property
+    def result_backend(self) -> str:
+        return self.celery.result_backend or self.broker_url
+
+    def group_for(self, provider: str, model: str) -> GroupSettings:
+        """The limit group that a (provider, model) pair runs under."""
+        if provider not in self.providers:
+            known = ", ".join(sorted(self.providers)) or "none"
+            raise UnknownGroupError(f"unknown provider {provider!r} (configured: {known})")
+        name = self._by_model.get((provider, model))
+        if name is None:
+            raise UnknownGroupError(
+                f"no limit group covers model {model!r} of provider {provider!r};"
+                " add it to a group's models"
+            )
+        return self.groups[name]
+
+    def limit_group(self, group: GroupSettings, tenant: str | None = None) -> LimitGroup:
+        """The LimitGroup one request passes: the group's limits plus its tenant's share."""
+        key = (group.name, tenant if group.tenant_dimensions else None)
+        cached = self._limit_groups.get(key)
+        if cached is not None:
+            return cached
+        dims = list(group.dimensions)
+        if key[1] is not None:
+            dims += [
+                Dimension(
+                    tenant_dimension(key[1], d.name), d.capacity, d.period_s, d.algorithm, d.timezone
+                )
+                for d in group.tenant_dimensions
+            ]
+        limit_group = LimitGroup(
+            group.name, tuple(dims), group.concurrency, group.lease_ttl_s, group.headroom
+        )
+        with self._lock:
+            self._limit_groups[key] = limit_group
+        return limit_group
+
+    def costs_for(
+        self, group: GroupSettings, limit_group: LimitGroup, costs: Mapping[str, float]
+    ) -> dict[str, float]:
+        """Spread provider costs (by dimension name or kind) over a group's dimensions."""
+        spread: dict[str, float] = {}
+        for dim in limit_group.dimensions:
+            kind = group.counts.get(_base_name(dim.name), _base_name(dim.name))
+            value = costs.get(dim.name, costs.get(_base_name(dim.name), costs.get(kind, 0.0)))
+            if value:
+                spread[dim.name] = float(value)
+        return spread
+
+
+def tenant_dimension(tenant: str, dimension: str) -> str:
+    """Name of a tenant's own dimension: ``tenant.<tenant>.<dimension>``."""
+    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in tenant)[:64] or "_"
+    return f"tenant.{safe}.{dimension}"
+
+
+def _base_name(dimension: str) -> str:
+    return dimension.rsplit(".", 1)[-1] if dimension.startswith("tenant.") else dimension
+
+
+# -- loading ------------------------------------------------------------------------
+
+
+def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or ``$LLM_THROTTLE_CONFIG``), apply environment overrides, validate."""
+    env = os.environ if env is None else env
+    path = path or env.get(CONFIG_ENV)
+    raw: dict[str, Any] = {}
+    if path:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from exc
+    return config_from_dict(apply_env_overrides(raw, env))
+
+
+def apply_env_overrides(raw: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    merged = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for var, (section, key) in _ENV_SHORTCUTS.items():
+        if env.get(var):
+            merged.setdefault(section, {})[key] = env[var]
+    for var, value in env.items():
+        if not var.startswith(_ENV_PATH_PREFIX):
+            continue
+        path = var[len(_ENV_PATH_PREFIX) :].split("__")
+        if len(path) < 2 or not all(path):
+            raise ConfigError(f"{var}: expected {_ENV_PATH_PREFIX}<section>__<key>")
+        target = merged
+        for part in path[:-1]:
+            nxt = target.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{var}: {part!r} is not a table")
+            target = nxt
+        target[path[-1]] = _env_value(value)
+    return merged
+
+
+def _env_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _section(cls: type[Any], raw: Any, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
+    defaults = cls()
+    values = {}
+    for key, value in raw.items():
+        expected = type(getattr(defaults, key))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if getattr(defaults, key) is not None and not isinstance(value, expected):
+            raise ConfigError(f"{where}.{key}: expected {expected.__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def config_from_dict(raw: Mapping[str, Any]) -> Config:
+    """Validate a parsed TOML document; every error names the offending key."""
+    unknown = sorted(set(raw) - {"redis", "celery", "worker", "providers", "groups"})
+    if unknown:
+        raise ConfigError(f"unknown section(s) {unknown}")
+    redis_settings: RedisSettings = _section(RedisSettings, raw.get("redis"), "redis")
+    if redis_settings.failure_policy not in _POLICIES:
+        raise ConfigError(f"redis.failure_policy: expected one of {_POLICIES}")
+    worker: WorkerSettings = _section(WorkerSettings, raw.get("worker"), "worker")
+    if worker.hold_horizon_s < 0 or worker.throttle_deadline_s <= 0:
+        raise ConfigError("worker: hold_horizon_s must be >= 0 and throttle_deadline_s > 0")
+    if not 0 <= worker.pause_jitter_min_s <= worker.pause_jitter_max_s:
+        raise ConfigError("worker: need 0 <= pause_jitter_min_s <= pause_jitter_max_s")
+    config = Config(
+        redis=redis_settings,
+        celery=_section(CelerySettings, raw.get("celery"), "celery"),
+        worker=worker,
+    )
+    for name, spec in _table(raw.get("providers"), "providers").items():
+        config.providers[name] = _provider(name, spec)
+    for name, spec in _table(raw.get("groups"), "groups").items():
+        group = _group(name, spec, config.providers, redis_settings.failure_policy)
+        config.groups[name] = group
+        for model in group.models:
+            owner = config._by_model.setdefault((group.provider, model), name)
+            if owner != name:
+                raise ConfigError(
+                    f"groups.{name}.models: {model!r} of {group.provider!r} is already in {owner!r}"
+                )
+    return config
+
+
+def _table(value: Any, where: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where}: expected a table")
+    return value
+
+
+def _provider(name: str, spec: Any) -> ProviderSettings:
+    where = f"providers.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a table")
+    from throttle.providers.registry import get_profile  # providers import config-free code
+
+    values = dict(spec)
+    values.setdefault("profile", name)
+    try:
+        get_profile(str(values["profile"]))
+    except ThrottleError as exc:
+        raise ConfigError(f"{where}.profile: {exc}") from exc
+    if "base_url" not in values:
+        raise ConfigError(f"{where}.base_url is required")
+    allowed = {f.name for f in fields(ProviderSettings)} - {"name"}
+    unknown = sorted(set(values) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(allowed)}")
+    for key in ("connect_timeout_s", "read_timeout_s"):
+        if key in values and not (isinstance(values[key], int | float) and values[key] > 0):
+            raise ConfigError(f"{where}.{key}: expected a positive number")
+    return ProviderSettings(name=name, **values)
+
+
+def _dimension(where: str, name: str, spec: Any) -> tuple[Dimension, str]:
+    try:
+        if isinstance(spec, str):
+            dim = Dimension.parse(name, spec)
+            counts = _DIMENSION_KINDS.get(name)
+        elif isinstance(spec, dict):
+            extra = sorted(set(spec) - {"limit", "algorithm", "timezone", "counts"})
+            if extra or "limit" not in spec:
+                raise ConfigError(
+                    f"{where}.{name}: a table needs 'limit' and may have algorithm, timezone,"
+                    f" counts (got {sorted(spec)})"
+                )
+            algorithm = spec.get("algorithm")
+            if spec.get("timezone") and algorithm is None:
+                algorithm = Algorithm.CALENDAR
+            dim = Dimension.parse(name, str(spec["limit"]), algorithm)
+            if spec.get("timezone"):
+                dim = Dimension(name, dim.capacity, dim.period_s, dim.algorithm, spec["timezone"])
+            counts = spec.get("counts", _DIMENSION_KINDS.get(name))
+        else:
+            raise ConfigError(f"{where}.{name}: expected a limit such as '500/min' or a table")
+    except ConfigError as exc:
+        message = str(exc)
+        raise ConfigError(message if message.startswith(where) else f"{where}.{name}: {exc}") from exc
+    if counts not in COST_KINDS:
+        raise ConfigError(
+            f"{where}.{name}: cannot tell what it counts; name it one of"
+            f" {sorted(_DIMENSION_KINDS)} or set counts = one of {COST_KINDS}"
+        )
+    return dim, counts
+
+
+def _group(
+    name: str, spec: Any, providers: Mapping[str, ProviderSettings], default_policy: str
+) -> GroupSettings:
+    where = f"groups.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where}: expected a table")
+    provider = spec.get("provider")
+    if not isinstance(provider, str) or provider not in providers:
+        raise ConfigError(f"{where}.provider: {provider!r} is not under [providers]")
+    models = spec.get("models")
+    if not (isinstance(models, list) and models and all(isinstance(m, str) for m in models)):
+        raise ConfigError(f"{where}.models: expected a non-empty list of model names")
+    dims, counts = [], {}
+    for key, value in spec.items():
+        if key in _GROUP_OPTIONS:
+            continue
+        dim, kind = _dimension(where, key, value)
+        dims.append(dim)
+        counts[key] = kind
+    tenant_dims = []
+    for key, value in _table(spec.get("tenant"), f"{where}.tenant").items():
+        dim, kind = _dimension(f"{where}.tenant", key, value)
+        tenant_dims.append(dim)
+        counts[key] = kind
+    policy = spec.get("failure_policy", default_policy)
+    if policy not in _POLICIES:
+        raise ConfigError(f"{where}.failure_policy: expected one of {_POLICIES}")
+    concurrency = spec.get("concurrency")
+    if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
+        raise ConfigError(f"{where}.concurrency: expected a positive integer")
+    group = GroupSettings(
+        name=name,
+        provider=provider,
+        models=tuple(models),
+        dimensions=tuple(dims),
+        counts=counts,
+        tenant_dimensions=tuple(tenant_dims),
+        concurrency=concurrency,
+        headroom=float(spec.get("headroom", 0.02)),
+        lease_ttl_s=float(spec.get("lease_ttl_s", 600.0)),
+        failure_policy=policy,
+    )
+    try:  # validate the whole group once, with a tenant share if it has one
+        LimitGroup(
+            name, group.dimensions, group.concurrency, group.lease_ttl_s, group.headroom
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+    return group

@@ -1,0 +1,38 @@
+--[[ release: take parked tasks whose slot is near, in slot order, for re-publishing.
+
+  Moves up to `max` entries due within `lead` ms from the parked zset to the releasing
+  zset (score = now), returning their payloads. The caller publishes them and then
+  drops them from `releasing`; entries a crashed caller left there longer than `stale`
+  ms go back to the parked zset, so no parked task is ever lost.
+
+  KEYS[1]  parked zset: member task id, score slot ms (server clock)
+  KEYS[2]  payloads hash: task id -> JSON payload
+  KEYS[3]  releasing zset: member task id, score release time ms
+  ARGV[1]  lead ms
+  ARGV[2]  max entries to take
+  ARGV[3]  stale ms
+  Returns {now_ms, next_slot_ms or '', id1, payload1, id2, payload2, ...}
+]]
+--@include lib/common.lua
+
+local parked, payloads, releasing = KEYS[1], KEYS[2], KEYS[3]
+local lead, max, stale = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local now = server_now_ms()
+
+for _, id in ipairs(rcall('ZRANGEBYSCORE', releasing, '-inf', fmt_ms(now - stale))) do
+  rcall('ZREM', releasing, id)
+  rcall('ZADD', parked, fmt_ms(now), id)
+end
+
+local out = {fmt_ms(now), ''}
+local due = rcall('ZRANGEBYSCORE', parked, '-inf', fmt_ms(now + lead), 'WITHSCORES', 'LIMIT', 0, max)
+for j = 1, #due, 2 do
+  local id = due[j]
+  rcall('ZREM', parked, id)
+  rcall('ZADD', releasing, fmt_ms(now), id)
+  out[#out + 1] = id
+  out[#out + 1] = rcall('HGET', payloads, id) or ''
+end
+local next_one = rcall('ZRANGE', parked, 0, 0, 'WITHSCORES')
+if next_one[2] then out[2] = next_one[2] end
+return out

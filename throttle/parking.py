@@ -1,0 +1,96 @@
+"""The leaky-bucket dispatch queue: tasks parked in Redis until just before their slot.
+
+A task whose slot is far away is not kept in a worker (nor as an ETA message in worker
+memory): its payload is stored here, ordered by slot, and its broker message is
+acknowledged. A dispatcher takes due entries in slot order with one atomic script (so
+any number of dispatchers never release one entry twice) and publishes them again.
+Parked tasks keep their reservation, so they never compete for capacity twice.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from throttle.errors import StorageError
+from throttle.keys import KeyBuilder
+from throttle.scripts import Scripts
+
+
+@dataclass(frozen=True)
+class Released:
+    """Due entries taken by :meth:`ParkingLot.take_due`."""
+
+    now_ms: float
+    #: Slot of the earliest entry still parked, or None when none is left.
+    next_slot_ms: float | None
+    entries: tuple[tuple[str, dict[str, Any]], ...]
+
+
+class ParkingLot:
+    """Parked tasks of every limit group, in Redis."""
+
+    def __init__(self, client: redis.Redis, keys: KeyBuilder, scripts: Scripts | None = None):
+        self.client = client
+        self.keys = keys
+        self._scripts = scripts or Scripts(client)
+
+    def park(self, group: str, task_id: str, slot_ms: float, payload: Mapping[str, Any]) -> None:
+        """Store a task until its slot. Parking the same task id again replaces it."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hset(self.keys.parked_payloads(group), task_id, json.dumps(payload))
+            pipe.zadd(self.keys.parked(group), {task_id: slot_ms})
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StorageError(f"redis park failed: {exc}") from exc
+
+    def take_due(
+        self, group: str, *, lead_s: float, limit: int = 100, stale_s: float = 30.0
+    ) -> Released:
+        """Take up to ``limit`` entries whose slot is within ``lead_s``, in slot order."""
+        keys = [
+            self.keys.parked(group),
+            self.keys.parked_payloads(group),
+            self.keys.releasing(group),
+        ]
+        try:
+            reply = self._scripts.release(
+                keys=keys, args=[int(lead_s * 1000), limit, int(stale_s * 1000)]
+            )
+        except redis.RedisError as exc:
+            raise StorageError(f"redis release failed: {exc}") from exc
+        now_ms, next_slot = float(reply[0]), reply[1]
+        pairs = reply[2:]
+        entries = tuple(
+            (_text(pairs[i]), json.loads(pairs[i + 1]) if pairs[i + 1] else {})
+            for i in range(0, len(pairs), 2)
+        )
+        return Released(now_ms, float(next_slot) if next_slot else None, entries)
+
+    def done(self, group: str, task_ids: Sequence[str]) -> None:
+        """Forget entries that were published again."""
+        if not task_ids:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zrem(self.keys.releasing(group), *task_ids)
+            pipe.hdel(self.keys.parked_payloads(group), *task_ids)
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise StorageError(f"redis release ack failed: {exc}") from exc
+
+    def backlog(self, group: str) -> int:
+        """Tasks parked in a group (not counting those being published)."""
+        try:
+            return int(cast(int, self.client.zcard(self.keys.parked(group))))
+        except redis.RedisError as exc:
+            raise StorageError(f"redis zcard failed: {exc}") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

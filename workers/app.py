@@ -1,0 +1,63 @@
+"""The Celery app: ``celery -A workers.app worker`` runs throttled LLM tasks.
+
+Settings that matter for throttling: late acknowledgement and requeue on a lost worker
+(a killed worker's tasks run elsewhere), prefetch of one message per pool slot, task
+events for Flower, and two queues: new completions on ``<queue>``, parked tasks coming
+back before their slot on ``<queue>.released``.
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from celery import Celery
+from kombu import Queue
+
+from throttle.config import Config, load_config
+from workers.dispatcher import DispatcherStep
+
+
+def released_queue(config: Config) -> str:
+    return f"{config.celery.queue}.released"
+
+
+def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> Celery:
+    """A Celery app for ``config`` (default: :func:`~throttle.config.load_config`)."""
+    config = config or load_config()
+    app = Celery(main, broker=config.broker_url, backend=config.result_backend)
+    queue = config.celery.queue
+    visibility_s = int(config.celery.visibility_timeout_s)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=queue,
+        task_queues=(Queue(queue), Queue(released_queue(config))),
+        broker_transport_options={"visibility_timeout": visibility_s},
+        result_backend_transport_options={"visibility_timeout": visibility_s},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_expires=int(config.celery.result_expires_s),
+        result_extended=True,
+        task_track_started=True,
+        task_send_sent_event=True,
+        worker_send_task_events=True,
+        imports=("tasks.completion",),
+    )
+    app.llm_config = config
+    app.steps["worker"].add(DispatcherStep)
+    return app
+
+
+def app_config(app: Celery) -> Config:
+    """The throttle configuration an app was built with."""
+    config = getattr(app, "llm_config", None)
+    if config is None:
+        config = load_config()
+        app.llm_config = config
+    return cast(Config, config)
+
+
+app = create_app()

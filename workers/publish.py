@@ -1,0 +1,42 @@
+"""Sending completion tasks: the kwargs shown in Flower and logs never hold a prompt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Celery
+
+COMPLETE_TASK = "llm_throttle.complete"
+
+
+def kwargs_repr(kwargs: Mapping[str, Any]) -> str:
+    """What monitoring shows instead of the kwargs: no messages, no params."""
+    shown = {k: kwargs.get(k) for k in ("provider", "model", "max_tokens", "tenant") if k in kwargs}
+    messages = kwargs.get("messages")
+    if isinstance(messages, list):
+        shown["messages"] = f"<{len(messages)} hidden>"
+    return repr(shown)
+
+
+def republisher(app: Celery) -> Any:
+    """A dispatcher ``publish`` callable sending parked tasks to the released queue."""
+    from workers.app import app_config, released_queue
+
+    queue = released_queue(app_config(app))
+
+    def publish(task_id: str, payload: Mapping[str, Any], wait_at_release_s: float) -> None:
+        kwargs = dict(payload["kwargs"])
+        state = dict(payload["state"])
+        state["wait_at_release_s"] = wait_at_release_s
+        kwargs["throttle_state"] = state
+        app.send_task(
+            payload.get("task", COMPLETE_TASK),
+            kwargs=kwargs,
+            task_id=task_id,
+            queue=queue,
+            argsrepr="()",
+            kwargsrepr=kwargs_repr(kwargs),
+        )
+
+    return publish

@@ -1,0 +1,423 @@
+"""The path of one completion through the throttle, without Celery.
+
+cost -> one atomic admission -> wait for the slot (sleep, or park far slots) -> call ->
+settle the actual usage. A provider 429 pauses the whole limit group for every worker
+and re-slots the task; waits and 429s spend the task's throttle deadline, never its
+error retries. The Celery task (:mod:`workers.task`) turns the outcomes into acks,
+parks and retries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from throttle.config import Config, GroupSettings, ProviderSettings
+from throttle.errors import (
+    InvalidRequestError,
+    OverloadedError,
+    QuotaExhaustedError,
+    RateLimitedError,
+    StorageError,
+    TerminalProviderError,
+    ThrottleDeadlineError,
+    TransportError,
+)
+from throttle.limiter import BeginOutcome, RedisLimiter
+from throttle.limits import LimitGroup
+from throttle.providers.accounting import Reservation, rejected_deltas
+from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
+from throttle.providers.request import Message
+from throttle.providers.tokens import TokenEstimator
+
+
+@dataclass(frozen=True)
+class CompletionCall:
+    """What the caller asked for. Holds the prompt: never log it."""
+
+    provider: str
+    model: str
+    messages: Sequence[Message] = field(repr=False)
+    max_tokens: int
+    tenant: str | None = None
+    credential: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class ThrottleState:
+    """Facts that travel with a task across parks and retries (plain JSON)."""
+
+    #: Wall-clock epoch seconds after which waiting is given up.
+    deadline_at_s: float
+    reservation_id: str | None = None
+    #: Costs reserved per limit-group dimension, and the provider's split of them.
+    costs: dict[str, float] = field(default_factory=dict)
+    input_tokens: float = 0.0
+    output_tokens: float = 0.0
+    provider_costs: dict[str, float] = field(default_factory=dict)
+    #: Set by the dispatcher: seconds from release until the slot.
+    wait_at_release_s: float | None = None
+    waited_s: float = 0.0
+    attempts: int = 0
+    rate_limited: int = 0
+    overloaded: int = 0
+    parks: int = 0
+    error_retries: int = 0
+
+    @classmethod
+    def new(cls, deadline_s: float, wall: Callable[[], float] = time.time) -> ThrottleState:
+        return cls(deadline_at_s=wall() + deadline_s)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ThrottleState:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def forget_reservation(self) -> None:
+        self.reservation_id = None
+        self.costs = {}
+        self.provider_costs = {}
+        self.wait_at_release_s = None
+
+    def facts(self) -> dict[str, Any]:
+        """What a result reports about the throttle."""
+        return {
+            "waited_s": round(self.waited_s, 4),
+            "attempts": self.attempts,
+            "rate_limited": self.rate_limited,
+            "overloaded": self.overloaded,
+            "parks": self.parks,
+        }
+
+
+@dataclass(frozen=True)
+class Completed:
+    result: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Parked:
+    """Park the task until ``slot_ms`` (server clock); the message can be acknowledged."""
+
+    group: str
+    slot_ms: float
+    state: ThrottleState
+
+
+@dataclass(frozen=True)
+class RetryLater:
+    """Send the task again after ``countdown_s`` (Redis down, transport failure)."""
+
+    countdown_s: float
+    reason: str
+    state: ThrottleState
+
+
+Outcome = Completed | Parked | RetryLater
+
+
+class SleeperGate:
+    """Caps how many threads of one worker process sleep on slots at once, so a
+    saturated group never fills the whole pool (no head-of-line blocking)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._count = 0
+        self._lock = threading.Lock()
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self._count >= self.capacity:
+                return False
+            self._count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._count -= 1
+
+
+class ClientPool:
+    """One provider client per (provider, credential) in this process."""
+
+    def __init__(self, pool_size: int = 16) -> None:
+        self.pool_size = pool_size
+        self._clients: dict[tuple[str, str | None], ProviderClient] = {}
+        self._lock = threading.Lock()
+
+    def get(self, settings: ProviderSettings, credential: str | None) -> ProviderClient:
+        name = credential or settings.credential
+        key = (settings.name, name)
+        client = self._clients.get(key)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(key)
+                if client is None:
+                    client = ProviderClient(
+                        settings.profile,
+                        settings.base_url,
+                        name,
+                        timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
+                        pool_size=self.pool_size,
+                    )
+                    self._clients[key] = client
+        return client
+
+    def close(self) -> None:
+        for client in self._clients.values():
+            client.close()
+        self._clients.clear()
+
+
+class CompletionRunner:
+    """Runs completions through the throttle. One per worker process; thread-safe."""
+
+    def __init__(
+        self,
+        config: Config,
+        limiter: RedisLimiter,
+        clients: ClientPool,
+        *,
+        estimator: TokenEstimator | None = None,
+        sleepers: SleeperGate | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.limiter = limiter
+        self.clients = clients
+        self.estimator = estimator or TokenEstimator()
+        self.sleepers = sleepers or SleeperGate(8)
+        self._sleep = sleep
+        self._wall = wall
+        self._rng = rng or random.Random()
+
+    # -- helpers --------------------------------------------------------------------
+
+    def _jitter_s(self) -> float:
+        w = self.config.worker
+        return self._rng.uniform(w.pause_jitter_min_s, w.pause_jitter_max_s)
+
+    def _backoff_s(self, attempt: int, base_s: float = 1.0, cap_s: float = 30.0) -> float:
+        """Full-jitter exponential backoff, never shorter than half the step."""
+        step = min(cap_s, base_s * 2.0 ** max(0, attempt - 1))
+        return step * self._rng.uniform(0.5, 1.0)
+
+    def _remaining_s(self, state: ThrottleState) -> float:
+        return state.deadline_at_s - self._wall()
+
+    def _check_deadline(self, state: ThrottleState, what: str) -> float:
+        remaining = self._remaining_s(state)
+        if remaining <= 0:
+            raise ThrottleDeadlineError(
+                f"throttle deadline passed ({what}); waited {state.waited_s:.1f} s,"
+                f" {state.rate_limited} rate-limit answers"
+            )
+        return remaining
+
+    def _settle(
+        self,
+        group: LimitGroup,
+        settings: GroupSettings,
+        state: ThrottleState,
+        deltas: Mapping[str, float],
+    ) -> None:
+        if state.reservation_id is None:
+            return
+        spread = self.config.costs_for(settings, group, deltas)
+        # If Redis is down the reservation expires by itself; never fail a finished call.
+        with contextlib.suppress(StorageError):
+            self.limiter.settle(group, state.reservation_id, spread)
+        state.forget_reservation()
+
+    def _reservation(self, state: ThrottleState) -> Reservation:
+        return Reservation(state.provider_costs, state.input_tokens, state.output_tokens)
+
+    # -- the path -------------------------------------------------------------------
+
+    def run(self, call: CompletionCall, state: ThrottleState) -> Outcome:
+        settings = self.config.group_for(call.provider, call.model)
+        provider = self.config.providers[settings.provider]
+        client = self.clients.get(provider, call.credential)
+        if not isinstance(call.max_tokens, int) or call.max_tokens < 1:
+            raise InvalidRequestError(f"max_tokens must be a positive integer: {call.max_tokens!r}")
+        request = client.build(
+            model=call.model, messages=call.messages, max_tokens=call.max_tokens, **call.params
+        )
+        group = self.config.limit_group(settings, call.tenant)
+        while True:
+            if state.reservation_id is None:
+                remaining = self._check_deadline(state, "before admission")
+                estimate = self.estimator.estimate_messages(call.model, call.messages)
+                reservation = client.profile.reserve(
+                    input_tokens=estimate, max_tokens=call.max_tokens, params=call.params
+                )
+                costs = self.config.costs_for(settings, group, reservation.costs)
+                try:
+                    admission = self.limiter.admit(group, costs, max_wait_s=remaining)
+                except StorageError as exc:
+                    if settings.failure_policy == "open":
+                        return self._call_unthrottled(call, client, request, state)
+                    return RetryLater(self._backoff_s(state.error_retries + 1), str(exc), state)
+                if not admission.reserved:
+                    raise ThrottleDeadlineError(
+                        f"{group.name}: the next slot is {admission.wait_s:.1f} s away,"
+                        f" past this task's throttle deadline"
+                    )
+                state.reservation_id = admission.reservation_id
+                state.costs = dict(costs)
+                state.provider_costs = dict(reservation.costs)
+                state.input_tokens = reservation.input_tokens
+                state.output_tokens = reservation.output_tokens
+                wait_s, needs_begin, slot_ms = (
+                    admission.wait_s,
+                    admission.needs_begin,
+                    admission.slot_ms,
+                )
+            else:
+                wait_s, needs_begin, slot_ms = state.wait_at_release_s or 0.0, True, 0.0
+                state.wait_at_release_s = None
+
+            if wait_s > 0:
+                near = wait_s <= self.config.worker.hold_horizon_s
+                if not near or not self.sleepers.try_enter():
+                    state.parks += 1
+                    return Parked(
+                        group.name, slot_ms or self.limiter.server_time_ms() + wait_s * 1000, state
+                    )
+                try:
+                    self._sleep(wait_s)
+                finally:
+                    self.sleepers.leave()
+                state.waited_s += wait_s
+
+            if needs_begin and not self._begin(group, state):
+                continue  # paused after the reservation was made: re-admit
+
+            outcome = self._call(call, client, request, group, settings, state)
+            if outcome is not None:
+                return outcome
+
+    def _begin(self, group: LimitGroup, state: ThrottleState) -> bool:
+        """At the slot: False if the group was paused since (the reservation is void)."""
+        assert state.reservation_id is not None
+        busy_rounds = 0
+        while True:
+            outcome = self.limiter.begin(group, state.reservation_id)
+            if outcome.outcome is BeginOutcome.GO:
+                return True
+            if outcome.outcome is BeginOutcome.PAUSED:
+                self.limiter.cancel(group, state.reservation_id)
+                state.forget_reservation()
+                return False
+            busy_rounds += 1  # concurrency cap full: wait for a lease to come back
+            self._check_deadline(state, "waiting for a concurrency lease")
+            pause_s = min(0.5, 0.01 * 2.0 ** min(busy_rounds, 6)) * self._rng.uniform(0.5, 1.0)
+            self._sleep(pause_s)
+            state.waited_s += pause_s
+
+    def _call(
+        self,
+        call: CompletionCall,
+        client: ProviderClient,
+        request: Any,
+        group: LimitGroup,
+        settings: GroupSettings,
+        state: ThrottleState,
+    ) -> Outcome | None:
+        """Call the provider once; None means "re-slot and loop"."""
+        state.attempts += 1
+        reservation = self._reservation(state)
+        try:
+            response = client.send(request)
+        except RateLimitedError as exc:
+            state.rate_limited += 1
+            wait_s = exc.wait_s if exc.wait_s is not None else 1.0
+            self._settle(group, settings, state, rejected_deltas(reservation))
+            if wait_s > self.config.worker.max_retry_after_s:
+                raise QuotaExhaustedError(
+                    f"{group.name}: provider asks to wait {wait_s:.0f} s; treated as quota"
+                    f" exhausted ({exc})",
+                    status=exc.status,
+                ) from exc
+            self.limiter.pause(group, wait_s + self._jitter_s())
+            return None
+        except OverloadedError as exc:
+            state.overloaded += 1
+            wait_s = exc.wait_s if exc.wait_s is not None else self._backoff_s(state.overloaded)
+            self._settle(group, settings, state, rejected_deltas(reservation))
+            self.limiter.pause(group, wait_s + self._jitter_s())
+            return None
+        except TransportError as exc:
+            self._settle(group, settings, state, {})
+            state.error_retries += 1
+            if state.error_retries > self.config.worker.max_error_retries:
+                raise
+            return RetryLater(self._backoff_s(state.error_retries), str(exc), state)
+        except TerminalProviderError:
+            self._settle(group, settings, state, rejected_deltas(reservation))
+            raise
+        deltas = client.profile.settle(reservation, response.usage)
+        self._settle(group, settings, state, deltas)
+        self._learn(call, response)
+        return Completed(self._result(call, group, response, state))
+
+    def _call_unthrottled(
+        self, call: CompletionCall, client: ProviderClient, request: Any, state: ThrottleState
+    ) -> Outcome:
+        """Failure policy "open": Redis is down, so call without the shared limiter."""
+        state.attempts += 1
+        response = client.send(request)
+        self._learn(call, response)
+        group = self.config.group_for(call.provider, call.model).name
+        result = self._result_body(call, group, response, state)
+        result["throttle"]["unthrottled"] = True
+        return Completed(result)
+
+    def _learn(self, call: CompletionCall, response: ProviderResponse) -> None:
+        usage = response.usage
+        if usage is None:
+            return
+        self.estimator.observe_prompt(
+            call.model,
+            prompt_chars=TokenEstimator.prompt_chars(call.messages),
+            prompt_tokens=usage.input_tokens,
+            messages=len(call.messages),
+        )
+        self.estimator.observe_output(
+            call.model, output_tokens=usage.output_tokens, max_tokens=call.max_tokens
+        )
+
+    def _result(
+        self,
+        call: CompletionCall,
+        group: LimitGroup,
+        response: ProviderResponse,
+        state: ThrottleState,
+    ) -> dict[str, Any]:
+        return self._result_body(call, group.name, response, state)
+
+    @staticmethod
+    def _result_body(
+        call: CompletionCall, group: str, response: ProviderResponse, state: ThrottleState
+    ) -> dict[str, Any]:
+        usage = response.usage
+        return {
+            "provider": call.provider,
+            "model": call.model,
+            "response": dict(response.body),
+            "usage": None
+            if usage is None
+            else {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
+            "throttle": {"group": group, **state.facts()},
+        }

@@ -1,0 +1,73 @@
+"""The worker-side middleware: a Celery task base class that runs the throttle.
+
+:class:`ThrottledTask` turns the runner's outcomes into Celery's terms: a completed call
+is the task's result; a parked task is stored in Redis, shown as state ``PARKED`` and its
+message acknowledged (``Ignore``); a task to retry later is sent again with a countdown
+that does not consume ``max_retries`` (throttle budget and error budget are the
+runner's own, in the ``throttle_state`` that travels with the task).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore
+
+from workers.context import worker_context
+from workers.publish import kwargs_repr
+from workers.runtime import Completed, CompletionCall, Parked, ThrottleState
+
+log = logging.getLogger(__name__)
+
+#: Custom task state shown in Flower while a task waits in the dispatch queue.
+PARKED = "PARKED"
+
+
+class ThrottledTask(Task):
+    """Base class of LLM tasks: every call goes through the shared throttle."""
+
+    acks_late = True
+    reject_on_worker_lost = True
+    #: Error retries are counted in the throttle state, not by Celery.
+    max_retries = None
+
+    def run_completion(self, call: CompletionCall, state_json: Mapping[str, Any] | None) -> Any:
+        context = worker_context(self.app)
+        if state_json:
+            state = ThrottleState.from_json(state_json)
+        else:
+            state = ThrottleState.new(context.config.worker.throttle_deadline_s)
+        outcome = context.runner.run(call, state)
+        if isinstance(outcome, Completed):
+            return outcome.result
+        kwargs = {k: v for k, v in self.request.kwargs.items() if k != "throttle_state"}
+        if isinstance(outcome, Parked):
+            payload = {
+                "task": self.name,
+                "kwargs": kwargs,
+                "state": outcome.state.to_json(),
+                "slot_ms": outcome.slot_ms,
+            }
+            context.parking.park(outcome.group, self.request.id, outcome.slot_ms, payload)
+            self.update_state(
+                state=PARKED,
+                meta={"group": outcome.group, "slot_ms": outcome.slot_ms, **outcome.state.facts()},
+            )
+            self.send_event(
+                "task-parked", group=outcome.group, slot_ms=outcome.slot_ms, **outcome.state.facts()
+            )
+            raise Ignore()
+        log.info(
+            "task %s: retry in %.1f s (%s)", self.request.id, outcome.countdown_s, outcome.reason
+        )
+        kwargs["throttle_state"] = outcome.state.to_json()
+        raise self.retry(
+            kwargs=kwargs,
+            countdown=outcome.countdown_s,
+            max_retries=None,
+            argsrepr="()",
+            kwargsrepr=kwargs_repr(kwargs),
+        )
