@@ -104,9 +104,9 @@ def test_largest_wait_is_reported_and_ties_go_to_requests() -> None:
     dims = _dims(tokens=60, requests=60)  # both 1 per second
     debit_all(dims, {"requests": 60, "tokens": 60}, 0.0)
     tie = decide(dims, {"requests": 1, "tokens": 1}, 0.0)
-    assert (tie.dimension, tie.wait_s) == ("requests", pytest.approx(1.0))
+    assert tie.dimension == "requests" and tie.wait_s == pytest.approx(1.0)
     tokens = decide(dims, {"requests": 1, "tokens": 5}, 0.0)
-    assert (tokens.dimension, tokens.wait_s) == ("tokens", pytest.approx(5.0))
+    assert tokens.dimension == "tokens" and tokens.wait_s == pytest.approx(5.0)
 
 
 def test_gated_dimension_must_be_above_zero() -> None:
@@ -115,7 +115,7 @@ def test_gated_dimension_must_be_above_zero() -> None:
     verdict = decide(
         dims, {"requests": 1, "output_tokens": 0}, 0.0, gated=frozenset({"output_tokens"})
     )
-    assert (verdict.dimension, verdict.wait_s) == ("output_tokens", pytest.approx(1.0))
+    assert verdict.dimension == "output_tokens" and verdict.wait_s == pytest.approx(1.0)
 
 
 @given(
