@@ -104,6 +104,7 @@ def test_default_config_has_one_pool_per_profile_defaults() -> None:
         ({"faults": [{"kind": "limit_change"}]}, "faults[0].limits"),
         ({"latency": {"ttft_ms": "fast"}}, "latency.ttft_ms"),
         ({"default_max_tokens": 0}, "default_max_tokens"),
+        ({"faults": [{"kind": "slow", "pool": "nope"}]}, "faults[0].pool"),
     ],
 )
 def test_bad_config_names_the_key(data: dict[str, object], names: str) -> None:

@@ -316,6 +316,9 @@ class EmulatorConfig:
         names = [pool.name for pool in self.pools]
         if len(set(names)) != len(names):
             raise ConfigError(f"pools: duplicate pool names in {names}")
+        for i, fault in enumerate(self.faults):
+            if fault.pool is not None and fault.pool not in names:
+                raise ConfigError(f"faults[{i}].pool: no pool named {fault.pool!r}")
         if self.default_max_tokens < 1:
             raise ConfigError("default_max_tokens: must be >= 1")
         if self.chars_per_token <= 0:

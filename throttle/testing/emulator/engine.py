@@ -130,6 +130,10 @@ class Emulator:
         return self.clock.now_s() - self._origin_s
 
     def add_faults(self, faults: list[FaultConfig], *, replace: bool = False) -> None:
+        """Arm more faults (``replace``: instead of the current ones)."""
+        for i, fault in enumerate(faults):
+            if fault.pool is not None and fault.pool not in self._limits:
+                raise ConfigError(f"faults[{i}].pool: no pool named {fault.pool!r}")
         with self._lock:
             self._faults.add(faults, replace=replace)
 

@@ -72,8 +72,9 @@ def encode_reply(reply: Reply, keep_alive: bool) -> bytes:
 class HttpConnection(asyncio.Protocol):
     """One client connection."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, live: set[HttpConnection] | None = None) -> None:
         self._handler = handler
+        self._live = live if live is not None else set()
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
         self._busy = False
@@ -82,10 +83,17 @@ class HttpConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
+        self._live.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self._transport = None
+        self._live.discard(self)
+
+    def abort(self) -> None:
+        """Drop the connection at once (server shutdown)."""
+        if self._transport is not None:
+            self._transport.abort()
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
@@ -176,11 +184,31 @@ class HttpConnection(asyncio.Protocol):
         return HttpRequest(method, path, query, headers, body, keep_alive)
 
 
+class HttpServer:
+    """A listening socket plus its open connections, so that :meth:`close` ends them all."""
+
+    def __init__(self, server: asyncio.Server, live: set[HttpConnection]) -> None:
+        self.server = server
+        self._live = live
+
+    @property
+    def port(self) -> int:
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        self.server.close()
+        for connection in list(self._live):
+            connection.abort()
+        await self.server.wait_closed()
+
+
 async def start_http_server(
     handler: Handler, host: str, port: int, *, backlog: int = 1024
-) -> asyncio.Server:
+) -> HttpServer:
     """Listen on ``host:port`` (0 = any free port) with ``handler`` answering requests."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(
-        lambda: HttpConnection(handler), host, port, backlog=backlog, reuse_address=True
+    live: set[HttpConnection] = set()
+    server = await loop.create_server(
+        lambda: HttpConnection(handler, live), host, port, backlog=backlog, reuse_address=True
     )
+    return HttpServer(server, live)

@@ -63,7 +63,7 @@ class EmulatorServer:
     async def serve(self, on_ready: Callable[[str], None] | None = None) -> None:
         """Serve until :meth:`request_stop`; ``on_ready(base_url)`` runs once listening."""
         server = await start_http_server(self._app, self.host, self.port)
-        self.port = int(server.sockets[0].getsockname()[1])
+        self.port = server.port
         self._loop = asyncio.get_running_loop()
         self._stopped = asyncio.Event()
         if on_ready is not None:
@@ -71,8 +71,7 @@ class EmulatorServer:
         try:
             await self._stopped.wait()
         finally:
-            server.close()
-            await server.wait_closed()
+            await server.close()
 
     def start_in_thread(self, timeout_s: float = 10.0) -> str:
         """Serve from a daemon thread; returns the base URL once listening."""
