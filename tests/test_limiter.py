@@ -25,15 +25,17 @@ def limiter(redis_client: redis.Redis, key_prefix: str) -> RedisLimiter:
     return RedisLimiter(redis_client, keys=KeyBuilder(key_prefix))
 
 
-def saturate(limiter: RedisLimiter, group: LimitGroup, costs: dict[str, float]) -> None:
-    """Admit until the next slot is in the future."""
-    while limiter.admit(group, costs).wait_s == 0:
+def saturate(
+    limiter: RedisLimiter, group: LimitGroup, costs: dict[str, float], backlog_s: float = 0.0
+) -> None:
+    """Admit until the next slot is more than ``backlog_s`` in the future."""
+    while limiter.admit(group, costs).wait_s <= backlog_s:
         pass
 
 
 def test_fifo_slots_for_fifty_concurrent_waiters(limiter: RedisLimiter) -> None:
     group = LimitGroup.from_specs("fifo", {"requests": "20/s", "tokens": "100k/s"})
-    saturate(limiter, group, {"requests": 1})
+    saturate(limiter, group, {"requests": 1}, backlog_s=1.0)  # immune to a stalled machine
     barrier = threading.Barrier(50)
     results = []
     lock = threading.Lock()
