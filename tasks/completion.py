@@ -44,7 +44,9 @@ def complete(
 ) -> Any:
     """Run one chat completion through the throttle; returns response, usage and the
     throttle's facts (seconds waited, attempts, 429s seen, parks)."""
-    call = CompletionCall(provider, model, messages, max_tokens, tenant, credential, params or {})
+    call = CompletionCall(
+        provider, model, messages, max_tokens, tenant, credential, params or {}, self.request.id
+    )
     result = self.run_completion(call, throttle_state)
     if metadata is not None:
         result["metadata"] = dict(metadata)

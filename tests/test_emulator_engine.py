@@ -510,6 +510,22 @@ def test_early_retries_are_counted_per_key() -> None:
     assert stats["keys"]["sk-b"]["early_retries"] == 0
 
 
+def test_early_retries_follow_the_request_that_was_told_to_wait() -> None:
+    emu, clock = make("requests=1/s,tokens=1000/s", count_rejected=False)
+    send(emu, body(), headers={"x-client-request-id": "a"})
+    told = send(emu, body(), headers={"x-client-request-id": "b"})
+    assert told.status == 429 and told.header("retry-after") == "1"
+    clock.advance(0.1)
+    send(emu, body(), headers={"x-client-request-id": "c"})  # on the wire already: not a retry
+    clock.advance(0.2)
+    send(emu, body(), headers={"x-client-request-id": "b"})  # b came back 0.3 s in: early
+    clock.advance(1.5)
+    assert send(emu, body(), headers={"x-client-request-id": "c"}).status == 200
+    stats = emu.stats()
+    assert stats["early_retries"] == 1
+    assert stats["arrivals_during_retry_after"] == 2
+
+
 def test_stainless_retry_counts_are_tallied() -> None:
     emu, _ = make()
     for count in ("0", "0", "1", "2"):

@@ -10,6 +10,7 @@ parks and retries.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -47,6 +48,9 @@ class CompletionCall:
     tenant: str | None = None
     credential: str | None = None
     params: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    #: Sent as ``x-client-request-id`` so the provider (and our emulator) can tell a
+    #: retried request from a new one; the Celery task id.
+    request_id: str | None = None
 
 
 @dataclass
@@ -254,6 +258,9 @@ class CompletionRunner:
         request = client.build(
             model=call.model, messages=call.messages, max_tokens=call.max_tokens, **call.params
         )
+        if call.request_id:
+            headers = {**request.headers, "x-client-request-id": call.request_id}
+            request = dataclasses.replace(request, headers=headers)
         group = self.config.limit_group(settings, call.tenant)
         while True:
             if state.reservation_id is None:

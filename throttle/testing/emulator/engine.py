@@ -248,7 +248,12 @@ class Emulator:
         rules = self._rules[request.profile]
         api_key = api_key_of(request)
         org = self.config.keys.get(api_key, self.config.default_org)
-        self._stats.on_arrival(api_key, t_s, request.headers.get("x-stainless-retry-count"))
+        self._stats.on_arrival(
+            api_key,
+            t_s,
+            request.headers.get("x-stainless-retry-count"),
+            request.headers.get("x-client-request-id"),
+        )
         request_id = self._next_id()
         try:
             data = json.loads(request.body) if request.body else None
@@ -300,7 +305,10 @@ class Emulator:
                     headers += ctx.rules.retry_headers(verdict.wait_s)
                 self._stats.on_refused(ctx.api_key, f"rate_limit:{verdict.dimension}")
                 self._stats.on_retry_after(
-                    ctx.api_key, ctx.t_s, ctx.rules.announced_wait_s(verdict.wait_s)
+                    ctx.api_key,
+                    ctx.t_s,
+                    ctx.rules.announced_wait_s(verdict.wait_s),
+                    ctx.request.headers.get("x-client-request-id"),
                 )
             return self._finish(Reply(status, headers, json_bytes(body)), modifiers, ctx.api_key)
         self._stats.on_admitted(ctx.api_key)
@@ -345,7 +353,12 @@ class Emulator:
         headers = self._common_headers(ctx, ctx.now_s, processing_ms=0)
         if retry_s is not None:
             headers += ctx.rules.retry_headers(retry_s)
-            self._stats.on_retry_after(ctx.api_key, ctx.t_s, ctx.rules.announced_wait_s(retry_s))
+            self._stats.on_retry_after(
+                ctx.api_key,
+                ctx.t_s,
+                ctx.rules.announced_wait_s(retry_s),
+                ctx.request.headers.get("x-client-request-id"),
+            )
         return Reply(status, headers, json_bytes(body))
 
     def _common_headers(self, ctx: _Context, now_s: float, processing_ms: int) -> Headers:

@@ -2,8 +2,11 @@
 
 * admitted requests and admitted cost per pool and dimension;
 * refusals by reason (``rate_limit:<dim>``, ``too_large:<dim>``, ``fault:<kind>``);
-* early retries: a request from an api key that arrives before the last retry-after
-  given to that key elapsed (Dev Proxy's RetryAfterPlugin notion);
+* early retries: a request that comes back before the retry-after it was given
+  elapsed. A request names itself with ``x-client-request-id``; one that does not is
+  judged by its api key (Dev Proxy's RetryAfterPlugin notion). Arrivals on a key
+  while any retry-after given to that key runs are counted apart, as
+  ``arrivals_during_retry_after`` (requests already on the wire land there too);
 * the ``x-stainless-retry-count`` values seen;
 * the peak cost debited within any window of the dimension's length.
 
@@ -58,6 +61,7 @@ class Stats:
     by_status: Counter[int] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     early_retries: int = 0
+    arrivals_during_retry_after: int = 0
     stainless_retry_count: Counter[str] = field(default_factory=Counter)
     keys: defaultdict[str, KeyStats] = field(default_factory=lambda: defaultdict(KeyStats))
     #: (pool label, dimension) -> [(at_s, amount)], every debit in time order.
@@ -66,21 +70,38 @@ class Stats:
     )
     #: api key -> emulator time before which a new request is an early retry.
     retry_not_before_s: dict[str, float] = field(default_factory=dict)
+    #: x-client-request-id -> emulator time before which that request is early.
+    request_not_before_s: dict[str, float] = field(default_factory=dict)
 
-    def on_arrival(self, api_key: str, now_s: float, stainless: str | None) -> bool:
+    def on_arrival(
+        self, api_key: str, now_s: float, stainless: str | None, client_request_id: str | None = None
+    ) -> bool:
         """Count a request; returns True when it is an early retry."""
         self.requests += 1
         if stainless is not None:
             self.stainless_retry_count[stainless] += 1
-        not_before_s = self.retry_not_before_s.get(api_key)
-        if not_before_s is not None and now_s < not_before_s:
+        key_not_before_s = self.retry_not_before_s.get(api_key)
+        during = key_not_before_s is not None and now_s < key_not_before_s
+        if during:
+            self.arrivals_during_retry_after += 1
+        if client_request_id is None:
+            early = during
+        else:
+            own_not_before_s = self.request_not_before_s.get(client_request_id)
+            early = own_not_before_s is not None and now_s < own_not_before_s
+        if early:
             self.early_retries += 1
             self.keys[api_key].early_retries += 1
-            return True
-        return False
+        return early
 
-    def on_retry_after(self, api_key: str, now_s: float, wait_s: float) -> None:
-        self.retry_not_before_s[api_key] = now_s + wait_s
+    def on_retry_after(
+        self, api_key: str, now_s: float, wait_s: float, client_request_id: str | None = None
+    ) -> None:
+        self.retry_not_before_s[api_key] = max(
+            self.retry_not_before_s.get(api_key, 0.0), now_s + wait_s
+        )
+        if client_request_id is not None:
+            self.request_not_before_s[client_request_id] = now_s + wait_s
 
     def on_status(self, status: int) -> None:
         self.by_status[status] += 1
@@ -123,6 +144,7 @@ class Stats:
             "by_status": {str(code): n for code, n in sorted(self.by_status.items())},
             "refused": dict(self.refused),
             "early_retries": self.early_retries,
+            "arrivals_during_retry_after": self.arrivals_during_retry_after,
             "stainless_retry_count": dict(self.stainless_retry_count),
             "keys": {
                 key: {
