@@ -29,5 +29,19 @@ test: check unit
 demo: $(STAMP)
 	$(BIN)/llm-throttle demo
 
+# Benchmark against peer limiters (by hand, not in CI). The peers live in their own venv
+# so they never become project dependencies. Options: make bench BENCH_ARGS=--quick
+BENCH_VENV  ?= .bench-venv
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_ARGS  ?=
+
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --quiet -e . -r bench/requirements.txt
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BENCH_VENV)/bin/python bench/limiter.py $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
