@@ -192,7 +192,11 @@ class Config:
         if key[1] is not None:
             dims += [
                 Dimension(
-                    tenant_dimension(key[1], d.name), d.capacity, d.period_s, d.algorithm, d.timezone
+                    tenant_dimension(key[1], d.name),
+                    d.capacity,
+                    d.period_s,
+                    d.algorithm,
+                    d.timezone,
                 )
                 for d in group.tenant_dimensions
             ]
@@ -380,7 +384,9 @@ def _dimension(where: str, name: str, spec: Any) -> tuple[Dimension, str]:
             raise ConfigError(f"{where}.{name}: expected a limit such as '500/min' or a table")
     except ConfigError as exc:
         message = str(exc)
-        raise ConfigError(message if message.startswith(where) else f"{where}.{name}: {exc}") from exc
+        raise ConfigError(
+            message if message.startswith(where) else f"{where}.{name}: {exc}"
+        ) from exc
     if counts not in COST_KINDS:
         raise ConfigError(
             f"{where}.{name}: cannot tell what it counts; name it one of"
@@ -432,9 +438,7 @@ def _group(
         failure_policy=policy,
     )
     try:  # validate the whole group once, with a tenant share if it has one
-        LimitGroup(
-            name, group.dimensions, group.concurrency, group.lease_ttl_s, group.headroom
-        )
+        LimitGroup(name, group.dimensions, group.concurrency, group.lease_ttl_s, group.headroom)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     return group

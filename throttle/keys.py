@@ -41,15 +41,15 @@ class KeyBuilder:
         return f"{self._group(group)}:dim:{dimension}"
 
     def parked(self, group: str) -> str:
-        """Zset of tasks parked until their slot: member task id, score slot ms."""
+        """Zset of tasks parked until their slot: member entry id, score slot ms."""
         return f"{self._group(group)}:parked"
 
     def parked_payloads(self, group: str) -> str:
-        """Hash: parked task id -> the JSON needed to publish it again."""
+        """Hash: parked entry id -> the JSON needed to publish the task again."""
         return f"{self._group(group)}:parked:payloads"
 
     def releasing(self, group: str) -> str:
-        """Zset of parked tasks taken for publishing: member task id, score taken at ms."""
+        """Zset of parked entries taken for publishing: member entry id, score taken at ms."""
         return f"{self._group(group)}:releasing"
 
     def group_pattern(self) -> str:

@@ -39,12 +39,12 @@ class ParkingLot:
         self.keys = keys
         self._scripts = scripts or Scripts(client)
 
-    def park(self, group: str, task_id: str, slot_ms: float, payload: Mapping[str, Any]) -> None:
-        """Store a task until its slot. Parking the same task id again replaces it."""
+    def park(self, group: str, entry_id: str, slot_ms: float, payload: Mapping[str, Any]) -> None:
+        """Store a task until its slot. ``entry_id`` names this park (unique per park)."""
         try:
             pipe = self.client.pipeline(transaction=True)
-            pipe.hset(self.keys.parked_payloads(group), task_id, json.dumps(payload))
-            pipe.zadd(self.keys.parked(group), {task_id: slot_ms})
+            pipe.hset(self.keys.parked_payloads(group), entry_id, json.dumps(payload))
+            pipe.zadd(self.keys.parked(group), {entry_id: slot_ms})
             pipe.execute()
         except redis.RedisError as exc:
             raise StorageError(f"redis park failed: {exc}") from exc
@@ -72,14 +72,14 @@ class ParkingLot:
         )
         return Released(now_ms, float(next_slot) if next_slot else None, entries)
 
-    def done(self, group: str, task_ids: Sequence[str]) -> None:
+    def done(self, group: str, entry_ids: Sequence[str]) -> None:
         """Forget entries that were published again."""
-        if not task_ids:
+        if not entry_ids:
             return
         try:
             pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(self.keys.releasing(group), *task_ids)
-            pipe.hdel(self.keys.parked_payloads(group), *task_ids)
+            pipe.zrem(self.keys.releasing(group), *entry_ids)
+            pipe.hdel(self.keys.parked_payloads(group), *entry_ids)
             pipe.execute()
         except redis.RedisError as exc:
             raise StorageError(f"redis release ack failed: {exc}") from exc

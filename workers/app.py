@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import cast
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from throttle.config import Config, load_config
 from workers.dispatcher import DispatcherStep
@@ -32,7 +32,12 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=queue,
-        task_queues=(Queue(queue), Queue(released_queue(config))),
+        task_queues=tuple(
+            Queue(name, Exchange(name, type="direct"), routing_key=name)
+            for name in (queue, released_queue(config))
+        ),
+        task_default_exchange=queue,
+        task_default_routing_key=queue,
         broker_transport_options={"visibility_timeout": visibility_s},
         result_backend_transport_options={"visibility_timeout": visibility_s},
         broker_connection_retry_on_startup=True,

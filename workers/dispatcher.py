@@ -20,8 +20,8 @@ from throttle.parking import ParkingLot
 
 log = logging.getLogger(__name__)
 
-#: publish(task_id, payload, wait_at_release_s)
-Publish = Callable[[str, Mapping[str, Any], float], None]
+#: publish(payload, wait_at_release_s)
+Publish = Callable[[Mapping[str, Any], float], None]
 
 
 class Dispatcher:
@@ -40,14 +40,14 @@ class Dispatcher:
         for group in self.config.groups:
             batch = self.parking.take_due(group, lead_s=worker.release_lead_s, limit=500)
             published = []
-            for task_id, payload in batch.entries:
+            for entry_id, payload in batch.entries:
                 slot_ms = float(payload.get("slot_ms", batch.now_ms))
                 try:
-                    self.publish(task_id, payload, max(0.0, slot_ms - batch.now_ms) / 1000)
+                    self.publish(payload, max(0.0, slot_ms - batch.now_ms) / 1000)
                 except Exception:  # a broken payload must not block the others
-                    log.exception("could not publish parked task %s of %s", task_id, group)
+                    log.exception("could not publish parked entry %s of %s", entry_id, group)
                     continue
-                published.append(task_id)
+                published.append(entry_id)
             self.parking.done(group, published)
             self.released += len(published)
             if len(batch.entries) == 500:

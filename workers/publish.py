@@ -25,7 +25,7 @@ def republisher(app: Celery) -> Any:
 
     queue = released_queue(app_config(app))
 
-    def publish(task_id: str, payload: Mapping[str, Any], wait_at_release_s: float) -> None:
+    def publish(payload: Mapping[str, Any], wait_at_release_s: float) -> None:
         kwargs = dict(payload["kwargs"])
         state = dict(payload["state"])
         state["wait_at_release_s"] = wait_at_release_s
@@ -33,7 +33,7 @@ def republisher(app: Celery) -> Any:
         app.send_task(
             payload.get("task", COMPLETE_TASK),
             kwargs=kwargs,
-            task_id=task_id,
+            task_id=payload["task_id"],
             queue=queue,
             argsrepr="()",
             kwargsrepr=kwargs_repr(kwargs),

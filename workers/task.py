@@ -47,11 +47,15 @@ class ThrottledTask(Task):
         if isinstance(outcome, Parked):
             payload = {
                 "task": self.name,
+                "task_id": self.request.id,
                 "kwargs": kwargs,
                 "state": outcome.state.to_json(),
                 "slot_ms": outcome.slot_ms,
             }
-            context.parking.park(outcome.group, self.request.id, outcome.slot_ms, payload)
+            # One entry per park: a task parked again before the dispatcher forgot its
+            # previous entry must not lose its new payload.
+            entry_id = f"{self.request.id}.{outcome.state.parks}"
+            context.parking.park(outcome.group, entry_id, outcome.slot_ms, payload)
             self.update_state(
                 state=PARKED,
                 meta={"group": outcome.group, "slot_ms": outcome.slot_ms, **outcome.state.facts()},

@@ -5,9 +5,9 @@
   drops them from `releasing`; entries a crashed caller left there longer than `stale`
   ms go back to the parked zset, so no parked task is ever lost.
 
-  KEYS[1]  parked zset: member task id, score slot ms (server clock)
-  KEYS[2]  payloads hash: task id -> JSON payload
-  KEYS[3]  releasing zset: member task id, score release time ms
+  KEYS[1]  parked zset: member entry id (one per park), score slot ms (server clock)
+  KEYS[2]  payloads hash: entry id -> JSON payload
+  KEYS[3]  releasing zset: member entry id, score release time ms
   ARGV[1]  lead ms
   ARGV[2]  max entries to take
   ARGV[3]  stale ms

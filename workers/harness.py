@@ -1,0 +1,239 @@
+"""A whole deployment on this machine: redis-server, the provider emulator, real Celery
+worker processes. Used by the demo, the integration tests and the benchmarks.
+
+    with LocalStack(emulator_config, throttle_toml) as stack:
+        stack.start_workers(2, pool="threads", concurrency=16)
+        result = stack.enqueue(provider="emu", model="gpt-4o-mini", ...)
+
+Everything it starts runs in its own process group and is stopped on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import requests
+from celery import Celery
+
+from throttle.config import Config, load_config
+from throttle.providers.credentials import env_var_for
+from throttle.testing.emulator import EmulatorConfig, EmulatorProcess
+from throttle.testing.redis_server import EmbeddedRedis
+
+#: The API key the stack's workers use against its emulator.
+EMULATOR_KEY = "sk-local-emulator-key"
+CREDENTIAL = "emulator"
+
+
+def to_toml(document: Mapping[str, Any]) -> str:
+    """A small TOML writer for configuration documents (tables, scalars, lists)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, Mapping):
+            return "{" + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + "}"
+        raise TypeError(f"cannot write {v!r} as TOML")
+
+    def key(k: str) -> str:
+        return k if k.replace("_", "").replace("-", "").isalnum() else value(k)
+
+    lines: list[str] = []
+
+    def table(path: list[str], body: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in body.items() if not _is_table(v)}
+        if path and (scalars or not body):
+            lines.append("[" + ".".join(key(p) for p in path) + "]")
+        lines.extend(f"{key(k)} = {value(v)}" for k, v in scalars.items())
+        for k, v in body.items():
+            if _is_table(v):
+                table([*path, k], v)
+
+    table([], document)
+    return "\n".join(lines) + "\n"
+
+
+def _is_table(v: Any) -> bool:
+    return isinstance(v, Mapping) and any(isinstance(x, Mapping) for x in v.values()) or (
+        isinstance(v, Mapping) and not v
+    )
+
+
+class LocalStack:
+    """redis-server + emulator + workers, configured by one throttle config document.
+
+    ``throttle`` is the throttle configuration as a dict (see :mod:`throttle.config`);
+    the stack fills in the Redis URLs, and ``base_url``/``credential`` of every
+    provider whose ``base_url`` is ``"emulator"``.
+    """
+
+    def __init__(
+        self,
+        emulator: EmulatorConfig,
+        throttle: Mapping[str, Any],
+        *,
+        workdir: str | None = None,
+    ) -> None:
+        self.emulator_config = emulator
+        self.throttle_doc = throttle
+        self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="llm-throttle-")
+        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.redis = EmbeddedRedis()
+        self.emulator = EmulatorProcess(emulator)
+        self.workers: list[subprocess.Popen[bytes]] = []
+        self.config_path = self.workdir / "throttle.toml"
+        self.config: Config | None = None
+        self.app: Celery | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        self.redis.start()
+        self.emulator.start()
+        doc: dict[str, Any] = {k: dict(v) for k, v in self.throttle_doc.items()}
+        base = self.redis.url.rsplit("/", 1)[0]
+        doc.setdefault("redis", {})["url"] = f"{base}/0"
+        celery = doc.setdefault("celery", {})
+        celery.setdefault("broker_url", f"{base}/1")
+        celery.setdefault("result_backend", f"{base}/2")
+        providers = {name: dict(p) for name, p in doc.get("providers", {}).items()}
+        for provider in providers.values():
+            if provider.get("base_url") == "emulator":
+                provider["base_url"] = self.emulator.base_url
+                provider.setdefault("credential", CREDENTIAL)
+        doc["providers"] = providers
+        self.config_path.write_text(to_toml(doc), encoding="utf-8")
+        self.config = load_config(self.config_path, env={})
+        from workers.app import create_app
+
+        self.app = create_app(self.config)
+        return self
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["LLM_THROTTLE_CONFIG"] = str(self.config_path)
+        env[env_var_for(CREDENTIAL)] = EMULATOR_KEY
+        env.pop("LLM_THROTTLE_REDIS_URL", None)
+        env.pop("LLM_THROTTLE_BROKER_URL", None)
+        env.pop("LLM_THROTTLE_RESULT_BACKEND", None)
+        return env
+
+    def start_workers(
+        self,
+        count: int,
+        *,
+        pool: str = "threads",
+        concurrency: int = 16,
+        extra_args: tuple[str, ...] = (),
+        timeout_s: float = 60.0,
+    ) -> list[str]:
+        """Start ``count`` worker processes; returns their names once all answer."""
+        names = []
+        for _ in range(count):
+            index = len(self.workers)
+            name = f"w{index}@llm-throttle"
+            log = open(self.workdir / f"worker{index}.log", "wb")  # noqa: SIM115
+            args = [
+                sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                "-P", pool, "-c", str(concurrency), "-n", name, "-E",
+                "--loglevel", os.environ.get("LLM_THROTTLE_WORKER_LOGLEVEL", "WARNING"), "--without-gossip", "--without-mingle",
+                *extra_args,
+            ]  # fmt: skip
+            self.workers.append(
+                subprocess.Popen(
+                    args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            )
+            log.close()
+            names.append(name)
+        self.wait_for_workers(names, timeout_s)
+        return names
+
+    def wait_for_workers(self, names: list[str], timeout_s: float) -> None:
+        assert self.app is not None
+        deadline = time.monotonic() + timeout_s
+        missing = set(names)
+        while missing and time.monotonic() < deadline:
+            for worker in self.workers:
+                if worker.poll() is not None:
+                    raise RuntimeError(f"a worker exited at start; see {self.workdir}")
+            replies = self.app.control.ping(timeout=0.5) or []
+            for reply in replies:
+                missing -= set(reply)
+        if missing:
+            raise RuntimeError(f"workers {sorted(missing)} did not answer; see {self.workdir}")
+
+    def kill_worker(self, index: int, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to one worker's whole process group (its pool children too)."""
+        os.killpg(self.workers[index].pid, sig)
+        self.workers[index].wait(timeout=30)
+
+    def stop_workers(self, timeout_s: float = 15.0) -> None:
+        for worker in self.workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for worker in self.workers:
+            try:
+                worker.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait()
+        self.workers.clear()
+
+    def stop(self) -> None:
+        self.stop_workers()
+        if self.app is not None:
+            self.app.close()
+        self.emulator.stop()
+        self.redis.stop()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- use --------------------------------------------------------------------------
+
+    def enqueue(self, **kwargs: Any) -> Any:
+        from tasks.completion import enqueue
+
+        assert self.app is not None
+        self.app.set_current()
+        return enqueue(**kwargs)
+
+    def emulator_stats(self) -> dict[str, Any]:
+        reply = requests.get(self.emulator.base_url + "/__emu/stats", timeout=10)
+        reply.raise_for_status()
+        return reply.json()  # type: ignore[no-any-return]
+
+    def emulator_post(self, path: str, body: Mapping[str, Any]) -> None:
+        reply = requests.post(self.emulator.base_url + path, json=body, timeout=10)
+        reply.raise_for_status()
+
+    def worker_log(self, index: int) -> str:
+        return (self.workdir / f"worker{index}.log").read_text(errors="replace")
