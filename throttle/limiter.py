@@ -19,8 +19,8 @@ Example::
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +36,10 @@ from throttle.limits import Algorithm, Dimension, LimitGroup
 from throttle.scripts import Scripts
 
 _ALGORITHM_CODES = {Algorithm.GCRA: "g", Algorithm.SLIDING: "s", Algorithm.CALENDAR: "c"}
+
+#: The scripts count time from here (ms since the Unix epoch; 2023-11-14T22:13:20Z),
+#: so times stay below 1e11 ms and keep the microsecond when Redis prints them.
+EPOCH_MS = 1_700_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +99,24 @@ class Pause:
 
 @dataclass(frozen=True)
 class _Plan:
-    """Per-group values computed once: keys and the static part of the admission ARGV."""
+    """Per-group values computed once: keys and the static parts of the scripts' ARGV.
+
+    Scripts take GCRA dimensions first, then the others; ``order[k]`` is the group
+    index of the k-th dimension in that order.
+    """
 
     state_key: str
     leases_key: str
-    dimension_keys: tuple[str, ...]
-    static_args: tuple[tuple[str, str, str, str], ...]
+    order: tuple[int, ...]
+    gcra_count: int
+    other_keys: tuple[str, ...]
+    #: Per dimension in script order: (field or name, algorithm code, a, b).
+    admit_args: tuple[tuple[str, str, str, str], ...]
+    #: Per dimension in script order: (field or name, emission or algorithm code).
+    undo_args: tuple[tuple[str, str], ...]
     names: tuple[str, ...]
     usable: tuple[float, ...]
-    calendar: tuple[int, ...]
+    calendar: frozenset[int]
 
 
 @contextmanager
@@ -112,6 +125,11 @@ def _storage_errors(action: str) -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise StorageError(f"redis {action} failed: {exc}") from exc
+
+
+def _absolute_ms(epoch_us: int | bytes) -> float:
+    """Script times (µs since the llmt epoch) as ms since the Unix epoch."""
+    return EPOCH_MS + int(epoch_us) / 1000
 
 
 class RedisLimiter:
@@ -126,7 +144,7 @@ class RedisLimiter:
         client: redis.Redis,
         *,
         keys: KeyBuilder | None = None,
-        record_ttl_s: float = 3600.0,
+        record_ttl_s: float = 900.0,
     ) -> None:
         self.client = client
         self.keys = keys or KeyBuilder()
@@ -141,28 +159,38 @@ class RedisLimiter:
         cached = self._plans.get(id(group))
         if cached is not None and cached[0] is group:
             return cached[1]
-        static = []
-        for dim in group.dimensions:
-            code = _ALGORITHM_CODES[dim.algorithm]
-            if dim.algorithm is Algorithm.GCRA:
-                emission = dim.emission_interval_ms
-                a, b = repr(emission), repr(group.usable_capacity(dim) * emission)
-            else:
-                a, b = repr(group.usable_capacity(dim)), repr(dim.period_ms)
-            static.append((dim.name, code, a, b))
+        dims = group.dimensions
+        gcra = [i for i, d in enumerate(dims) if d.algorithm is Algorithm.GCRA]
+        other = [i for i, d in enumerate(dims) if d.algorithm is not Algorithm.GCRA]
+        admit_args, undo_args = [], []
+        for i in gcra:
+            emission = dims[i].emission_interval_ms
+            tolerance = group.usable_capacity(dims[i]) * emission
+            admit_args.append((f"t:{dims[i].name}", "g", repr(emission), repr(tolerance)))
+            undo_args.append((f"t:{dims[i].name}", repr(emission)))
+        for i in other:
+            code = _ALGORITHM_CODES[dims[i].algorithm]
+            capacity = repr(group.usable_capacity(dims[i]))
+            admit_args.append((dims[i].name, code, capacity, repr(dims[i].period_ms)))
+            undo_args.append((dims[i].name, code))
         plan = _Plan(
             state_key=self.keys.state(group.name),
             leases_key=self.keys.leases(group.name),
-            dimension_keys=tuple(self.keys.dimension(group.name, d.name) for d in group.dimensions),
-            static_args=tuple(static),
-            names=tuple(d.name for d in group.dimensions),
-            usable=tuple(group.usable_capacity(d) for d in group.dimensions),
-            calendar=tuple(
-                i for i, d in enumerate(group.dimensions) if d.algorithm is Algorithm.CALENDAR
-            ),
+            order=tuple(gcra + other),
+            gcra_count=len(gcra),
+            other_keys=tuple(self.keys.dimension(group.name, dims[i].name) for i in other),
+            admit_args=tuple(admit_args),
+            undo_args=tuple(undo_args),
+            names=tuple(d.name for d in dims),
+            usable=tuple(group.usable_capacity(d) for d in dims),
+            calendar=frozenset(i for i in other if dims[i].algorithm is Algorithm.CALENDAR),
         )
         self._plans[id(group)] = (group, plan)
         return plan
+
+    def _keys(self, group: LimitGroup, plan: _Plan, reservation_id: str) -> list[str]:
+        record = self.keys.reservation(group.name, reservation_id)
+        return [plan.state_key, record, plan.leases_key, *plan.other_keys]
 
     def _calendar_starts(self, dim: Dimension) -> str:
         """Window starts around now; recomputed once now nears either end of the list."""
@@ -172,7 +200,7 @@ class RedisLimiter:
         if starts is None or not starts[2] <= now_ms < starts[-3]:
             starts = window_starts_ms(dim.period_s, dim.timezone or "UTC", now_ms / 1000)
             self._calendar_cache[cache_key] = starts
-        return ",".join(map(str, starts))
+        return ",".join(str(start - EPOCH_MS) for start in starts)
 
     def _costs(
         self, group: LimitGroup, costs: Mapping[str, float] | Sequence[float]
@@ -208,40 +236,44 @@ class RedisLimiter:
         for i, cost in enumerate(vector):
             if cost > plan.usable[i] + 1e-9:
                 raise CostExceedsCapacityError(group.name, plan.names[i], cost, plan.usable[i])
-        rid = reservation_id or uuid.uuid4().hex
+        rid = reservation_id or os.urandom(10).hex()
         args: list[str | float | int] = [
             rid,
             -1 if max_wait_s is None else max_wait_s * 1000,
             self.record_ttl_ms,
             group.concurrency or 0,
             int(group.lease_ttl_s * 1000),
-            len(vector),
+            plan.gcra_count,
+            len(vector) - plan.gcra_count,
         ]
-        for i, (static, cost) in enumerate(zip(plan.static_args, vector, strict=True)):
-            name, code, a, b = static
-            if i in plan.calendar:
-                b = self._calendar_starts(group.dimensions[i])
-            args += [name, code, a, b, repr(float(cost))]
-        keys = [plan.state_key, self.keys.reservation(group.name, rid), plan.leases_key]
-        keys += plan.dimension_keys
+        for k, i in enumerate(plan.order):
+            field, code, a, b = plan.admit_args[k]
+            cost_arg = repr(float(vector[i]))
+            if k < plan.gcra_count:
+                args += [field, a, b, cost_arg]
+            else:
+                if i in plan.calendar:
+                    b = self._calendar_starts(group.dimensions[i])
+                args += [field, code, a, b, cost_arg]
         with _storage_errors("admission"):
-            code, wait_us, slot, now, lease, binding = self._scripts.admit(keys=keys, args=args)
-        if code == 2:
-            i = int(binding) - 1
+            reply = self._scripts.admit(keys=self._keys(group, plan, rid), args=args)
+        code_, wait_us, slot_us, now_us, lease, binding = (int(x) for x in reply)
+        binding_name = plan.names[plan.order[binding - 1]] if binding > 0 else None
+        if code_ == 2:
+            i = plan.order[binding - 1]
             raise CostExceedsCapacityError(group.name, plan.names[i], vector[i], plan.usable[i])
-        if code == 3:  # our clock is days away from the server's: rebuild and retry once
+        if code_ == 3:  # our clock is days away from the server's: rebuild and retry once
             self._calendar_cache.clear()
             return self.admit(group, vector, max_wait_s=max_wait_s, reservation_id=rid)
-        binding_name = plan.names[int(binding) - 1] if int(binding) > 0 else None
-        if binding_name is None and int(wait_us) > 0:
+        if binding_name is None and wait_us > 0:
             binding_name = "pause"
         return Admission(
             group=group.name,
             reservation_id=rid,
-            reserved=code == 0,
-            wait_s=max(0, int(wait_us)) / 1e6,
-            slot_ms=float(slot),
-            now_ms=float(now),
+            reserved=code_ == 0,
+            wait_s=max(0, wait_us) / 1e6,
+            slot_ms=_absolute_ms(slot_us),
+            now_ms=_absolute_ms(now_us),
             lease=bool(lease) or not group.concurrency,
             binding=binding_name,
         )
@@ -255,21 +287,23 @@ class RedisLimiter:
         ]
         plan = self._plan(group)
         with _storage_errors("begin"):
-            code, wait_us, now = self._scripts.begin(
+            code, wait_us, now_us = self._scripts.begin(
                 keys=[plan.state_key, plan.leases_key], args=args
             )
-        return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, float(now))
+        return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, _absolute_ms(now_us))
 
     def cancel(self, group: LimitGroup, reservation_id: str) -> float | None:
         """Give a reservation back. Returns the server time (ms) it was done at, or None
         if the reservation was already settled, cancelled or expired."""
         plan = self._plan(group)
-        keys = [plan.state_key, self.keys.reservation(group.name, reservation_id), plan.leases_key]
+        args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
+        for pair in plan.undo_args:
+            args += pair
         with _storage_errors("cancel"):
-            done, now = self._scripts.cancel(
-                keys=keys + list(plan.dimension_keys), args=[reservation_id, *plan.names]
+            done, now_us = self._scripts.cancel(
+                keys=self._keys(group, plan, reservation_id), args=args
             )
-        return float(now) if done else None
+        return _absolute_ms(now_us) if int(done) else None
 
     def settle(
         self,
@@ -285,23 +319,24 @@ class RedisLimiter:
         vector = [0.0] * len(plan.names)
         for name, delta in (deltas or {}).items():
             vector[group.index(name)] = float(delta)
-        args: list[str | float] = [reservation_id]
-        for name, delta in zip(plan.names, vector, strict=True):
-            args += [name, repr(delta)]
-        keys = [plan.state_key, self.keys.reservation(group.name, reservation_id), plan.leases_key]
+        args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
+        for k, i in enumerate(plan.order):
+            args += [*plan.undo_args[k], repr(vector[i])]
         with _storage_errors("settle"):
-            done, now = self._scripts.settle(keys=keys + list(plan.dimension_keys), args=args)
-        return float(now) if done else None
+            done, now_us = self._scripts.settle(
+                keys=self._keys(group, plan, reservation_id), args=args
+            )
+        return _absolute_ms(now_us) if int(done) else None
 
     def pause(self, group: LimitGroup | str, duration_s: float) -> Pause:
         """Close the group's gate for ``duration_s`` from the server's now, for every
         worker. Never shortens a longer pause already in force."""
         name = group if isinstance(group, str) else group.name
         with _storage_errors("pause"):
-            _extended, until, now = self._scripts.pause(
+            _extended, until_us, now_us = self._scripts.pause(
                 keys=[self.keys.state(name)], args=[max(0, int(duration_s * 1000))]
             )
-        return Pause(float(until), float(now))
+        return Pause(_absolute_ms(until_us), _absolute_ms(now_us))
 
     def server_time_ms(self) -> float:
         """The Redis server's clock, in ms."""

@@ -28,7 +28,6 @@ def _ms(x: float) -> float:
 class _Entry:
     algorithm: Algorithm
     cost: float
-    pre: float | None = None
     post: float | None = None
     where: str | float | None = None  # calendar window start, or sliding entry id
 
@@ -163,10 +162,9 @@ class LimiterModel:
         if cost == 0:
             return entry
         if dim.algorithm is Algorithm.GCRA:
-            pre = st.tat.get(dim.name, 0.0)
-            post = _ms(max(pre, slot) + cost * dim.emission_interval_ms)
+            post = _ms(max(st.tat.get(dim.name, 0.0), slot) + cost * dim.emission_interval_ms)
             st.tat[dim.name] = post
-            entry.pre, entry.post = pre, post
+            entry.post = post
         elif dim.algorithm is Algorithm.SLIDING:
             st.log.setdefault(dim.name, []).append((_ms(slot), rid, cost))
             entry.where = rid
@@ -201,10 +199,9 @@ class LimiterModel:
                 continue
             if entry.algorithm is Algorithm.GCRA:
                 tat = st.tat.get(dim.name, 0.0)
-                if entry.post is not None and _ms(tat) == entry.post and entry.pre is not None:
-                    st.tat[dim.name] = entry.pre
-                else:
-                    st.tat[dim.name] = _ms(max(now, tat - entry.cost * dim.emission_interval_ms))
+                wound_back = tat - entry.cost * dim.emission_interval_ms
+                untouched = entry.post is not None and _ms(tat) == entry.post
+                st.tat[dim.name] = _ms(wound_back if untouched else max(now, wound_back))
             elif entry.algorithm is Algorithm.SLIDING:
                 log = st.log.get(dim.name, [])
                 log[:] = [e for e in log if e[1] != entry.where]

@@ -18,6 +18,7 @@ import redis
 
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
+from throttle.limiter import EPOCH_MS
 from throttle.scripts import Scripts
 
 
@@ -44,7 +45,7 @@ class ParkingLot:
         try:
             pipe = self.client.pipeline(transaction=True)
             pipe.hset(self.keys.parked_payloads(group), entry_id, json.dumps(payload))
-            pipe.zadd(self.keys.parked(group), {entry_id: slot_ms})
+            pipe.zadd(self.keys.parked(group), {entry_id: slot_ms - EPOCH_MS})
             pipe.execute()
         except redis.RedisError as exc:
             raise StorageError(f"redis park failed: {exc}") from exc
@@ -64,13 +65,14 @@ class ParkingLot:
             )
         except redis.RedisError as exc:
             raise StorageError(f"redis release failed: {exc}") from exc
-        now_ms, next_slot = float(reply[0]), reply[1]
+        now_us, next_slot_us = int(reply[0]), int(reply[1])
         pairs = reply[2:]
         entries = tuple(
             (_text(pairs[i]), json.loads(pairs[i + 1]) if pairs[i + 1] else {})
             for i in range(0, len(pairs), 2)
         )
-        return Released(now_ms, float(next_slot) if next_slot else None, entries)
+        next_slot_ms = EPOCH_MS + next_slot_us / 1000 if next_slot_us >= 0 else None
+        return Released(EPOCH_MS + now_us / 1000, next_slot_ms, entries)
 
     def done(self, group: str, entry_ids: Sequence[str]) -> None:
         """Forget entries that were published again."""

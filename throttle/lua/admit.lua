@@ -3,102 +3,113 @@
   All or nothing: either every dimension is debited for the same slot, or none is.
   The slot is the earliest time, on this server's clock, at which every dimension can
   take the request's cost and the group is not paused. Reservations queue in arrival
-  order: the next caller's slot comes after this one.
+  order: the next caller's slot comes after this one. GCRA dimensions (continuous
+  token buckets) come first and cost a few arithmetic steps; sliding-log and calendar
+  dimensions follow and may move the slot later.
 
   KEYS[1]    state hash: 't:<dim>' GCRA TAT ms, 's:<dim>' sliding sum, 'pause' ms
-  KEYS[2]    reservation record (JSON string), written when reserved
+  KEYS[2]    reservation record (string), written when reserved
   KEYS[3]    concurrency leases zset: member reservation id, score lease expiry ms
-  KEYS[3+i]  dimension i's own key: sliding-log zset or calendar hash (unused by gcra)
+  KEYS[3+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
   ARGV[1]    reservation id
   ARGV[2]    max wait ms: reserve only a slot at most this far away; -1 for no bound
   ARGV[3]    record ttl ms, counted from the slot
   ARGV[4]    concurrency cap, 0 for none; a lease is taken only when the slot is now
   ARGV[5]    lease ttl ms
-  ARGV[6]    n, the number of dimensions
-  ARGV[7..]  five per dimension: name, algorithm, a, b, cost
-               gcra     'g': a = emission interval ms per unit, b = burst tolerance ms
+  ARGV[6]    g, the number of GCRA dimensions
+  ARGV[7]    o, the number of other dimensions
+  ARGV[8..]  four per GCRA dimension: field 't:<dim>', emission ms per unit,
+             burst tolerance ms, cost
+  then       five per other dimension: name, algorithm, a, b, cost
                sliding  's': a = capacity, b = window ms
                calendar 'c': a = capacity, b = comma-separated window starts ms, ascending
-  Returns {code, wait_us, slot_ms, now_ms, lease, binding}
+  Returns {code, wait_us, slot_us, now_us, lease, binding}
     code 0 reserved, 1 beyond max wait (nothing reserved), 2 cost above capacity of
     dimension `binding` (nothing reserved), 3 calendar starts do not cover now
-    binding: index of the dimension that set the slot (0: none or the pause gate)
+    binding: 1-based index (GCRA dimensions first) of the dimension that set the
+    slot; 0 for none or the pause gate
+  The record holds 'slot|cost,post TAT|...' for GCRA dimensions, then 'cost,member'
+  (sliding) or 'cost,window start' (calendar), for cancel.lua and settle.lua.
 ]]
 --@include lib/common.lua
---@include lib/gcra.lua
 --@include lib/sliding.lua
 --@include lib/calendar.lua
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
-local id, max_wait = ARGV[1], tonumber(ARGV[2])
-local record_ttl, cap, lease_ttl = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local n = tonumber(ARGV[6])
+local id, max_wait, record_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local cap, lease_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local g, o = tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = server_now_ms()
 
-local dims, fields = {}, {'pause'}
-for i = 1, n do
-  local at = 7 + (i - 1) * 5
-  local d = {name = ARGV[at], algo = ARGV[at + 1], cost = tonumber(ARGV[at + 4]), key = KEYS[3 + i]}
-  if d.algo == 'g' then
-    d.emission, d.tolerance = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-    if d.cost * d.emission > d.tolerance + 1e-6 then return {2, 0, '0', fmt_ms(now), 0, i} end
-    fields[#fields + 1] = 't:' .. d.name
-    d.field_at = #fields
+local fields = {'pause'}
+for i = 1, g do fields[i + 1] = ARGV[4 + 4 * i] end
+local values = rcall('HMGET', state_key, unpack(fields))
+local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
+for i = 1, g do
+  local at = 4 + 4 * i
+  local reach = ARGV[at + 3] * ARGV[at + 1]
+  if reach > ARGV[at + 2] + 1e-6 then return {2, 0, 0, 0, 0, i} end
+  local earliest = (tonumber(values[i + 1]) or 0) + reach - ARGV[at + 2]
+  if earliest > slot then slot, binding = earliest, i end
+end
+
+local others = {}
+for j = 1, o do
+  local at = 8 + 4 * g + 5 * (j - 1)
+  local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
+             cost = tonumber(ARGV[at + 4]), key = KEYS[3 + j], now = now}
+  if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
+  if d.algo == 's' then
+    d.window = tonumber(ARGV[at + 3])
+    sliding_load(d, state_key, now)
   else
-    d.capacity = tonumber(ARGV[at + 2])
-    if d.cost > d.capacity then return {2, 0, '0', fmt_ms(now), 0, i} end
-    if d.algo == 's' then
-      d.window = tonumber(ARGV[at + 3])
-      fields[#fields + 1] = 's:' .. d.name
-      d.field_at = #fields
-    else
-      d.starts, d.fields = {}, {}
-      for start in string.gmatch(ARGV[at + 3], '[^,]+') do
-        d.fields[#d.fields + 1] = start
-        d.starts[#d.starts + 1] = tonumber(start)
-      end
-      if now < d.starts[1] or now >= d.starts[#d.starts] then return {3, 0, '0', fmt_ms(now), 0, i} end
+    calendar_load(d, ARGV[at + 3])
+    if now < tonumber(d.starts[1]) or now >= tonumber(d.starts[#d.starts]) then
+      return {3, 0, 0, 0, 0, g + j}
     end
   end
-  dims[i] = d
+  others[j] = d
 end
-
-local values = rcall('HMGET', state_key, unpack(fields))
-local slot = math.max(now, tonumber(values[1] or '0'))
-for _, d in ipairs(dims) do
-  if d.algo == 'g' then d.tat = tonumber(values[d.field_at] or '0')
-  elseif d.algo == 's' then d.sum = tonumber(values[d.field_at] or '0'); sliding_trim(d, state_key, now) end
-end
-
--- Each dimension's earliest feasible time is non-decreasing in s: iterate to a fixed point.
-local binding, settled = 0, false
+-- GCRA bounds are constants; the others only move the slot later: iterate to a fixed point.
+local settled = true
 for _ = 1, 32 do
   settled = true
-  for i, d in ipairs(dims) do
+  for j, d in ipairs(others) do
     local e
-    if d.algo == 'g' then e = gcra_earliest(d, slot)
-    elseif d.algo == 's' then e = sliding_earliest(d, slot)
-    else e = calendar_earliest(d, slot) end
-    if e == nil then return {1, -1, '0', fmt_ms(now), 0, i} end
-    if e > slot then slot, binding, settled = e, i, false end
+    if d.algo == 's' then e = sliding_earliest(d, slot) else e = calendar_earliest(d, slot) end
+    if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j} end
+    if e > slot then slot, binding, settled = e, g + j, false end
   end
   if settled then break end
 end
 local wait = slot - now
 if not settled or (max_wait >= 0 and wait > max_wait) then
-  return {1, math.floor(wait * 1000), fmt_ms(slot), fmt_ms(now), 0, binding}
+  return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
 end
 
-local hold = slot
-local record = {s = fmt_ms(slot), d = {}}
-for i, d in ipairs(dims) do
-  if d.algo == 'g' then gcra_commit(d, state_key, slot)
-  elseif d.algo == 's' then sliding_commit(d, state_key, slot, id); keep_for(d.key, slot + d.window - now + 1000)
-  else calendar_commit(d, slot); keep_for(d.key, d.starts[#d.starts] - now + 1000) end
-  if d.hold_ms and d.hold_ms > hold then hold = d.hold_ms end
-  record.d[i] = {d.algo, d.cost, d.pre or false, d.post or false, d.emission or false, d.field or false}
+local record, writes, hold = {slot}, {}, slot + 60000
+for i = 1, g do
+  local at = 4 + 4 * i
+  local cost = tonumber(ARGV[at + 3])
+  if cost > 0 then
+    local post = math.max(tonumber(values[i + 1]) or 0, slot) + cost * ARGV[at + 1]
+    writes[#writes + 1] = ARGV[at]
+    writes[#writes + 1] = post
+    record[i + 1] = cost .. ',' .. post
+    if post + 60000 > hold then hold = post + 60000 end
+  else
+    record[i + 1] = '0,'
+  end
 end
-keep_for(state_key, hold - now + 60000)
+if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
+keep_for(state_key, hold - now)
+for j, d in ipairs(others) do
+  local where = ''
+  if d.cost > 0 then
+    if d.algo == 's' then where = sliding_commit(d, state_key, slot, id) else where = calendar_commit(d, slot) end
+  end
+  record[g + j + 1] = d.cost .. ',' .. where
+end
 
 local lease = 0
 if cap > 0 and wait <= 0 then
@@ -109,5 +120,5 @@ if cap > 0 and wait <= 0 then
     lease = 1
   end
 end
-rcall('SET', record_key, cjson.encode(record), 'PX', math.ceil(wait + record_ttl))
-return {0, math.floor(wait * 1000), fmt_ms(slot), fmt_ms(now), lease, binding}
+rcall('SET', record_key, table.concat(record, '|'), 'PX', math.ceil(wait + record_ttl))
+return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding}

@@ -1,26 +1,53 @@
 --[[ cancel: give a reservation back, as if it had never been admitted.
 
   Idempotent: a reservation already cancelled, settled or expired is left alone.
-  A GCRA dimension that nobody touched since this admission is restored exactly;
-  otherwise its cost is refunded at the current time, never below a full bucket.
+  A GCRA dimension that nobody touched since this admission is wound back exactly;
+  otherwise its cost is refunded at the current time, never beyond a full bucket.
 
   KEYS[1]    state hash of the group
   KEYS[2]    reservation record
   KEYS[3]    concurrency leases zset
-  KEYS[3+i]  dimension i's own key, as for admit.lua
+  KEYS[3+j]  the j-th non-GCRA dimension's key, as for admit.lua
   ARGV[1]    reservation id
-  ARGV[2..]  dimension names, in the group's order
-  Returns {done (1 or 0), now_ms}
+  ARGV[2]    g, the number of GCRA dimensions
+  ARGV[3]    o, the number of other dimensions
+  ARGV[4..]  two per GCRA dimension: field 't:<dim>', emission ms per unit
+  then       two per other dimension: name, algorithm ('s' or 'c')
+  Returns {done (1 or 0), now_us}
 ]]
 --@include lib/common.lua
 --@include lib/record.lua
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
+local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
 local raw = rcall('GET', record_key)
-if not raw then return {0, fmt_ms(now)} end
-local record = cjson.decode(raw)
-for i, entry in ipairs(record.d) do undo_dimension(state_key, KEYS[3 + i], ARGV[1 + i], entry, now) end
+if not raw then return {0, math.floor(now * 1000)} end
+local entries = record_entries(raw)
+for i = 1, g do
+  local cost, post = entries[i][1], entries[i][2]
+  if cost > 0 then
+    local field, emission = ARGV[2 + 2 * i], tonumber(ARGV[3 + 2 * i])
+    local stored = rcall('HGET', state_key, field)
+    local tat = tonumber(stored or '0')
+    if stored == post then
+      rcall('HSET', state_key, field, tat - cost * emission)
+    else
+      rcall('HSET', state_key, field, math.max(now, tat - cost * emission))
+    end
+  end
+end
+for j = 1, o do
+  local at = 2 + 2 * g + 2 * j
+  local cost, where, key = entries[g + j][1], entries[g + j][2], KEYS[3 + j]
+  if cost > 0 then
+    if ARGV[at + 1] == 's' then
+      if rcall('ZREM', key, where) == 1 then rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], -cost) end
+    elseif rcall('HEXISTS', key, where) == 1 then
+      rcall('HINCRBYFLOAT', key, where, -cost)
+    end
+  end
+end
 rcall('ZREM', leases_key, ARGV[1])
 rcall('DEL', record_key)
-return {1, fmt_ms(now)}
+return {1, math.floor(now * 1000)}

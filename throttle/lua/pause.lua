@@ -3,9 +3,9 @@
   Never shortens a pause already in force. Admission gives no slot before the gate
   opens; reservations made before the pause are sent back by begin.lua.
 
-  KEYS[1]  state hash of the group ('pause' field, ms on this server's clock)
+  KEYS[1]  state hash of the group ('pause' field, ms)
   ARGV[1]  duration ms
-  Returns {extended (1 or 0), paused_until_ms, now_ms}
+  Returns {extended (1 or 0), paused_until_us, now_us}
 ]]
 --@include lib/common.lua
 
@@ -13,7 +13,7 @@ local state_key, duration = KEYS[1], tonumber(ARGV[1])
 local now = server_now_ms()
 local wanted = now + duration
 local current = tonumber(rcall('HGET', state_key, 'pause') or '0')
-if current >= wanted then return {0, fmt_ms(current), fmt_ms(now)} end
-rcall('HSET', state_key, 'pause', fmt_ms(wanted))
+if current >= wanted then return {0, math.floor(current * 1000), math.floor(now * 1000)} end
+rcall('HSET', state_key, 'pause', wanted)
 keep_for(state_key, duration + 60000)
-return {1, fmt_ms(wanted), fmt_ms(now)}
+return {1, math.floor(wanted * 1000), math.floor(now * 1000)}

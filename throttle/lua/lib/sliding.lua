@@ -3,17 +3,18 @@
 -- of the live entries is field 's:<dimension>' of the state hash. Entries are appended
 -- in start order, so a new start is never earlier than the newest entry.
 
-local function sliding_trim(d, state_key, now)
+local function sliding_load(d, state_key, now)
+  d.sum = tonumber(rcall('HGET', state_key, 's:' .. d.name) or '0')
   local cutoff = now - d.window
-  local gone = rcall('ZRANGEBYSCORE', d.key, '-inf', fmt_ms(cutoff))
+  local gone = rcall('ZRANGEBYSCORE', d.key, '-inf', cutoff)
   if #gone > 0 then
     local freed = 0
     for _, member in ipairs(gone) do freed = freed + tonumber(string.match(member, ':([^:]+)$')) end
-    rcall('ZREMRANGEBYSCORE', d.key, '-inf', fmt_ms(cutoff))
-    d.sum = rcall('HINCRBYFLOAT', state_key, 's:' .. d.name, -freed) + 0
+    rcall('ZREMRANGEBYSCORE', d.key, '-inf', cutoff)
+    d.sum = tonumber(rcall('HINCRBYFLOAT', state_key, 's:' .. d.name, -freed))
   end
   local newest = rcall('ZRANGE', d.key, -1, -1, 'WITHSCORES')
-  d.newest = newest[2] and tonumber(newest[2]) or 0
+  d.newest = newest[2] and tonumber(newest[2]) or -1e15
 end
 
 local function sliding_earliest(d, s)
@@ -33,9 +34,9 @@ local function sliding_earliest(d, s)
 end
 
 local function sliding_commit(d, state_key, slot, id)
-  if d.cost == 0 then return end
-  d.field = id .. ':' .. d.cost
-  rcall('ZADD', d.key, fmt_ms(slot), d.field)
+  local member = id .. ':' .. d.cost
+  rcall('ZADD', d.key, slot, member)
   rcall('HINCRBYFLOAT', state_key, 's:' .. d.name, d.cost)
-  d.hold_ms = slot + d.window
+  keep_for(d.key, slot + d.window - d.now + 1000)
+  return member
 end
