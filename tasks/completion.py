@@ -19,14 +19,20 @@ from typing import Any
 
 from celery import current_app, shared_task
 from celery.result import AsyncResult
+from kombu.exceptions import OperationalError
 
 from throttle.config import Config
-from throttle.errors import InvalidRequestError
+from throttle.errors import CostExceedsCapacityError, InvalidRequestError, StorageError
 from throttle.providers.registry import get_profile
 from throttle.providers.request import Message
+from throttle.providers.tokens import TokenEstimator
 from workers.publish import COMPLETE_TASK, kwargs_repr
 from workers.runtime import CompletionCall
 from workers.task import ThrottledTask
+
+#: Prompt-size estimates for the enqueue-time capacity check (uncalibrated, conservative
+#: enough: a request this check passes may still be refused by a worker that knows better).
+_ESTIMATOR = TokenEstimator()
 
 
 @shared_task(bind=True, base=ThrottledTask, name=COMPLETE_TASK)
@@ -48,6 +54,7 @@ def complete(
         provider, model, messages, max_tokens, tenant, credential, params or {}, self.request.id
     )
     result = self.run_completion(call, throttle_state)
+    result["throttle"]["celery_retries"] = self.request.retries
     if metadata is not None:
         result["metadata"] = dict(metadata)
     return result
@@ -60,8 +67,10 @@ def validate(
     messages: Sequence[Message],
     max_tokens: int,
     params: Mapping[str, Any] | None = None,
+    tenant: str | None = None,
 ) -> None:
-    """Reject a request that could never run, before anything is queued."""
+    """Reject a request that could never run, before anything is queued: an unknown
+    provider or model, malformed messages or params, a cost above a limit's capacity."""
     settings = config.group_for(provider, model)
     profile = get_profile(config.providers[settings.provider].profile)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
@@ -74,6 +83,14 @@ def validate(
         params=params or {},
         api_key=None,
     )
+    group = config.limit_group(settings, tenant)
+    estimate = _ESTIMATOR.estimate_messages(model, messages)
+    reservation = profile.reserve(input_tokens=estimate, max_tokens=max_tokens, params=params)
+    costs = config.costs_for(settings, group, reservation.costs)
+    for dim in group.dimensions:
+        cost, capacity = costs.get(dim.name, 0.0), group.usable_capacity(dim)
+        if cost > capacity:
+            raise CostExceedsCapacityError(group.name, dim.name, cost, capacity)
 
 
 def enqueue(
@@ -95,7 +112,7 @@ def enqueue(
     from workers.app import app_config
 
     config = app_config(current_app)
-    validate(config, provider, model, messages, max_tokens, params)
+    validate(config, provider, model, messages, max_tokens, params, tenant)
     kwargs = {
         "provider": provider,
         "model": model,
@@ -106,6 +123,9 @@ def enqueue(
         "metadata": dict(metadata) if metadata is not None else None,
         "params": dict(params) if params else None,
     }
-    return complete.apply_async(
-        kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options
-    )
+    try:
+        return complete.apply_async(
+            kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options
+        )
+    except OperationalError as exc:
+        raise StorageError(f"broker unreachable, nothing was queued: {exc}") from exc

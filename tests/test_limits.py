@@ -91,3 +91,19 @@ def test_headroom_reduces_usable_capacity_only() -> None:
     dim = group.dimensions[0]
     assert group.usable_capacity(dim) == pytest.approx(980)
     assert dim.emission_interval_ms == pytest.approx(1.0)
+
+
+def test_errors_rebuild_from_their_args_as_celery_does() -> None:
+    from throttle import errors
+
+    samples = [
+        errors.LimitSpecError("9x/min", "bad"),
+        errors.CostExceedsCapacityError("g", "tokens", 5000, 1000),
+        errors.RateLimitedError("slow down", wait_s=3.0),
+        errors.QuotaExhaustedError("insufficient_quota", status=429),
+        errors.ThrottleDeadlineError("too late"),
+    ]
+    for exc in samples:
+        rebuilt = type(exc)(*exc.args)
+        assert type(rebuilt) is type(exc)
+        assert str(rebuilt) == str(exc)

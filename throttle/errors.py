@@ -31,7 +31,11 @@ if TYPE_CHECKING:
 
 
 class ThrottleError(Exception):
-    """Root of every error raised by this project."""
+    """Root of every error raised by this project.
+
+    Every subclass can be rebuilt from its ``args`` (``type(exc)(*exc.args)``), which is
+    how Celery's result backend brings a task's exception back to the caller typed.
+    """
 
 
 class ConfigError(ThrottleError):
@@ -42,9 +46,12 @@ class LimitSpecError(ConfigError):
     """A limit specification such as ``"90k/min"`` could not be parsed."""
 
     def __init__(self, text: object, reason: str) -> None:
+        super().__init__(text, reason)
         self.text = text
         self.reason = reason
-        super().__init__(f"invalid limit {text!r}: {reason}")
+
+    def __str__(self) -> str:
+        return f"invalid limit {self.text!r}: {self.reason}"
 
 
 class UnknownGroupError(ThrottleError):
@@ -59,13 +66,16 @@ class CostExceedsCapacityError(ThrottleError):
     """A request costs more than a dimension can ever hold, so it could never run."""
 
     def __init__(self, group: str, dimension: str, cost: float, capacity: float) -> None:
+        super().__init__(group, dimension, cost, capacity)
         self.group = group
         self.dimension = dimension
         self.cost = cost
         self.capacity = capacity
-        super().__init__(
-            f"{group}: cost {cost:g} on {dimension!r} exceeds its capacity {capacity:g};"
-            " the request can never be admitted"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.group}: cost {self.cost:g} on {self.dimension!r} exceeds its capacity"
+            f" {self.capacity:g}; the request can never be admitted"
         )
 
 
@@ -102,7 +112,7 @@ class RateLimitedError(ProviderError):
         self,
         message: str,
         *,
-        wait_s: float | None,
+        wait_s: float | None = None,
         dimension: str | None = None,
         status: int | None = 429,
     ) -> None:

@@ -69,8 +69,10 @@ def to_toml(document: Mapping[str, Any]) -> str:
 
 
 def _is_table(v: Any) -> bool:
-    return isinstance(v, Mapping) and any(isinstance(x, Mapping) for x in v.values()) or (
-        isinstance(v, Mapping) and not v
+    return (
+        (isinstance(v, Mapping)
+        and any(isinstance(x, Mapping) for x in v.values()))
+        or (isinstance(v, Mapping) and not v)
     )
 
 
@@ -148,17 +150,20 @@ class LocalStack:
             index = len(self.workers)
             name = f"w{index}@llm-throttle"
             log = open(self.workdir / f"worker{index}.log", "wb")  # noqa: SIM115
+            level = os.environ.get("LLM_THROTTLE_WORKER_LOGLEVEL", "WARNING")
             args = [
                 sys.executable, "-m", "celery", "-A", "workers.app", "worker",
-                "-P", pool, "-c", str(concurrency), "-n", name, "-E",
-                "--loglevel", os.environ.get("LLM_THROTTLE_WORKER_LOGLEVEL", "WARNING"), "--without-gossip", "--without-mingle",
-                *extra_args,
+                "-P", pool, "-c", str(concurrency), "-n", name, "-E", "--loglevel", level,
+                "--without-gossip", "--without-mingle", *extra_args,
             ]  # fmt: skip
             self.workers.append(
                 subprocess.Popen(
-                    args, env=self.env(), stdout=log, stderr=subprocess.STDOUT,
+                    args,
+                    env=self.env(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                     start_new_session=True,
-                )  # fmt: skip
+                )
             )
             log.close()
             names.append(name)

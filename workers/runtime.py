@@ -65,8 +65,12 @@ class ThrottleState:
     input_tokens: float = 0.0
     output_tokens: float = 0.0
     provider_costs: dict[str, float] = field(default_factory=dict)
+    #: Slot of the current reservation, ms on the Redis server's clock.
+    slot_ms: float | None = None
     #: Set by the dispatcher: seconds from release until the slot.
     wait_at_release_s: float | None = None
+    #: Wall-clock ms at which the last provider call started.
+    started_ms: float | None = None
     waited_s: float = 0.0
     attempts: int = 0
     rate_limited: int = 0
@@ -88,6 +92,7 @@ class ThrottleState:
 
     def forget_reservation(self) -> None:
         self.reservation_id = None
+        self.slot_ms = None
         self.costs = {}
         self.provider_costs = {}
         self.wait_at_release_s = None
@@ -100,6 +105,8 @@ class ThrottleState:
             "rate_limited": self.rate_limited,
             "overloaded": self.overloaded,
             "parks": self.parks,
+            "slot_ms": self.slot_ms,
+            "started_ms": self.started_ms,
         }
 
 
@@ -282,6 +289,7 @@ class CompletionRunner:
                         f" past this task's throttle deadline"
                     )
                 state.reservation_id = admission.reservation_id
+                state.slot_ms = admission.slot_ms
                 state.costs = dict(costs)
                 state.provider_costs = dict(reservation.costs)
                 state.input_tokens = reservation.input_tokens
@@ -292,7 +300,8 @@ class CompletionRunner:
                     admission.slot_ms,
                 )
             else:
-                wait_s, needs_begin, slot_ms = state.wait_at_release_s or 0.0, True, 0.0
+                wait_s, needs_begin = state.wait_at_release_s or 0.0, True
+                slot_ms = state.slot_ms or 0.0
                 state.wait_at_release_s = None
 
             if wait_s > 0:
@@ -344,7 +353,9 @@ class CompletionRunner:
     ) -> Outcome | None:
         """Call the provider once; None means "re-slot and loop"."""
         state.attempts += 1
+        state.started_ms = self._wall() * 1000
         reservation = self._reservation(state)
+        slot_ms = state.slot_ms
         try:
             response = client.send(request)
         except RateLimitedError as exc:
@@ -376,6 +387,7 @@ class CompletionRunner:
             raise
         deltas = client.profile.settle(reservation, response.usage)
         self._settle(group, settings, state, deltas)
+        state.slot_ms = slot_ms  # reported with the result
         self._learn(call, response)
         return Completed(self._result(call, group, response, state))
 
