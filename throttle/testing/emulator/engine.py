@@ -348,6 +348,9 @@ class Emulator:
             request_id=ctx.request_id,
             api_version=ctx.request.api_version,
             wall_s=self._wall_s(ctx.now_s),
+            request_limit=next(
+                (d.meter.capacity for d in ctx.state.dims if d.kind == "requests"), 1.0
+            ),
         )
         status, body = ctx.rules.fault(info)
         headers = self._common_headers(ctx, ctx.now_s, processing_ms=0)

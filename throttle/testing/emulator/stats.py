@@ -74,7 +74,11 @@ class Stats:
     request_not_before_s: dict[str, float] = field(default_factory=dict)
 
     def on_arrival(
-        self, api_key: str, now_s: float, stainless: str | None, client_request_id: str | None = None
+        self,
+        api_key: str,
+        now_s: float,
+        stainless: str | None,
+        client_request_id: str | None = None,
     ) -> bool:
         """Count a request; returns True when it is an early retry."""
         self.requests += 1

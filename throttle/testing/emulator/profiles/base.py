@@ -67,6 +67,8 @@ class FaultInfo:
     request_id: str
     api_version: str
     wall_s: float
+    #: The pool's requests capacity, quoted by rate-limit bodies ("Limit N").
+    request_limit: float = 1.0
 
 
 def binding(snaps: Sequence[DimSnapshot], kind: str) -> DimSnapshot | None:

@@ -158,7 +158,8 @@ class OpenAIRules(ProfileRules):
         wait_s = info.retry_after_s if info.retry_after_s is not None else 1.0
         message = (
             f"Rate limit reached for {info.model} in organization {info.org} on requests per"
-            f" min (RPM): Limit 0, Used 0, Requested 1. Please try again in"
+            f" min (RPM): Limit {info.request_limit:.0f}, Used {info.request_limit:.0f},"
+            f" Requested 1. Please try again in"
             f" {go_duration(wait_s)}. {_VISIT}"
         )
         return info.status or 429, error_body(message, "requests", "rate_limit_exceeded")

@@ -1,0 +1,384 @@
+"""End to end: real redis-server, the provider emulator in its own process, real Celery
+worker processes, real HTTP. Limits are compressed to seconds so each run is short.
+
+Utilization is read from the emulator's own counters: cost it admitted between two
+moments in the steady part of a run, over what its limit allows in that time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pytest
+import redis
+
+from throttle.errors import (
+    CostExceedsCapacityError,
+    InvalidRequestError,
+    StorageError,
+    UnknownGroupError,
+)
+from throttle.testing.emulator import (
+    EmulatorConfig,
+    LatencyConfig,
+    PoolConfig,
+    parse_limits_text,
+)
+from throttle.testing.redis_server import EmbeddedRedis, free_port
+from workers.harness import LocalStack
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+PROMPT = [{"role": "user", "content": "Summarise the plot of a short story. " * 3}]
+
+
+def emulator(pools: Mapping[str, tuple[str, str]], ttft_ms: float = 20) -> EmulatorConfig:
+    """pools: name -> (model pattern, limits text)."""
+    return EmulatorConfig(
+        pools=tuple(
+            PoolConfig(name, parse_limits_text(limits), models=(model,))
+            for name, (model, limits) in pools.items()
+        ),
+        latency=LatencyConfig(ttft_ms=ttft_ms),
+    )
+
+
+def throttle_doc(groups: Mapping[str, Mapping[str, Any]], **sections: Any) -> dict[str, Any]:
+    """Groups get 5% headroom: with limits per second instead of per minute, scheduling
+    jitter on these 2 loaded cores weighs 60 times more than in production."""
+    doc: dict[str, Any] = {
+        "providers": {"emu": {"profile": "openai", "base_url": "emulator"}},
+        "groups": {
+            name: {"provider": "emu", "headroom": 0.05, **spec} for name, spec in groups.items()
+        },
+    }
+    doc.update(sections)
+    return doc
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[LocalStack]]:
+    started: list[LocalStack] = []
+    yield started
+    for stack in started:
+        stack.stop()
+
+
+def start(stacks: list[LocalStack], emu: EmulatorConfig, doc: dict[str, Any]) -> LocalStack:
+    stack = LocalStack(emu, doc).start()
+    stacks.append(stack)
+    return stack
+
+
+def enqueue_many(stack: LocalStack, count: int, model: str, max_tokens: int = 50) -> list[Any]:
+    return [
+        stack.enqueue(provider="emu", model=model, messages=PROMPT, max_tokens=max_tokens)
+        for _ in range(count)
+    ]
+
+
+def wait_all(results: list[Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(r.ready() for r in results):
+        assert time.monotonic() < deadline, f"{sum(not r.ready() for r in results)} unfinished"
+        time.sleep(0.2)
+
+
+def admitted(stats: Mapping[str, Any], pool: str, dimension: str) -> float:
+    return float(stats["pools"][f"org-emulator/{pool}"][dimension]["admitted_cost"])
+
+
+def utilization_between(
+    stack: LocalStack, pool: str, dimension: str, rate_per_s: float, from_s: float, to_s: float
+) -> float:
+    """Cost admitted from ``from_s`` to ``to_s`` (seconds from now) over the limit."""
+    time.sleep(from_s)
+    first, t_first = stack.emulator_stats(), time.monotonic()
+    time.sleep(to_s - from_s)
+    last, t_last = stack.emulator_stats(), time.monotonic()
+    cost = admitted(last, pool, dimension) - admitted(first, pool, dimension)
+    return cost / (rate_per_s * (t_last - t_first))
+
+
+def no_429s(stats: Mapping[str, Any]) -> bool:
+    return "429" not in stats["by_status"]
+
+
+# -- 1. utilization with zero provider 429s ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("limits", "binding", "rate_per_s", "count"),
+    [
+        ("requests=30/s,tokens=1000000/s", "requests", 30.0, 420),
+        ("requests=1000/s,tokens=4000/s", "tokens", 4000.0, 650),
+    ],
+    ids=["requests-bind", "tokens-bind"],
+)
+def test_two_workers_use_the_binding_limit_without_429s(
+    stacks: list[LocalStack], limits: str, binding: str, rate_per_s: float, count: int
+) -> None:
+    requests_limit, tokens_limit = (part.split("=")[1] for part in limits.split(","))
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", limits)}),
+        throttle_doc(
+            {
+                "emu:mini": {
+                    "models": ["gpt-4o-mini"],
+                    "requests": requests_limit,
+                    "tokens": tokens_limit,
+                }
+            }
+        ),
+    )
+    stack.start_workers(2, pool="threads", concurrency=16)
+    results = enqueue_many(stack, count, "gpt-4o-mini", max_tokens=60)
+    utilization = utilization_between(stack, "default", binding, rate_per_s, 3.0, 10.0)
+    wait_all(results, timeout_s=90)
+    stats = stack.emulator_stats()
+    assert all(r.successful() for r in results)
+    assert no_429s(stats), stats["by_status"]
+    assert utilization >= 0.90, f"{binding} utilization {utilization:.3f}"
+
+
+# -- 2. no head-of-line blocking -------------------------------------------------------
+
+
+def test_a_paused_group_does_not_hold_up_another(stacks: list[LocalStack]) -> None:
+    stack = start(
+        stacks,
+        emulator(
+            {
+                "a": ("model-a", "requests=20/s,tokens=1000000/s"),
+                "b": ("model-b", "requests=20/s,tokens=1000000/s"),
+            }
+        ),  # fmt: skip
+        throttle_doc(
+            {
+                "emu:a": {"models": ["model-a"], "requests": "20/s", "tokens": "1000000/s"},
+                "emu:b": {"models": ["model-b"], "requests": "20/s", "tokens": "1000000/s"},
+            }
+        ),
+    )
+    stack.start_workers(2, pool="threads", concurrency=16)
+    state = stack.emulator_stats()
+    fault = {"kind": "rate_limit", "pool": "a", "start_s": state["now_s"] + 1.0,
+             "duration_s": 0.5, "retry_after_s": 10}  # fmt: skip
+    stack.emulator_post("/__emu/faults", {"faults": [fault]})
+    results = []
+    for _ in range(250):
+        results += enqueue_many(stack, 1, "model-a") + enqueue_many(stack, 1, "model-b")
+    # A is refused at ~1 s and pauses for 10 s; measure B well inside that pause.
+    b_share = utilization_between(stack, "b", "requests", 20.0, 2.5, 9.5)
+    a_during = stack.emulator_stats()
+    wait_all(results, timeout_s=120)
+    assert b_share >= 0.90, f"group B got {b_share:.2f} of its limit while A was paused"
+    assert a_during["refused"].get("fault:rate_limit", 0) >= 1
+    assert all(r.successful() for r in results)
+    assert stack.emulator_stats()["early_retries"] == 0
+
+
+# -- 3. a long backlog is parked in Redis, not in worker memory ------------------------
+
+
+def held_messages(stack: LocalStack) -> dict[str, int]:
+    assert stack.app is not None
+    inspect = stack.app.control.inspect(timeout=1.0)
+    counts: dict[str, int] = {}
+    for kind in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        for worker, tasks in (kind or {}).items():
+            counts[worker] = counts.get(worker, 0) + len(tasks)
+    return counts
+
+
+def test_backlog_of_5000_is_parked_and_released_in_slot_order(stacks: list[LocalStack]) -> None:
+    concurrency = 8
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=40/s,tokens=1000000/s")}, ttft_ms=5),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "40/s", "tokens": "1000000/s"}}
+        ),  # fmt: skip
+    )
+    results = enqueue_many(stack, 5000, "gpt-4o-mini", max_tokens=16)
+    stack.start_workers(2, pool="threads", concurrency=concurrency)
+    from throttle.keys import KeyBuilder
+    from throttle.parking import ParkingLot
+
+    assert stack.config is not None
+    lot = ParkingLot(redis.Redis.from_url(stack.config.redis.url), KeyBuilder())
+    peak_held, peak_parked = 0, 0
+    deadline = time.monotonic() + 25
+    while time.monotonic() < deadline:
+        held = held_messages(stack)
+        peak_held = max([peak_held, *held.values()])
+        peak_parked = max(peak_parked, lot.backlog("emu:mini"))
+        if peak_parked > 3000:
+            break
+    # prefetch multiplier 1: at most one message per pool thread waiting, plus the running
+    assert peak_held <= concurrency + concurrency, f"a worker held {peak_held} messages"
+    assert peak_parked > 3000, "the backlog should wait in Redis"
+    time.sleep(4)
+    done = [r.result for r in results if r.successful()]
+    released = [d["throttle"] for d in done if d["throttle"]["parks"] > 0]
+    assert len(released) > 50
+    by_slot = sorted(released, key=lambda t: t["slot_ms"])
+    starts = [t["started_ms"] for t in by_slot]
+    late = [b - a for a, b in zip(starts, starts[1:], strict=False) if a - b > 250]
+    assert not late, f"{len(late)} tasks started >250 ms before an earlier slot's task"
+    stats = stack.emulator_stats()
+    assert no_429s(stats), stats["by_status"]
+    assert stack.app is not None
+    stack.app.control.purge()
+
+
+# -- 4. a worker killed mid-run loses nothing -----------------------------------------
+
+
+def test_sigkill_of_a_worker_loses_no_task(stacks: list[LocalStack]) -> None:
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=1000000/s")}, ttft_ms=300),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000000/s"}},
+            celery={"visibility_timeout_s": 8},
+        ),
+    )
+    stack.start_workers(2, pool="threads", concurrency=8)
+    results = enqueue_many(stack, 200, "gpt-4o-mini")
+    time.sleep(3.0)
+    in_flight = held_messages(stack).get("w1@llm-throttle", 0)
+    stack.kill_worker(1)
+    wait_all(results, timeout_s=120)
+    assert all(r.state == "SUCCESS" for r in results)
+    assert stack.config is not None
+    backend = redis.Redis.from_url(stack.config.result_backend)
+    assert len(backend.keys("celery-task-meta-*")) == 200
+    admitted_calls = stack.emulator_stats()["admitted"]
+    assert 200 <= admitted_calls <= 200 + max(in_flight, 8)
+
+
+# -- 5. a 429 storm: no task fails, no retry budget burnt, no early retry -------------
+
+
+def test_a_storm_of_429s_is_waited_out(stacks: list[LocalStack]) -> None:
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000000/s"}}
+        ),
+    )
+    stack.start_workers(2, pool="threads", concurrency=16)
+    state = stack.emulator_stats()
+    storm = {"kind": "rate_limit", "start_s": state["now_s"] + 2.0, "duration_s": 5.0,
+             "retry_after_s": 1}  # fmt: skip
+    stack.emulator_post("/__emu/faults", {"faults": [storm]})
+    results = enqueue_many(stack, 250, "gpt-4o-mini")
+    wait_all(results, timeout_s=120)
+    stats = stack.emulator_stats()
+    assert all(r.successful() for r in results)
+    facts = [r.result["throttle"] for r in results]
+    assert sum(f["rate_limited"] for f in facts) >= 1, "the storm should have been seen"
+    assert all(f["celery_retries"] == 0 for f in facts)
+    assert stats["refused"].get("fault:rate_limit", 0) >= 1
+    assert stats["early_retries"] == 0
+
+
+# -- 6. bad input: clear typed errors, nothing lost -----------------------------------
+
+
+def test_bad_requests_fail_at_enqueue_with_typed_errors(stacks: list[LocalStack]) -> None:
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=2000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "2000/s"}}
+        ),
+    )
+    with pytest.raises(CostExceedsCapacityError, match="tokens"):
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=5000)
+    with pytest.raises(UnknownGroupError, match="gpt-5"):
+        stack.enqueue(provider="emu", model="gpt-5", messages=PROMPT, max_tokens=10)
+    with pytest.raises(UnknownGroupError, match="nobody"):
+        stack.enqueue(provider="nobody", model="gpt-4o-mini", messages=PROMPT, max_tokens=10)
+    with pytest.raises(InvalidRequestError):
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages="hi", max_tokens=10)
+    with pytest.raises(InvalidRequestError):
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=[{"x": 1}], max_tokens=10)
+    with pytest.raises(InvalidRequestError):
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=0)
+
+
+def test_a_worker_refuses_what_it_cannot_run_with_a_typed_failure(stacks: list[LocalStack]) -> None:
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=2000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "2000/s"}}
+        ),
+    )
+    stack.start_workers(1, pool="threads", concurrency=4)
+    from tasks.completion import complete
+
+    assert stack.app is not None
+    stack.app.set_current()
+    # Sent around enqueue's checks, as an old or foreign client might.
+    too_big = complete.apply_async(
+        kwargs={"provider": "emu", "model": "gpt-4o-mini", "messages": PROMPT, "max_tokens": 5000}
+    )
+    unknown = complete.apply_async(
+        kwargs={"provider": "emu", "model": "gpt-5", "messages": PROMPT, "max_tokens": 10}
+    )
+    fine = stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=10)
+    wait_all([too_big, unknown, fine], timeout_s=30)
+    assert isinstance(too_big.result, CostExceedsCapacityError)
+    assert isinstance(unknown.result, UnknownGroupError)
+    assert fine.successful()
+
+
+def test_unreachable_limiter_redis_waits_and_loses_nothing(stacks: list[LocalStack]) -> None:
+    port = free_port()
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000000/s"}},
+            redis={"socket_timeout_s": 0.5},
+        ),
+    )
+    # Point the workers' limiter at a Redis that is not there yet; the broker is fine.
+    text = stack.config_path.read_text().replace(
+        stack.config.redis.url if stack.config else "", f"redis://127.0.0.1:{port}/0"
+    )
+    stack.config_path.write_text(text)
+    stack.start_workers(1, pool="threads", concurrency=8)
+    results = enqueue_many(stack, 20, "gpt-4o-mini")
+    time.sleep(3)
+    assert not any(r.ready() for r in results), "fail closed: nothing runs unthrottled"
+    with EmbeddedRedis(port=port):
+        wait_all(results, timeout_s=90)
+        assert all(r.successful() for r in results)
+    assert stack.emulator_stats()["admitted"] == 20
+
+
+def test_unreachable_broker_is_a_storage_error_at_enqueue() -> None:
+    doc = throttle_doc(
+        {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000/s"}}
+    )
+    doc["providers"]["emu"]["base_url"] = "http://127.0.0.1:9"
+    doc["celery"] = {"broker_url": f"redis://127.0.0.1:{free_port()}/0"}
+    from throttle.config import config_from_dict
+    from workers.app import create_app
+
+    app = create_app(config_from_dict(doc))
+    app.conf.broker_connection_timeout = 0.5
+    app.conf.broker_connection_max_retries = 0
+    app.conf.task_publish_retry_policy = {"max_retries": 0}
+    from tasks.completion import enqueue
+
+    with pytest.raises(StorageError, match="nothing was queued"):
+        enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=10)
