@@ -20,6 +20,7 @@ from typing import Any
 from celery import current_app, shared_task
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
+from redis.exceptions import RedisError
 
 from throttle.config import Config
 from throttle.errors import CostExceedsCapacityError, InvalidRequestError, StorageError
@@ -127,5 +128,6 @@ def enqueue(
         return complete.apply_async(
             kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options
         )
-    except OperationalError as exc:
+    except (OperationalError, RedisError, OSError, RuntimeError) as exc:
+        # RuntimeError: Celery's Redis result backend gave up reconnecting.
         raise StorageError(f"broker unreachable, nothing was queued: {exc}") from exc

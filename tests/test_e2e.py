@@ -7,6 +7,7 @@ moments in the steady part of a run, over what its limit allows in that time.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -134,8 +135,8 @@ def test_two_workers_use_the_binding_limit_without_429s(
             }
         ),
     )
-    stack.start_workers(2, pool="threads", concurrency=16)
     results = enqueue_many(stack, count, "gpt-4o-mini", max_tokens=60)
+    stack.start_workers(2, pool="threads", concurrency=16)
     utilization = utilization_between(stack, "default", binding, rate_per_s, 3.0, 10.0)
     wait_all(results, timeout_s=90)
     stats = stack.emulator_stats()
@@ -163,14 +164,14 @@ def test_a_paused_group_does_not_hold_up_another(stacks: list[LocalStack]) -> No
             }
         ),
     )
-    stack.start_workers(2, pool="threads", concurrency=16)
-    state = stack.emulator_stats()
-    fault = {"kind": "rate_limit", "pool": "a", "start_s": state["now_s"] + 1.0,
-             "duration_s": 0.5, "retry_after_s": 10}  # fmt: skip
-    stack.emulator_post("/__emu/faults", {"faults": [fault]})
     results = []
-    for _ in range(250):
+    for _ in range(300):
         results += enqueue_many(stack, 1, "model-a") + enqueue_many(stack, 1, "model-b")
+    stack.start_workers(2, pool="threads", concurrency=16)
+    now_s = stack.emulator_stats()["now_s"]
+    fault = {"kind": "rate_limit", "pool": "a", "start_s": now_s + 1.0, "duration_s": 0.5,
+             "retry_after_s": 10}  # fmt: skip
+    stack.emulator_post("/__emu/faults", {"faults": [fault]})
     # A is refused at ~1 s and pauses for 10 s; measure B well inside that pause.
     b_share = utilization_between(stack, "b", "requests", 20.0, 2.5, 9.5)
     a_during = stack.emulator_stats()
@@ -227,7 +228,7 @@ def test_backlog_of_5000_is_parked_and_released_in_slot_order(stacks: list[Local
     assert len(released) > 50
     by_slot = sorted(released, key=lambda t: t["slot_ms"])
     starts = [t["started_ms"] for t in by_slot]
-    late = [b - a for a, b in zip(starts, starts[1:], strict=False) if a - b > 250]
+    late = [b - a for a, b in itertools.pairwise(starts) if a - b > 250]
     assert not late, f"{len(late)} tasks started >250 ms before an earlier slot's task"
     stats = stack.emulator_stats()
     assert no_429s(stats), stats["by_status"]
@@ -378,6 +379,9 @@ def test_unreachable_broker_is_a_storage_error_at_enqueue() -> None:
     app.conf.broker_connection_timeout = 0.5
     app.conf.broker_connection_max_retries = 0
     app.conf.task_publish_retry_policy = {"max_retries": 0}
+    app.conf.result_backend_transport_options = {
+        "retry_policy": {"max_retries": 1, "interval_start": 0, "interval_step": 0.1}
+    }
     from tasks.completion import enqueue
 
     with pytest.raises(StorageError, match="nothing was queued"):

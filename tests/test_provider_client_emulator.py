@@ -105,9 +105,9 @@ def test_request_larger_than_capacity_is_terminal(openai_server: EmulatorServer)
 )
 def test_faults_are_classified(kind: FaultKind, error: type[Exception]) -> None:
     fault = FaultConfig(kind=kind, retry_after_s=3 if kind is FaultKind.RATE_LIMIT else None)
-    with serve(Profile.OPENAI, "requests=100/min,tokens=100000/min", fault) as server:
-        with pytest.raises(error):
-            client(server).complete(model="gpt-4o", messages=MESSAGES, max_tokens=10)
+    limits = "requests=100/min,tokens=100000/min"
+    with serve(Profile.OPENAI, limits, fault) as server, pytest.raises(error):
+        client(server).complete(model="gpt-4o", messages=MESSAGES, max_tokens=10)
 
 
 def test_anthropic_overload_is_retried_then_surfaces() -> None:

@@ -56,13 +56,9 @@ class ThrottledTask(Task):
             # previous entry must not lose its new payload.
             entry_id = f"{self.request.id}.{outcome.state.parks}"
             context.parking.park(outcome.group, entry_id, outcome.slot_ms, payload)
-            self.update_state(
-                state=PARKED,
-                meta={"group": outcome.group, "slot_ms": outcome.slot_ms, **outcome.state.facts()},
-            )
-            self.send_event(
-                "task-parked", group=outcome.group, slot_ms=outcome.slot_ms, **outcome.state.facts()
-            )
+            facts = {**outcome.state.facts(), "group": outcome.group, "slot_ms": outcome.slot_ms}
+            self.update_state(state=PARKED, meta=facts)
+            self.send_event("task-parked", **facts)
             raise Ignore()
         log.info(
             "task %s: retry in %.1f s (%s)", self.request.id, outcome.countdown_s, outcome.reason
