@@ -109,8 +109,9 @@ class WorkerSettings:
     hold_horizon_s: float = 2.0
     #: At most this fraction of a worker's pool sleeps on slots at once; beyond, park.
     max_sleeping_fraction: float = 0.5
-    #: Parked tasks go back to the broker this long before their slot.
-    release_lead_s: float = 0.3
+    #: Parked tasks go back to the broker this long before their slot (covers the hop
+    #: through the broker; a released task sleeps at most about this long).
+    release_lead_s: float = 0.05
     #: Per-task budget for throttle waits and 429 pauses, from enqueue.
     throttle_deadline_s: float = 3600.0
     #: Extra pause after a provider's Retry-After: uniform in [min, max] seconds.

@@ -32,13 +32,21 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
         task_default_queue=queue,
+        # Released tasks first, always: their slot is now, a new task's can wait.
         task_queues=tuple(
             Queue(name, Exchange(name, type="direct"), routing_key=name)
-            for name in (queue, released_queue(config))
+            for name in (released_queue(config), queue)
         ),
         task_default_exchange=queue,
         task_default_routing_key=queue,
-        broker_transport_options={"visibility_timeout": visibility_s},
+        broker_transport_options={
+            "visibility_timeout": visibility_s,
+            "queue_order_strategy": "priority",
+            # A dead worker's unacknowledged messages come back within visibility
+            # timeout + one sweep (kombu's default sweep is every ~100 s).
+            "unacked_restore_interval": max(1, min(10, visibility_s // 4)),
+            "unacked_restore_throttle": 1,
+        },
         result_backend_transport_options={"visibility_timeout": visibility_s},
         broker_connection_retry_on_startup=True,
         task_serializer="json",
@@ -46,7 +54,6 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
         accept_content=["json"],
         result_expires=int(config.celery.result_expires_s),
         result_extended=True,
-        task_track_started=True,
         task_send_sent_event=True,
         worker_send_task_events=True,
         imports=("tasks.completion",),
