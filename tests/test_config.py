@@ -1,0 +1,136 @@
+"""Configuration: TOML, environment overrides, and errors that name the bad key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from throttle.config import config_from_dict, load_config, tenant_dimension
+from throttle.errors import ConfigError, UnknownGroupError
+from throttle.limits import Algorithm
+
+GOOD = """
+[redis]
+url = "redis://10.0.0.5:6379/0"
+
+[worker]
+hold_horizon_s = 3
+
+[providers.openai]
+base_url = "https://api.openai.com"
+credential = "openai-prod"
+
+[groups."openai:mini"]
+provider = "openai"
+models = ["gpt-4o-mini", "gpt-4.1-mini"]
+requests = "5000/min"
+tokens = "2M/min"
+requests_day = { limit = "10000/day", timezone = "America/Los_Angeles" }
+concurrency = 50
+tenant = { requests = "500/min" }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "throttle.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_full_file_loads(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD), env={})
+    group = config.group_for("openai", "gpt-4.1-mini")
+    assert group.name == "openai:mini"
+    assert config.worker.hold_horizon_s == 3.0
+    dims = {d.name: d for d in group.dimensions}
+    assert dims["tokens"].capacity == 2_000_000
+    assert dims["requests_day"].algorithm is Algorithm.CALENDAR
+    assert group.counts["requests_day"] == "requests"
+    assert config.broker_url == "redis://10.0.0.5:6379/0"
+
+
+def test_tenant_shares_join_the_group_in_one_admission(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD), env={})
+    settings = config.group_for("openai", "gpt-4o-mini")
+    acme = config.limit_group(settings, "acme")
+    names = [d.name for d in acme.dimensions]
+    assert tenant_dimension("acme", "requests") in names
+    assert config.limit_group(settings, "acme") is acme, "built once per tenant"
+    costs = config.costs_for(settings, acme, {"requests": 1, "tokens": 300})
+    assert costs[tenant_dimension("acme", "requests")] == 1
+    assert costs["requests_day"] == 1
+    assert costs["tokens"] == 300
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    env = {
+        "LLM_THROTTLE_REDIS_URL": "redis://override:1/0",
+        "LLM_THROTTLE__worker__throttle_deadline_s": "120",
+        "LLM_THROTTLE__groups__openai:mini__concurrency": "7",
+    }
+    config = load_config(write(tmp_path, GOOD), env=env)
+    assert config.redis.url == "redis://override:1/0"
+    assert config.worker.throttle_deadline_s == 120.0
+    assert config.groups["openai:mini"].concurrency == 7
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    assert "openai:mini" in load_config(env={"LLM_THROTTLE_CONFIG": str(path)}).groups
+
+
+def base() -> dict[str, Any]:
+    return {
+        "providers": {"openai": {"base_url": "https://api.openai.com"}},
+        "groups": {"g": {"provider": "openai", "models": ["m"], "requests": "10/s"}},
+    }
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda d: d["groups"]["g"].update(tokens="90q/min"), "groups.g.tokens"),
+        (lambda d: d["groups"]["g"].update(provider="nope"), "groups.g.provider"),
+        (lambda d: d["groups"]["g"].update(models=[]), "groups.g.models"),
+        (lambda d: d["groups"]["g"].update(concurrency=0), "groups.g.concurrency"),
+        (lambda d: d["groups"]["g"].update(widgets="5/s"), "groups.g.widgets"),
+        (lambda d: d["groups"]["g"].update(failure_policy="maybe"), "groups.g.failure_policy"),
+        (lambda d: d["providers"]["openai"].update(profile="skynet"), "providers.openai.profile"),
+        (lambda d: d["providers"]["openai"].pop("base_url"), "providers.openai.base_url"),
+        (lambda d: d["providers"]["openai"].update(read_timeout_s=-1), "read_timeout_s"),
+        (lambda d: d.update(worker={"hold_horizon_s": "soon"}), "worker.hold_horizon_s"),
+        (lambda d: d.update(worker={"holdhorizon": 1}), "holdhorizon"),
+        (lambda d: d.update(redis={"failure_policy": "sideways"}), "redis.failure_policy"),
+        (lambda d: d.update(extra={}), "extra"),
+    ],
+)
+def test_bad_config_names_the_key(change: Any, named: str) -> None:
+    doc = base()
+    change(doc)
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(doc)
+    assert named in str(info.value)
+
+
+def test_a_model_in_two_groups_is_refused() -> None:
+    doc = base()
+    doc["groups"]["h"] = {"provider": "openai", "models": ["m"], "requests": "1/s"}
+    with pytest.raises(ConfigError, match="already in 'g'"):
+        config_from_dict(doc)
+
+
+def test_unknown_provider_and_model_are_typed() -> None:
+    config = config_from_dict(base())
+    with pytest.raises(UnknownGroupError, match="azure"):
+        config.group_for("azure", "m")
+    with pytest.raises(UnknownGroupError, match="gpt-9"):
+        config.group_for("openai", "gpt-9")
+
+
+def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="throttle.toml"):
+        load_config(write(tmp_path, "[groups\n"), env={})
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.toml", env={})
