@@ -130,7 +130,7 @@ def test_unknown_provider_and_model_are_typed() -> None:
 
 
 def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="throttle.toml"):
+    with pytest.raises(ConfigError, match=r"throttle\.toml"):
         load_config(write(tmp_path, "[groups\n"), env={})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml", env={})

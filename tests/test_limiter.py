@@ -93,9 +93,9 @@ def test_cancel_and_settle_restore_what_the_model_says(limiter: RedisLimiter) ->
     cancelled_at = limiter.cancel(group, "a")
     assert cancelled_at is not None
     model.cancel(group, "a", now_ms=cancelled_at)
-    settled_at = limiter.settle(group, "b", {"tokens": 300})
-    assert settled_at is not None
-    model.settle(group, "b", {"tokens": 300}, now_ms=settled_at)
+    settled = limiter.settle(group, "b", {"tokens": 300})
+    assert settled is not None
+    model.settle(group, "b", {"tokens": 300}, now_ms=settled.now_ms)
     assert limiter.cancel(group, "a") is None, "a second cancel must not refund again"
     assert limiter.settle(group, "b", {"tokens": -900}) is None, "a second settle is ignored"
     probe = limiter.admit(group, {"tokens": 500})

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from throttle.keys import KeyBuilder
-from throttle.limiter import RedisLimiter
+from throttle.limiter import Observed, RedisLimiter
 from throttle.limits import Algorithm, Dimension, LimitGroup
 from throttle.model import LimiterModel
 
@@ -40,8 +40,14 @@ admit_op = st.tuples(
     st.one_of(st.none(), st.integers(0, 400)),
 )
 cancel_op = st.tuples(st.just("cancel"), st.integers(0, 30))
-settle_op = st.tuples(st.just("settle"), st.integers(0, 30), st.integers(-1500, 1500))
-pause_op = st.tuples(st.just("pause"), st.integers(1, 300))
+observed = st.one_of(
+    st.none(), st.tuples(st.integers(0, 2000), st.sampled_from([None, 1200, 2000, 4000]))
+)
+settle_op = st.tuples(st.just("settle"), st.integers(0, 30), st.integers(-1500, 1500), observed)
+#: A pause; with an admission index it is a provider 429 to that request (AIMD decrease).
+pause_op = st.tuples(
+    st.just("pause"), st.integers(1, 300), st.one_of(st.none(), st.integers(0, 30))
+)
 operations = st.lists(st.one_of(admit_op, admit_op, cancel_op, settle_op, pause_op), max_size=25)
 
 
@@ -54,6 +60,7 @@ def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) ->
     limiter = RedisLimiter(client, keys=KeyBuilder(f"p{uuid.uuid4().hex[:8]}"))
     model = LimiterModel()
     admitted: list[str] = []
+    admitted_at: dict[str, float] = {}
     try:
         for op in ops:
             kind = op[0]
@@ -74,6 +81,7 @@ def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) ->
                 assert got.lease == want.lease
                 if got.reserved:
                     admitted.append(got.reservation_id)
+                    admitted_at[got.reservation_id] = got.now_ms
             elif kind == "cancel" and admitted:
                 rid = admitted[int(op[1]) % len(admitted)]  # type: ignore[call-overload]
                 at = limiter.cancel(GROUP, rid)
@@ -81,12 +89,28 @@ def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) ->
             elif kind == "settle" and admitted:
                 rid = admitted[int(op[1]) % len(admitted)]  # type: ignore[call-overload]
                 deltas = {"tokens": float(op[2])}  # type: ignore[arg-type]
-                at = limiter.settle(GROUP, rid, deltas)
-                assert (at is not None) == model.settle(GROUP, rid, deltas, now_ms=at or 0.0)
+                seen = op[3]
+                heard = {}
+                if seen is not None:
+                    remaining, limit = seen  # type: ignore[misc]
+                    heard = {"tokens": Observed(float(remaining), limit, 0.0)}
+                settled = limiter.settle(GROUP, rid, deltas, heard)
+                at = settled.now_ms if settled else 0.0
+                model_heard = {k: (v.remaining, v.limit, v.granularity) for k, v in heard.items()}
+                done = model.settle(GROUP, rid, deltas, observed=model_heard, now_ms=at)
+                assert (settled is not None) == done
+                if settled is not None:
+                    assert settled.multiplier == pytest.approx(model.multiplier(GROUP))
             elif kind == "pause":
                 duration_ms = int(op[1])  # type: ignore[call-overload]
-                paused = limiter.pause(GROUP, duration_ms / 1000)
-                want_until = model.pause(GROUP, duration_ms, now_ms=paused.now_ms)
+                refused = None
+                if op[2] is not None and admitted:
+                    refused = admitted_at[admitted[int(op[2]) % len(admitted)]]  # type: ignore[call-overload]
+                paused = limiter.pause(GROUP, duration_ms / 1000, refused_admitted_ms=refused)
+                want_until = model.pause(
+                    GROUP, duration_ms, refused_admitted_ms=refused, now_ms=paused.now_ms
+                )
+                assert paused.multiplier == pytest.approx(model.multiplier(GROUP))
                 assert paused.until_ms == pytest.approx(want_until, abs=0.002)
     finally:
         client.close()

@@ -91,10 +91,42 @@ class Pause:
     #: When the gate opens, in ms on the server's clock.
     until_ms: float
     now_ms: float
+    #: Whether this call lowered the AIMD multiplier, and its value now.
+    decreased: bool = False
+    multiplier: float = 1.0
 
     @property
     def wait_s(self) -> float:
         return max(0.0, self.until_ms - self.now_ms) / 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """A reservation finished by :meth:`RedisLimiter.settle`."""
+
+    now_ms: float
+    #: The group's AIMD multiplier after this settle.
+    multiplier: float
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """What the provider said about one dimension (None: unknown)."""
+
+    remaining: float | None = None
+    limit: float | None = None
+    #: Rounding of ``remaining`` (Anthropic tokens: 1000).
+    granularity: float = 0.0
+
+    def as_args(self) -> tuple[str, str, str]:
+        return (
+            repr(-1.0 if self.remaining is None else max(0.0, self.remaining)),
+            repr(-1.0 if self.limit is None or self.limit <= 0 else self.limit),
+            repr(self.granularity),
+        )
+
+
+_UNKNOWN = Observed()
 
 
 @dataclass(frozen=True)
@@ -110,10 +142,11 @@ class _Plan:
     order: tuple[int, ...]
     gcra_count: int
     other_keys: tuple[str, ...]
-    #: Per dimension in script order: (field or name, algorithm code, a, b).
+    #: Per dimension in script order: GCRA (name, period, capacity, tolerance),
+    #: others (name, algorithm code, capacity, period).
     admit_args: tuple[tuple[str, str, str, str], ...]
-    #: Per dimension in script order: (field or name, emission or algorithm code).
-    undo_args: tuple[tuple[str, str], ...]
+    #: Per dimension in script order: GCRA (name, period, capacity), others (name, code).
+    undo_args: tuple[tuple[str, ...], ...]
     names: tuple[str, ...]
     usable: tuple[float, ...]
     calendar: frozenset[int]
@@ -162,12 +195,13 @@ class RedisLimiter:
         dims = group.dimensions
         gcra = [i for i, d in enumerate(dims) if d.algorithm is Algorithm.GCRA]
         other = [i for i, d in enumerate(dims) if d.algorithm is not Algorithm.GCRA]
-        admit_args, undo_args = [], []
+        admit_args: list[tuple[str, str, str, str]] = []
+        undo_args: list[tuple[str, ...]] = []
         for i in gcra:
-            emission = dims[i].emission_interval_ms
-            tolerance = group.usable_capacity(dims[i]) * emission
-            admit_args.append((f"t:{dims[i].name}", "g", repr(emission), repr(tolerance)))
-            undo_args.append((f"t:{dims[i].name}", repr(emission)))
+            period_ms, capacity = repr(dims[i].period_ms), repr(dims[i].capacity)
+            tolerance = repr(dims[i].period_ms * (1.0 - group.headroom))
+            admit_args.append((dims[i].name, period_ms, capacity, tolerance))
+            undo_args.append((dims[i].name, period_ms, capacity))
         for i in other:
             code = _ALGORITHM_CODES[dims[i].algorithm]
             capacity = repr(group.usable_capacity(dims[i]))
@@ -247,14 +281,10 @@ class RedisLimiter:
             len(vector) - plan.gcra_count,
         ]
         for k, i in enumerate(plan.order):
-            field, code, a, b = plan.admit_args[k]
-            cost_arg = repr(float(vector[i]))
-            if k < plan.gcra_count:
-                args += [field, a, b, cost_arg]
-            else:
-                if i in plan.calendar:
-                    b = self._calendar_starts(group.dimensions[i])
-                args += [field, code, a, b, cost_arg]
+            name, a, b, c = plan.admit_args[k]
+            if i in plan.calendar:
+                c = self._calendar_starts(group.dimensions[i])
+            args += [name, a, b, c, repr(float(vector[i]))]
         with _storage_errors("admission"):
             reply = self._scripts.admit(keys=self._keys(group, plan, rid), args=args)
         code_, wait_us, slot_us, now_us, lease, binding = (int(x) for x in reply)
@@ -297,8 +327,8 @@ class RedisLimiter:
         if the reservation was already settled, cancelled or expired."""
         plan = self._plan(group)
         args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
-        for pair in plan.undo_args:
-            args += pair
+        for k, undo in enumerate(plan.undo_args):
+            args += undo[:1] if k < plan.gcra_count else undo
         with _storage_errors("cancel"):
             done, now_us = self._scripts.cancel(
                 keys=self._keys(group, plan, reservation_id), args=args
@@ -310,33 +340,62 @@ class RedisLimiter:
         group: LimitGroup,
         reservation_id: str,
         deltas: Mapping[str, float] | None = None,
-    ) -> float | None:
-        """Finish a reservation: adjust each dimension by ``actual - reserved`` and release
-        the concurrency lease. A positive delta may put a bucket into debt. Returns the
-        server time (ms) it was done at, or None if the reservation was already settled,
-        cancelled or expired (nothing changes then)."""
+        observed: Mapping[str, Observed] | None = None,
+    ) -> Settled | None:
+        """Finish a reservation: adjust each dimension by ``actual - reserved``, apply what
+        the provider's headers said (``observed``, by dimension name), raise the AIMD
+        multiplier after a clean window, and release the concurrency lease. A positive
+        delta may put a bucket into debt. Returns None if the reservation was already
+        settled, cancelled or expired (nothing changes then)."""
         plan = self._plan(group)
         vector = [0.0] * len(plan.names)
         for name, delta in (deltas or {}).items():
             vector[group.index(name)] = float(delta)
-        args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
+        observed = observed or {}
+        args: list[str | float | int] = [
+            reservation_id,
+            plan.gcra_count,
+            len(plan.order) - plan.gcra_count,
+            repr(group.aimd.increase),
+            int(group.clean_window_s * 1000),
+        ]
         for k, i in enumerate(plan.order):
-            args += [*plan.undo_args[k], repr(vector[i])]
+            if k < plan.gcra_count:
+                seen = observed.get(plan.names[i], _UNKNOWN)
+                args += [*plan.undo_args[k], repr(vector[i]), *seen.as_args()]
+            else:
+                args += [*plan.undo_args[k], repr(vector[i])]
         with _storage_errors("settle"):
-            done, now_us = self._scripts.settle(
+            done, now_us, multiplier_e6 = self._scripts.settle(
                 keys=self._keys(group, plan, reservation_id), args=args
             )
-        return _absolute_ms(now_us) if int(done) else None
+        if not int(done):
+            return None
+        return Settled(_absolute_ms(now_us), int(multiplier_e6) / 1e6)
 
-    def pause(self, group: LimitGroup | str, duration_s: float) -> Pause:
+    def pause(
+        self, group: LimitGroup, duration_s: float, *, refused_admitted_ms: float | None = None
+    ) -> Pause:
         """Close the group's gate for ``duration_s`` from the server's now, for every
-        worker. Never shortens a longer pause already in force."""
-        name = group if isinstance(group, str) else group.name
+        worker. Never shortens a longer pause already in force.
+
+        After a provider 429, pass ``refused_admitted_ms`` (when the refused request was
+        admitted, :attr:`Admission.now_ms`): the group's AIMD multiplier decreases once
+        per epoch (not again for requests admitted before the last decrease)."""
+        refused = -1.0 if refused_admitted_ms is None else refused_admitted_ms - EPOCH_MS
+        args: list[str | int] = [
+            max(0, int(duration_s * 1000)),
+            repr(refused),
+            repr(group.aimd.decrease),
+            repr(group.aimd.floor),
+        ]
         with _storage_errors("pause"):
-            _extended, until_us, now_us = self._scripts.pause(
-                keys=[self.keys.state(name)], args=[max(0, int(duration_s * 1000))]
+            _extended, until_us, now_us, decreased, multiplier_e6 = self._scripts.pause(
+                keys=[self.keys.state(group.name)], args=args
             )
-        return Pause(_absolute_ms(until_us), _absolute_ms(now_us))
+        return Pause(
+            _absolute_ms(until_us), _absolute_ms(now_us), bool(decreased), int(multiplier_e6) / 1e6
+        )
 
     def server_time_ms(self) -> float:
         """The Redis server's clock, in ms."""

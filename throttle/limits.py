@@ -155,6 +155,29 @@ class Dimension:
 
 
 @dataclass(frozen=True)
+class Aimd:
+    """How the group's shared rate multiplier reacts to the provider (DESIGN principle 6).
+
+    On a 429 the multiplier is multiplied by ``decrease`` (once per epoch: 429s to
+    requests admitted before the last decrease do not count again), never below
+    ``floor``; after each clean window without a decrease it grows by ``increase``, up
+    to 1 (the configured or learned capacity).
+    """
+
+    decrease: float = 0.6
+    increase: float = 0.1
+    floor: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.decrease < 1:
+            raise ConfigError(f"aimd.decrease must be in (0, 1): {self.decrease}")
+        if not 0 < self.increase <= 1:
+            raise ConfigError(f"aimd.increase must be in (0, 1]: {self.increase}")
+        if not 0 < self.floor <= 1:
+            raise ConfigError(f"aimd.floor must be in (0, 1]: {self.floor}")
+
+
+@dataclass(frozen=True)
 class LimitGroup:
     """Every limit one request must pass, admitted together in one atomic step.
 
@@ -171,6 +194,7 @@ class LimitGroup:
     #: A concurrency lease not released within this time returns by itself.
     lease_ttl_s: float = 600.0
     headroom: float = 0.0
+    aimd: Aimd = field(default_factory=Aimd)
     _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -211,6 +235,11 @@ class LimitGroup:
                 f"limit group {self.name!r} has no dimension {dimension!r}"
                 f" (has {sorted(self._by_name)})"
             ) from None
+
+    @property
+    def clean_window_s(self) -> float:
+        """A window without 429s after which the multiplier grows: the shortest period."""
+        return min((d.period_s for d in self.dimensions), default=60.0)
 
     def usable_capacity(self, dim: Dimension) -> float:
         """Capacity after headroom: the most one admission can ever take."""

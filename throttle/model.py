@@ -29,6 +29,7 @@ class _Entry:
     algorithm: Algorithm
     cost: float
     post: float | None = None
+    emission_ms: float = 0.0
     where: str | float | None = None  # calendar window start, or sliding entry id
 
 
@@ -45,6 +46,10 @@ class _GroupState:
     log: dict[str, list[tuple[float, str, float]]] = field(default_factory=dict)
     windows: dict[str, dict[int, float]] = field(default_factory=dict)
     pause_ms: float = 0.0
+    multiplier: float = 1.0
+    last_decrease_ms: float | None = None
+    last_increase_ms: float = 0.0
+    learned: dict[str, float] = field(default_factory=dict)
     leases: dict[str, float] = field(default_factory=dict)
     records: dict[str, _Record] = field(default_factory=dict)
 
@@ -130,9 +135,10 @@ class LimiterModel:
     ) -> float | None:
         dim = group.dimensions[i]
         if dim.algorithm is Algorithm.GCRA:
-            emission = dim.emission_interval_ms
-            tolerance = group.usable_capacity(dim) * emission
-            return max(s, st.tat.get(dim.name, 0.0) + cost * emission - tolerance)
+            emission = self._emission_ms(st, group, i)
+            tolerance = dim.period_ms * (1.0 - group.headroom)
+            reach = min(cost * emission, tolerance)
+            return max(s, st.tat.get(dim.name, 0.0) + reach - tolerance)
         capacity = group.usable_capacity(dim)
         if dim.algorithm is Algorithm.SLIDING:
             log = st.log.get(dim.name, [])
@@ -154,6 +160,14 @@ class LimiterModel:
                 return max(s, starts[k])
         return None
 
+    @staticmethod
+    def _effective_capacity(st: _GroupState, group: LimitGroup, i: int) -> float:
+        dim = group.dimensions[i]
+        return min(dim.capacity, st.learned.get(dim.name, dim.capacity)) * st.multiplier
+
+    def _emission_ms(self, st: _GroupState, group: LimitGroup, i: int) -> float:
+        return group.dimensions[i].period_ms / self._effective_capacity(st, group, i)
+
     def _commit(
         self, group: LimitGroup, st: _GroupState, i: int, cost: float, slot: float, rid: str
     ) -> _Entry:
@@ -162,9 +176,10 @@ class LimiterModel:
         if cost == 0:
             return entry
         if dim.algorithm is Algorithm.GCRA:
-            post = _ms(max(st.tat.get(dim.name, 0.0), slot) + cost * dim.emission_interval_ms)
+            emission = self._emission_ms(st, group, i)
+            post = _ms(max(st.tat.get(dim.name, 0.0), slot) + cost * emission)
             st.tat[dim.name] = post
-            entry.post = post
+            entry.post, entry.emission_ms = post, emission
         elif dim.algorithm is Algorithm.SLIDING:
             st.log.setdefault(dim.name, []).append((_ms(slot), rid, cost))
             entry.where = rid
@@ -199,7 +214,7 @@ class LimiterModel:
                 continue
             if entry.algorithm is Algorithm.GCRA:
                 tat = st.tat.get(dim.name, 0.0)
-                wound_back = tat - entry.cost * dim.emission_interval_ms
+                wound_back = tat - entry.cost * entry.emission_ms
                 untouched = entry.post is not None and _ms(tat) == entry.post
                 st.tat[dim.name] = _ms(wound_back if untouched else max(now, wound_back))
             elif entry.algorithm is Algorithm.SLIDING:
@@ -218,20 +233,35 @@ class LimiterModel:
         reservation_id: str,
         deltas: Mapping[str, float],
         *,
+        observed: Mapping[str, tuple[float | None, float | None, float]] | None = None,
         now_ms: float | None = None,
     ) -> bool:
+        """``observed``: dimension -> (remaining, limit, granularity), as the headers said."""
         now = self.clock() if now_ms is None else now_ms
         st = self._state(group)
         record = self._take_record(group, reservation_id, now)
         if record is None:
             return False
-        for dim, entry in zip(group.dimensions, record.entries, strict=True):
+        observed = observed or {}
+        for i, (dim, entry) in enumerate(zip(group.dimensions, record.entries, strict=True)):
             delta = float(deltas.get(dim.name, 0.0))
-            if delta == 0:
-                continue
             if entry.algorithm is Algorithm.GCRA:
-                after = max(st.tat.get(dim.name, 0.0), now) + delta * dim.emission_interval_ms
-                st.tat[dim.name] = _ms(max(after, now) if delta < 0 else after)
+                remaining, limit, granularity = observed.get(dim.name, (None, None, 0.0))
+                if limit is not None and limit > 0:
+                    st.learned[dim.name] = limit
+                emission = self._emission_ms(st, group, i)
+                tat = after = st.tat.get(dim.name, 0.0)
+                if delta != 0:
+                    after = max(tat, now) + delta * (entry.emission_ms or emission)
+                    after = max(after, now) if delta < 0 else after
+                if remaining is not None:
+                    capacity = self._effective_capacity(st, group, i)
+                    ceiling = max(0.0, remaining) + max(0.0, granularity) / 2
+                    if capacity - (after - now) / emission > ceiling:
+                        after = now + (capacity - ceiling) * emission
+                st.tat[dim.name] = _ms(after)
+            elif delta == 0 or entry.cost == 0:
+                continue
             elif entry.algorithm is Algorithm.SLIDING:
                 log = st.log.get(dim.name, [])
                 for k, (score, rid, cost) in enumerate(log):
@@ -241,15 +271,35 @@ class LimiterModel:
                 windows = st.windows.get(dim.name, {})
                 if isinstance(entry.where, int) and entry.where in windows:
                     windows[entry.where] += max(delta, -entry.cost)
+        last_change = max(st.last_decrease_ms or 0.0, st.last_increase_ms)
+        if st.multiplier < 1 and now - last_change >= group.clean_window_s * 1000:
+            st.multiplier = min(1.0, st.multiplier + group.aimd.increase)
+            st.last_increase_ms = now
         st.leases.pop(reservation_id, None)
         return True
 
-    def pause(self, group: LimitGroup, duration_ms: float, *, now_ms: float | None = None) -> float:
-        """Close the gate until now + duration (never shortens); returns when it opens."""
+    def pause(
+        self,
+        group: LimitGroup,
+        duration_ms: float,
+        *,
+        refused_admitted_ms: float | None = None,
+        now_ms: float | None = None,
+    ) -> float:
+        """Close the gate until now + duration (never shortens); returns when it opens.
+        With ``refused_admitted_ms`` (a 429), decrease the multiplier once per epoch."""
         now = self.clock() if now_ms is None else now_ms
         st = self._state(group)
+        if refused_admitted_ms is not None and (
+            st.last_decrease_ms is None or refused_admitted_ms >= st.last_decrease_ms
+        ):
+            st.multiplier = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
+            st.last_decrease_ms = now
         st.pause_ms = max(st.pause_ms, _ms(now + duration_ms))
         return st.pause_ms
+
+    def multiplier(self, group: LimitGroup) -> float:
+        return self._state(group).multiplier
 
     def level(self, group: LimitGroup, dimension: str, *, now_ms: float | None = None) -> float:
         """Units a dimension could admit right now (negative when in debt or reserved)."""
@@ -259,7 +309,9 @@ class LimiterModel:
         capacity = group.usable_capacity(dim)
         if dim.algorithm is Algorithm.GCRA:
             tat = st.tat.get(dim.name, 0.0)
-            return capacity - max(0.0, tat - now) / dim.emission_interval_ms
+            emission = self._emission_ms(st, group, group.index(dimension))
+            effective = self._effective_capacity(st, group, group.index(dimension))
+            return effective * (1.0 - group.headroom) - max(0.0, tat - now) / emission
         if dim.algorithm is Algorithm.SLIDING:
             live = [e[2] for e in st.log.get(dim.name, []) if e[0] > now - dim.period_ms]
             return capacity - math.fsum(live)

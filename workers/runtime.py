@@ -29,10 +29,11 @@ from throttle.errors import (
     ThrottleDeadlineError,
     TransportError,
 )
-from throttle.limiter import BeginOutcome, RedisLimiter
+from throttle.limiter import BeginOutcome, Observed, RedisLimiter
 from throttle.limits import LimitGroup
 from throttle.providers.accounting import Reservation, rejected_deltas
 from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
+from throttle.providers.observation import Observation
 from throttle.providers.request import Message
 from throttle.providers.tokens import TokenEstimator
 
@@ -67,6 +68,9 @@ class ThrottleState:
     provider_costs: dict[str, float] = field(default_factory=dict)
     #: Slot of the current reservation, ms on the Redis server's clock.
     slot_ms: float | None = None
+    #: When the current reservation was admitted (server clock): a 429 to it lowers the
+    #: group's rate only if it was admitted after the last decrease.
+    admitted_ms: float | None = None
     #: Set by the dispatcher: seconds from release until the slot.
     wait_at_release_s: float | None = None
     #: Wall-clock ms at which the last provider call started.
@@ -93,6 +97,7 @@ class ThrottleState:
     def forget_reservation(self) -> None:
         self.reservation_id = None
         self.slot_ms = None
+        self.admitted_ms = None
         self.costs = {}
         self.provider_costs = {}
         self.wait_at_release_s = None
@@ -189,6 +194,27 @@ class ClientPool:
         self._clients.clear()
 
 
+def observed_dimensions(group: LimitGroup, observation: Observation | None) -> dict[str, Observed]:
+    """The provider's view of the group's own dimensions, by name.
+
+    A header describes the bucket that binds (OpenAI reports TPD in the token headers
+    when it binds); one whose implied window is far from the dimension's period is not
+    about that dimension and is left out.
+    """
+    if observation is None:
+        return {}
+    heard: dict[str, Observed] = {}
+    for dim in group.dimensions:
+        state = observation.dimensions.get(dim.name)
+        if state is None or (state.remaining is None and state.limit is None):
+            continue
+        window_s = state.implied_window_s
+        if window_s is not None and not 0.5 <= window_s / dim.period_s <= 2.0:
+            continue
+        heard[dim.name] = Observed(state.remaining, state.limit, state.remaining_granularity)
+    return heard
+
+
 class CompletionRunner:
     """Runs completions through the throttle. One per worker process; thread-safe."""
 
@@ -242,13 +268,15 @@ class CompletionRunner:
         settings: GroupSettings,
         state: ThrottleState,
         deltas: Mapping[str, float],
+        observation: Observation | None = None,
     ) -> None:
         if state.reservation_id is None:
             return
         spread = self.config.costs_for(settings, group, deltas)
+        heard = observed_dimensions(group, observation)
         # If Redis is down the reservation expires by itself; never fail a finished call.
         with contextlib.suppress(StorageError):
-            self.limiter.settle(group, state.reservation_id, spread)
+            self.limiter.settle(group, state.reservation_id, spread, heard)
         state.forget_reservation()
 
     def _reservation(self, state: ThrottleState) -> Reservation:
@@ -290,6 +318,7 @@ class CompletionRunner:
                     )
                 state.reservation_id = admission.reservation_id
                 state.slot_ms = admission.slot_ms
+                state.admitted_ms = admission.now_ms
                 state.costs = dict(costs)
                 state.provider_costs = dict(reservation.costs)
                 state.input_tokens = reservation.input_tokens
@@ -361,20 +390,22 @@ class CompletionRunner:
         except RateLimitedError as exc:
             state.rate_limited += 1
             wait_s = exc.wait_s if exc.wait_s is not None else 1.0
-            self._settle(group, settings, state, rejected_deltas(reservation))
+            admitted_ms = state.admitted_ms
+            self._settle(group, settings, state, rejected_deltas(reservation), exc.observation)
             if wait_s > self.config.worker.max_retry_after_s:
                 raise QuotaExhaustedError(
                     f"{group.name}: provider asks to wait {wait_s:.0f} s; treated as quota"
                     f" exhausted ({exc})",
                     status=exc.status,
                 ) from exc
-            self.limiter.pause(group, wait_s + self._jitter_s())
+            # Every worker waits out Retry-After (plus jitter); the shared rate drops once.
+            self.limiter.pause(group, wait_s + self._jitter_s(), refused_admitted_ms=admitted_ms)
             return None
         except OverloadedError as exc:
             state.overloaded += 1
             wait_s = exc.wait_s if exc.wait_s is not None else self._backoff_s(state.overloaded)
-            self._settle(group, settings, state, rejected_deltas(reservation))
-            self.limiter.pause(group, wait_s + self._jitter_s())
+            self._settle(group, settings, state, rejected_deltas(reservation), exc.observation)
+            self.limiter.pause(group, wait_s + self._jitter_s())  # overload is not our quota
             return None
         except TransportError as exc:
             self._settle(group, settings, state, {})
@@ -386,7 +417,7 @@ class CompletionRunner:
             self._settle(group, settings, state, rejected_deltas(reservation))
             raise
         deltas = client.profile.settle(reservation, response.usage)
-        self._settle(group, settings, state, deltas)
+        self._settle(group, settings, state, deltas, response.observation)
         state.slot_ms = slot_ms  # reported with the result
         self._learn(call, response)
         return Completed(self._result(call, group, response, state))

@@ -7,7 +7,12 @@
   token buckets) come first and cost a few arithmetic steps; sliding-log and calendar
   dimensions follow and may move the slot later.
 
-  KEYS[1]    state hash: 't:<dim>' GCRA TAT ms, 's:<dim>' sliding sum, 'pause' ms
+  A GCRA dimension runs at its effective capacity: min(configured, learned from the
+  provider's headers 'k:<dim>') x the group's AIMD multiplier 'm' (settle.lua and
+  pause.lua keep both); its emission interval is period / effective capacity.
+
+  KEYS[1]    state hash: 't:<dim>' GCRA TAT ms, 'k:<dim>' learned capacity,
+             's:<dim>' sliding sum, 'pause' ms, 'm' AIMD multiplier
   KEYS[2]    reservation record (string), written when reserved
   KEYS[3]    concurrency leases zset: member reservation id, score lease expiry ms
   KEYS[3+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
@@ -18,8 +23,8 @@
   ARGV[5]    lease ttl ms
   ARGV[6]    g, the number of GCRA dimensions
   ARGV[7]    o, the number of other dimensions
-  ARGV[8..]  four per GCRA dimension: field 't:<dim>', emission ms per unit,
-             burst tolerance ms, cost
+  ARGV[8..]  five per GCRA dimension: name, period ms, configured capacity,
+             burst tolerance ms (period x (1 - headroom)), cost
   then       five per other dimension: name, algorithm, a, b, cost
                sliding  's': a = capacity, b = window ms
                calendar 'c': a = capacity, b = comma-separated window starts ms, ascending
@@ -28,8 +33,9 @@
     dimension `binding` (nothing reserved), 3 calendar starts do not cover now
     binding: 1-based index (GCRA dimensions first) of the dimension that set the
     slot; 0 for none or the pause gate
-  The record holds 'slot|cost,post TAT|...' for GCRA dimensions, then 'cost,member'
-  (sliding) or 'cost,window start' (calendar), for cancel.lua and settle.lua.
+  The record holds 'slot|cost,post TAT,emission|...' for GCRA dimensions, then
+  'cost,member' (sliding) or 'cost,window start' (calendar), for cancel.lua and
+  settle.lua.
 ]]
 --@include lib/common.lua
 --@include lib/sliding.lua
@@ -41,21 +47,32 @@ local cap, lease_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local g, o = tonumber(ARGV[6]), tonumber(ARGV[7])
 local now = server_now_ms()
 
-local fields = {'pause'}
-for i = 1, g do fields[i + 1] = ARGV[4 + 4 * i] end
-local values = rcall('HMGET', state_key, unpack(fields))
-local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
+local fields = {'pause', 'm'}
 for i = 1, g do
-  local at = 4 + 4 * i
-  local reach = ARGV[at + 3] * ARGV[at + 1]
-  if reach > ARGV[at + 2] + 1e-6 then return {2, 0, 0, 0, 0, i} end
-  local earliest = (tonumber(values[i + 1]) or 0) + reach - ARGV[at + 2]
+  local name = ARGV[3 + 5 * i]
+  fields[2 * i + 1] = 't:' .. name
+  fields[2 * i + 2] = 'k:' .. name
+end
+local values = rcall('HMGET', state_key, unpack(fields))
+local multiplier = tonumber(values[2]) or 1
+local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
+local tats, emissions = {}, {}
+for i = 1, g do
+  local at = 3 + 5 * i
+  local capacity = tonumber(ARGV[at + 2])
+  local learned = tonumber(values[2 * i + 2])
+  if learned and learned < capacity then capacity = learned end
+  local emission = ARGV[at + 1] / (capacity * multiplier)
+  local tolerance = tonumber(ARGV[at + 3])
+  tats[i], emissions[i] = tonumber(values[2 * i + 1]) or 0, emission
+  -- A cost above a lowered capacity waits for a full bucket instead of never running.
+  local earliest = tats[i] + math.min(ARGV[at + 4] * emission, tolerance) - tolerance
   if earliest > slot then slot, binding = earliest, i end
 end
 
 local others = {}
 for j = 1, o do
-  local at = 8 + 4 * g + 5 * (j - 1)
+  local at = 8 + 5 * g + 5 * (j - 1)
   local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
              cost = tonumber(ARGV[at + 4]), key = KEYS[3 + j], now = now}
   if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
@@ -89,16 +106,15 @@ end
 
 local record, writes, hold = {slot}, {}, slot + 60000
 for i = 1, g do
-  local at = 4 + 4 * i
-  local cost = tonumber(ARGV[at + 3])
+  local cost = tonumber(ARGV[8 + 5 * i - 1])
   if cost > 0 then
-    local post = math.max(tonumber(values[i + 1]) or 0, slot) + cost * ARGV[at + 1]
-    writes[#writes + 1] = ARGV[at]
+    local post = math.max(tats[i], slot) + cost * emissions[i]
+    writes[#writes + 1] = fields[2 * i + 1]
     writes[#writes + 1] = post
-    record[i + 1] = cost .. ',' .. post
+    record[i + 1] = cost .. ',' .. post .. ',' .. emissions[i]
     if post + 60000 > hold then hold = post + 60000 end
   else
-    record[i + 1] = '0,'
+    record[i + 1] = '0,,'
   end
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end

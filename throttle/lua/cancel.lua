@@ -11,7 +11,7 @@
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
-  ARGV[4..]  two per GCRA dimension: field 't:<dim>', emission ms per unit
+  ARGV[4..]  one per GCRA dimension: name
   then       two per other dimension: name, algorithm ('s' or 'c')
   Returns {done (1 or 0), now_us}
 ]]
@@ -25,9 +25,9 @@ local raw = rcall('GET', record_key)
 if not raw then return {0, math.floor(now * 1000)} end
 local entries = record_entries(raw)
 for i = 1, g do
-  local cost, post = entries[i][1], entries[i][2]
+  local cost, post, emission = entries[i][1], entries[i][2], tonumber(entries[i][3])
   if cost > 0 then
-    local field, emission = ARGV[2 + 2 * i], tonumber(ARGV[3 + 2 * i])
+    local field = 't:' .. ARGV[3 + i]
     local stored = rcall('HGET', state_key, field)
     local tat = tonumber(stored or '0')
     if stored == post then
@@ -38,7 +38,7 @@ for i = 1, g do
   end
 end
 for j = 1, o do
-  local at = 2 + 2 * g + 2 * j
+  local at = 2 + g + 2 * j
   local cost, where, key = entries[g + j][1], entries[g + j][2], KEYS[3 + j]
   if cost > 0 then
     if ARGV[at + 1] == 's' then

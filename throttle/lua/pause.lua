@@ -1,19 +1,35 @@
---[[ pause: close a limit group's gate for every worker until now + duration.
+--[[ pause: close a limit group's gate for every worker until now + duration, and on
+  a provider 429 lower the group's AIMD multiplier, once per epoch.
 
   Never shortens a pause already in force. Admission gives no slot before the gate
   opens; reservations made before the pause are sent back by begin.lua.
+  The decrease counts a 429 only when its request was admitted after the last decrease
+  ('d'): fifty 429s to requests sent before the first decrease are one signal.
 
-  KEYS[1]  state hash of the group ('pause' field, ms)
+  KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms)
   ARGV[1]  duration ms
-  Returns {extended (1 or 0), paused_until_us, now_us}
+  ARGV[2]  slot ms of the refused request's admission; -1: no decrease (manual pause)
+  ARGV[3]  decrease factor (e.g. 0.6)
+  ARGV[4]  floor of the multiplier
+  Returns {extended (1 or 0), paused_until_us, now_us, decreased (1 or 0), multiplier x 1e6}
 ]]
 --@include lib/common.lua
 
 local state_key, duration = KEYS[1], tonumber(ARGV[1])
+local refused_slot, factor, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = server_now_ms()
-local wanted = now + duration
-local current = tonumber(rcall('HGET', state_key, 'pause') or '0')
-if current >= wanted then return {0, math.floor(current * 1000), math.floor(now * 1000)} end
-rcall('HSET', state_key, 'pause', wanted)
-keep_for(state_key, duration + 60000)
-return {1, math.floor(wanted * 1000), math.floor(now * 1000)}
+local values = rcall('HMGET', state_key, 'pause', 'm', 'd')
+local current, multiplier = tonumber(values[1]) or 0, tonumber(values[2]) or 1
+local decreased = 0
+if refused_slot >= 0 and refused_slot >= (tonumber(values[3]) or -1) then
+  multiplier = math.max(floor, multiplier * factor)
+  rcall('HSET', state_key, 'm', multiplier, 'd', now)
+  decreased = 1
+end
+local wanted, extended = now + duration, 0
+if wanted > current then
+  rcall('HSET', state_key, 'pause', wanted)
+  current, extended = wanted, 1
+end
+keep_for(state_key, current - now + 60000)
+return {extended, math.floor(current * 1000), math.floor(now * 1000), decreased, math.floor(multiplier * 1e6)}

@@ -1,9 +1,14 @@
---[[ settle: finish a reservation with the actual cost, and release its lease.
+--[[ settle: finish a reservation with the actual cost and what the provider said.
 
   Each dimension is adjusted by delta = actual - reserved, at the current time: a
   positive delta debits more (a bucket may go into debt: later slots wait it out), a
-  negative one refunds, never beyond a full bucket. Idempotent: a reservation already
-  settled, cancelled or expired is left alone.
+  negative one refunds, never beyond a full bucket. Then, per GCRA dimension, the
+  provider's rate-limit headers: a bucket fuller than the provider says it is
+  ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
+  is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration).
+  Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
+  the group's AIMD multiplier 'm' by `increase`, up to 1. The lease is released.
+  Idempotent: a reservation already settled, cancelled or expired is left alone.
 
   KEYS[1]    state hash of the group
   KEYS[2]    reservation record
@@ -12,31 +17,51 @@
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
-  ARGV[4..]  three per GCRA dimension: field 't:<dim>', emission ms per unit, delta
+  ARGV[4]    additive increase of the multiplier per clean window
+  ARGV[5]    clean window ms
+  ARGV[6..]  seven per GCRA dimension: name, period ms, configured capacity, delta,
+             observed remaining, observed limit, rounding of remaining (-1: unknown)
   then       three per other dimension: name, algorithm ('s' or 'c'), delta
-  Returns {done (1 or 0), now_us}
+  Returns {done (1 or 0), now_us, multiplier x 1e6}
 ]]
 --@include lib/common.lua
 --@include lib/record.lua
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
+local increase, clean_window = tonumber(ARGV[4]), tonumber(ARGV[5])
 local now = server_now_ms()
 local raw = rcall('GET', record_key)
-if not raw then return {0, math.floor(now * 1000)} end
+if not raw then return {0, math.floor(now * 1000), -1} end
 local entries = record_entries(raw)
+local head = rcall('HMGET', state_key, 'm', 'd', 'i')
+local multiplier = tonumber(head[1]) or 1
 for i = 1, g do
-  local at = 1 + 3 * i
-  local delta = tonumber(ARGV[at + 2])
-  if delta ~= 0 then
-    local tat = tonumber(rcall('HGET', state_key, ARGV[at]) or '0')
-    local after = math.max(tat, now) + delta * ARGV[at + 1]
-    if delta < 0 then after = math.max(after, now) end
-    rcall('HSET', state_key, ARGV[at], after)
+  local at = -1 + 7 * i
+  local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  local delta, remaining, limit = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
+  local values = rcall('HMGET', state_key, 't:' .. name, 'k:' .. name)
+  local tat, learned = tonumber(values[1] or '0'), tonumber(values[2])
+  if limit > 0 and limit ~= learned then
+    rcall('HSET', state_key, 'k:' .. name, limit)
+    learned = limit
   end
+  if learned and learned < capacity then capacity = learned end
+  local emission = period / (capacity * multiplier)
+  local after = tat
+  if delta ~= 0 then
+    after = math.max(tat, now) + delta * (tonumber(entries[i][3]) or emission)
+    if delta < 0 then after = math.max(after, now) end
+  end
+  if remaining >= 0 then
+    local ceiling = remaining + math.max(0, tonumber(ARGV[at + 6])) / 2
+    local level = capacity * multiplier - (after - now) / emission
+    if level > ceiling then after = now + (capacity * multiplier - ceiling) * emission end
+  end
+  if after ~= tat then rcall('HSET', state_key, 't:' .. name, after) end
 end
 for j = 1, o do
-  local at = 1 + 3 * g + 3 * j
+  local at = 3 + 7 * g + 3 * j
   local delta, key = tonumber(ARGV[at + 2]), KEYS[3 + j]
   local cost, where = entries[g + j][1], entries[g + j][2]
   if delta ~= 0 and cost > 0 then
@@ -53,6 +78,13 @@ for j = 1, o do
     end
   end
 end
+if multiplier < 1 then
+  local last = math.max(tonumber(head[2]) or 0, tonumber(head[3]) or 0)
+  if now - last >= clean_window then
+    multiplier = math.min(1, multiplier + increase)
+    rcall('HSET', state_key, 'm', multiplier, 'i', now)
+  end
+end
 rcall('ZREM', leases_key, ARGV[1])
 rcall('DEL', record_key)
-return {1, math.floor(now * 1000)}
+return {1, math.floor(now * 1000), math.floor(multiplier * 1e6)}
