@@ -104,6 +104,9 @@ def base() -> dict[str, Any]:
         (lambda d: d.update(worker={"holdhorizon": 1}), "holdhorizon"),
         (lambda d: d.update(redis={"failure_policy": "sideways"}), "redis.failure_policy"),
         (lambda d: d.update(extra={}), "extra"),
+        (lambda d: d["groups"]["g"].update(aimd={"decrease": 2}), "groups.g.aimd"),
+        (lambda d: d["groups"]["g"].update(aimd={"speed": 2}), "groups.g.aimd"),
+        (lambda d: d["groups"]["g"].update(cold_start=0), "cold_start"),
     ],
 )
 def test_bad_config_names_the_key(change: Any, named: str) -> None:

@@ -30,6 +30,7 @@ GROUP = LimitGroup(
     ),
     concurrency=3,
     headroom=0.02,
+    cold_start=0.5,
 )
 
 admit_op = st.tuples(

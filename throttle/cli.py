@@ -155,8 +155,47 @@ def run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------- demo
+
+
+def _add_demo(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run the whole stack locally and report what the throttle achieved",
+        description="Start redis-server, the provider emulator and two Celery workers, "
+        "run completions over two models and three tenants with a progress bar, and "
+        "report utilization of every limit, 429s, parked tasks and waits.",
+    )
+    p.add_argument("--tasks", type=_positive_int, default=500, help="completions to run")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the stack running after the report (to look at it in Flower); Ctrl-C stops",
+    )
+    p.set_defaults(handler=run_demo)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {value}")
+    return value
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """The demo; Celery is imported only here, so the emulator runs without it."""
+    from workers.demo import DemoOptions
+    from workers.demo import run_demo as run
+
+    return run(DemoOptions(tasks=args.tasks, keep=args.keep))
+
+
 #: Every subcommand's registration function, in help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
+    _add_demo,
     _add_emulator,
 ]
 

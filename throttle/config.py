@@ -29,6 +29,7 @@ Example::
     requests_day = { limit = "10000/day", timezone = "America/Los_Angeles" }
     concurrency = 100
     tenant = { requests = "500/min" }   # every tenant's own share, in the same admission
+    aimd = { decrease = 0.6, increase = 0.1, floor = 0.05 }  # reaction to 429s
 
 Any key of a group that is not an option is a dimension; its name says what it counts
 (``requests``, ``tokens``, ``input_tokens``, ``output_tokens``; ``requests_day`` and
@@ -50,7 +51,7 @@ from threading import Lock
 from typing import Any
 
 from throttle.errors import ConfigError, ThrottleError, UnknownGroupError
-from throttle.limits import Algorithm, Dimension, LimitGroup
+from throttle.limits import Aimd, Algorithm, Dimension, LimitGroup
 
 CONFIG_ENV = "LLM_THROTTLE_CONFIG"
 _ENV_SHORTCUTS = {
@@ -77,6 +78,8 @@ _GROUP_OPTIONS = {
     "lease_ttl_s",
     "tenant",
     "failure_policy",
+    "aimd",
+    "cold_start",
 }
 _POLICIES = ("closed", "open")
 
@@ -147,6 +150,9 @@ class GroupSettings:
     headroom: float = 0.02
     lease_ttl_s: float = 600.0
     failure_policy: str = "closed"
+    aimd: Aimd = field(default_factory=Aimd)
+    #: How full the buckets are before anything was heard from the provider.
+    cold_start: float = 0.25
 
 
 @dataclass
@@ -202,7 +208,12 @@ class Config:
                 for d in group.tenant_dimensions
             ]
         limit_group = LimitGroup(
-            group.name, tuple(dims), group.concurrency, group.lease_ttl_s, group.headroom
+            group.name,
+            tuple(dims),
+            group.concurrency,
+            group.lease_ttl_s,
+            group.headroom,
+            group.aimd,
         )
         with self._lock:
             self._limit_groups[key] = limit_group
@@ -423,6 +434,13 @@ def _group(
     policy = spec.get("failure_policy", default_policy)
     if policy not in _POLICIES:
         raise ConfigError(f"{where}.failure_policy: expected one of {_POLICIES}")
+    aimd_spec = _table(spec.get("aimd"), f"{where}.aimd")
+    try:
+        aimd = Aimd(**{k: float(v) for k, v in aimd_spec.items()})
+    except TypeError as exc:
+        raise ConfigError(f"{where}.aimd: use decrease, increase, floor ({exc})") from exc
+    except (ConfigError, ValueError) as exc:
+        raise ConfigError(f"{where}.aimd: {exc}") from exc
     concurrency = spec.get("concurrency")
     if concurrency is not None and (not isinstance(concurrency, int) or concurrency < 1):
         raise ConfigError(f"{where}.concurrency: expected a positive integer")
@@ -437,9 +455,19 @@ def _group(
         headroom=float(spec.get("headroom", 0.02)),
         lease_ttl_s=float(spec.get("lease_ttl_s", 600.0)),
         failure_policy=policy,
+        aimd=aimd,
+        cold_start=float(spec.get("cold_start", 0.25)),
     )
-    try:  # validate the whole group once, with a tenant share if it has one
-        LimitGroup(name, group.dimensions, group.concurrency, group.lease_ttl_s, group.headroom)
+    try:  # validate the whole group once
+        LimitGroup(
+            name,
+            group.dimensions,
+            group.concurrency,
+            group.lease_ttl_s,
+            group.headroom,
+            group.aimd,
+            group.cold_start,
+        )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     return group

@@ -279,6 +279,7 @@ class RedisLimiter:
             int(group.lease_ttl_s * 1000),
             plan.gcra_count,
             len(vector) - plan.gcra_count,
+            repr(group.cold_start),
         ]
         for k, i in enumerate(plan.order):
             name, a, b, c = plan.admit_args[k]

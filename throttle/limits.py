@@ -195,6 +195,10 @@ class LimitGroup:
     lease_ttl_s: float = 600.0
     headroom: float = 0.0
     aimd: Aimd = field(default_factory=Aimd)
+    #: How full a GCRA bucket is when the group has no state yet (first use, or idle
+    #: long enough for its state to expire). Below 1, a cold group does not fire a
+    #: full burst at a provider whose quota others may be using; headers soon tell.
+    cold_start: float = 1.0
     _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -209,6 +213,8 @@ class LimitGroup:
             raise ConfigError(f"limit group {self.name!r}: concurrency must be >= 1")
         if not 0.0 <= self.headroom < 0.5:
             raise ConfigError(f"limit group {self.name!r}: headroom must be in [0, 0.5)")
+        if not 0.0 < self.cold_start <= 1.0:
+            raise ConfigError(f"limit group {self.name!r}: cold_start must be in (0, 1]")
         if self.lease_ttl_s <= 0:
             raise ConfigError(f"limit group {self.name!r}: lease_ttl_s must be positive")
         object.__setattr__(self, "_by_name", {n: i for i, n in enumerate(names)})

@@ -119,7 +119,8 @@ class LimiterModel:
             return ModelAdmission(False, wait, slot, False, name)
 
         entries = [
-            self._commit(group, st, i, cost, slot, reservation_id) for i, cost in enumerate(vector)
+            self._commit(group, st, i, cost, slot, reservation_id, now)
+            for i, cost in enumerate(vector)
         ]
         lease = False
         if group.concurrency and wait <= 0:
@@ -138,7 +139,7 @@ class LimiterModel:
             emission = self._emission_ms(st, group, i)
             tolerance = dim.period_ms * (1.0 - group.headroom)
             reach = min(cost * emission, tolerance)
-            return max(s, st.tat.get(dim.name, 0.0) + reach - tolerance)
+            return max(s, self._tat(st, group, dim.name, now) + reach - tolerance)
         capacity = group.usable_capacity(dim)
         if dim.algorithm is Algorithm.SLIDING:
             log = st.log.get(dim.name, [])
@@ -161,6 +162,14 @@ class LimiterModel:
         return None
 
     @staticmethod
+    def _tat(st: _GroupState, group: LimitGroup, name: str, now: float) -> float:
+        """A dimension's TAT; a group without state starts ``cold_start`` full."""
+        if name not in st.tat:
+            dim = group.dimensions[group.index(name)]
+            return now + dim.period_ms * (1.0 - group.headroom) * (1.0 - group.cold_start)
+        return st.tat[name]
+
+    @staticmethod
     def _effective_capacity(st: _GroupState, group: LimitGroup, i: int) -> float:
         dim = group.dimensions[i]
         return min(dim.capacity, st.learned.get(dim.name, dim.capacity)) * st.multiplier
@@ -169,7 +178,14 @@ class LimiterModel:
         return group.dimensions[i].period_ms / self._effective_capacity(st, group, i)
 
     def _commit(
-        self, group: LimitGroup, st: _GroupState, i: int, cost: float, slot: float, rid: str
+        self,
+        group: LimitGroup,
+        st: _GroupState,
+        i: int,
+        cost: float,
+        slot: float,
+        rid: str,
+        now: float,
     ) -> _Entry:
         dim = group.dimensions[i]
         entry = _Entry(dim.algorithm, cost)
@@ -177,7 +193,7 @@ class LimiterModel:
             return entry
         if dim.algorithm is Algorithm.GCRA:
             emission = self._emission_ms(st, group, i)
-            post = _ms(max(st.tat.get(dim.name, 0.0), slot) + cost * emission)
+            post = _ms(max(self._tat(st, group, dim.name, now), slot) + cost * emission)
             st.tat[dim.name] = post
             entry.post, entry.emission_ms = post, emission
         elif dim.algorithm is Algorithm.SLIDING:

@@ -23,7 +23,9 @@
   ARGV[5]    lease ttl ms
   ARGV[6]    g, the number of GCRA dimensions
   ARGV[7]    o, the number of other dimensions
-  ARGV[8..]  five per GCRA dimension: name, period ms, configured capacity,
+  ARGV[8]    cold start: fraction of a GCRA bucket that is full when the group has no
+             state yet (nothing heard from the provider: assume it is partly used)
+  ARGV[9..]  five per GCRA dimension: name, period ms, configured capacity,
              burst tolerance ms (period x (1 - headroom)), cost
   then       five per other dimension: name, algorithm, a, b, cost
                sliding  's': a = capacity, b = window ms
@@ -44,12 +46,12 @@
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local id, max_wait, record_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local cap, lease_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local g, o = tonumber(ARGV[6]), tonumber(ARGV[7])
+local g, o, cold = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = server_now_ms()
 
 local fields = {'pause', 'm'}
 for i = 1, g do
-  local name = ARGV[3 + 5 * i]
+  local name = ARGV[4 + 5 * i]
   fields[2 * i + 1] = 't:' .. name
   fields[2 * i + 2] = 'k:' .. name
 end
@@ -58,13 +60,13 @@ local multiplier = tonumber(values[2]) or 1
 local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
 local tats, emissions = {}, {}
 for i = 1, g do
-  local at = 3 + 5 * i
+  local at = 4 + 5 * i
   local capacity = tonumber(ARGV[at + 2])
   local learned = tonumber(values[2 * i + 2])
   if learned and learned < capacity then capacity = learned end
   local emission = ARGV[at + 1] / (capacity * multiplier)
   local tolerance = tonumber(ARGV[at + 3])
-  tats[i], emissions[i] = tonumber(values[2 * i + 1]) or 0, emission
+  tats[i], emissions[i] = tonumber(values[2 * i + 1]) or (now + tolerance * (1 - cold)), emission
   -- A cost above a lowered capacity waits for a full bucket instead of never running.
   local earliest = tats[i] + math.min(ARGV[at + 4] * emission, tolerance) - tolerance
   if earliest > slot then slot, binding = earliest, i end
@@ -72,7 +74,7 @@ end
 
 local others = {}
 for j = 1, o do
-  local at = 8 + 5 * g + 5 * (j - 1)
+  local at = 9 + 5 * g + 5 * (j - 1)
   local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
              cost = tonumber(ARGV[at + 4]), key = KEYS[3 + j], now = now}
   if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
@@ -106,7 +108,7 @@ end
 
 local record, writes, hold = {slot}, {}, slot + 60000
 for i = 1, g do
-  local cost = tonumber(ARGV[8 + 5 * i - 1])
+  local cost = tonumber(ARGV[8 + 5 * i])
   if cost > 0 then
     local post = math.max(tats[i], slot) + cost * emissions[i]
     writes[#writes + 1] = fields[2 * i + 1]
