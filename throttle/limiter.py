@@ -60,6 +60,8 @@ class Admission:
     lease: bool
     #: The dimension that set the slot, ``"pause"`` for the pause gate, None for "now".
     binding: str | None
+    #: The group's rate epoch at admission; pass it to :meth:`RedisLimiter.begin`.
+    epoch: int = 0
 
     @property
     def needs_begin(self) -> bool:
@@ -70,8 +72,12 @@ class Admission:
 
 class BeginOutcome(Enum):
     GO = 0
+    #: The group is paused: the reservation is void, admit again.
     PAUSED = 1
+    #: The concurrency cap is full: try again shortly.
     BUSY = 2
+    #: The group's rate dropped since the admission: the slot is void, admit again.
+    REVOKED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +145,7 @@ class _Plan:
 
     state_key: str
     leases_key: str
+    parked_key: str
     order: tuple[int, ...]
     gcra_count: int
     other_keys: tuple[str, ...]
@@ -210,6 +217,7 @@ class RedisLimiter:
         plan = _Plan(
             state_key=self.keys.state(group.name),
             leases_key=self.keys.leases(group.name),
+            parked_key=self.keys.parked(group.name),
             order=tuple(gcra + other),
             gcra_count=len(gcra),
             other_keys=tuple(self.keys.dimension(group.name, dims[i].name) for i in other),
@@ -224,7 +232,7 @@ class RedisLimiter:
 
     def _keys(self, group: LimitGroup, plan: _Plan, reservation_id: str) -> list[str]:
         record = self.keys.reservation(group.name, reservation_id)
-        return [plan.state_key, record, plan.leases_key, *plan.other_keys]
+        return [plan.state_key, record, plan.leases_key, plan.parked_key, *plan.other_keys]
 
     def _calendar_starts(self, dim: Dimension) -> str:
         """Window starts around now; recomputed once now nears either end of the list."""
@@ -288,7 +296,7 @@ class RedisLimiter:
             args += [name, a, b, c, repr(float(vector[i]))]
         with _storage_errors("admission"):
             reply = self._scripts.admit(keys=self._keys(group, plan, rid), args=args)
-        code_, wait_us, slot_us, now_us, lease, binding = (int(x) for x in reply)
+        code_, wait_us, slot_us, now_us, lease, binding, epoch = (int(x) for x in reply)
         binding_name = plan.names[plan.order[binding - 1]] if binding > 0 else None
         if code_ == 2:
             i = plan.order[binding - 1]
@@ -307,14 +315,17 @@ class RedisLimiter:
             now_ms=_absolute_ms(now_us),
             lease=bool(lease) or not group.concurrency,
             binding=binding_name,
+            epoch=epoch,
         )
 
-    def begin(self, group: LimitGroup, reservation_id: str) -> Begin:
-        """At a future slot: check the pause gate and take the concurrency lease."""
+    def begin(self, group: LimitGroup, reservation_id: str, epoch: int = 0) -> Begin:
+        """At a future slot: check the pause gate and the rate epoch (from
+        :attr:`Admission.epoch`), and take the concurrency lease."""
         args: list[str | int] = [
             reservation_id,
             group.concurrency or 0,
             int(group.lease_ttl_s * 1000),
+            epoch,
         ]
         plan = self._plan(group)
         with _storage_errors("begin"):
@@ -323,11 +334,21 @@ class RedisLimiter:
             )
         return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, _absolute_ms(now_us))
 
-    def cancel(self, group: LimitGroup, reservation_id: str) -> float | None:
+    def cancel(
+        self, group: LimitGroup, reservation_id: str, *, revoked: bool = False
+    ) -> float | None:
         """Give a reservation back. Returns the server time (ms) it was done at, or None
-        if the reservation was already settled, cancelled or expired."""
+        if the reservation was already settled, cancelled or expired.
+
+        ``revoked``: the reservation was voided by a new rate epoch
+        (:attr:`BeginOutcome.REVOKED`); its GCRA buckets already forgot it."""
         plan = self._plan(group)
-        args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
+        args: list[str | int] = [
+            reservation_id,
+            plan.gcra_count,
+            len(plan.order) - plan.gcra_count,
+            0 if revoked else 1,
+        ]
         for k, undo in enumerate(plan.undo_args):
             args += undo[:1] if k < plan.gcra_count else undo
         with _storage_errors("cancel"):
@@ -363,7 +384,8 @@ class RedisLimiter:
         for k, i in enumerate(plan.order):
             if k < plan.gcra_count:
                 seen = observed.get(plan.names[i], _UNKNOWN)
-                args += [*plan.undo_args[k], repr(vector[i]), *seen.as_args()]
+                tolerance = plan.admit_args[k][3]
+                args += [*plan.undo_args[k], repr(vector[i]), *seen.as_args(), tolerance]
             else:
                 args += [*plan.undo_args[k], repr(vector[i])]
         with _storage_errors("settle"):
@@ -390,9 +412,12 @@ class RedisLimiter:
             repr(group.aimd.decrease),
             repr(group.aimd.floor),
         ]
+        plan = self._plan(group)
+        for k in range(plan.gcra_count):
+            args += [plan.admit_args[k][0], plan.admit_args[k][3]]
         with _storage_errors("pause"):
             _extended, until_us, now_us, decreased, multiplier_e6 = self._scripts.pause(
-                keys=[self.keys.state(group.name)], args=args
+                keys=[plan.state_key, plan.parked_key], args=args
             )
         return Pause(
             _absolute_ms(until_us), _absolute_ms(now_us), bool(decreased), int(multiplier_e6) / 1e6

@@ -47,6 +47,7 @@ class _GroupState:
     windows: dict[str, dict[int, float]] = field(default_factory=dict)
     pause_ms: float = 0.0
     multiplier: float = 1.0
+    epoch: int = 0
     last_decrease_ms: float | None = None
     last_increase_ms: float = 0.0
     learned: dict[str, float] = field(default_factory=dict)
@@ -218,7 +219,12 @@ class LimiterModel:
         return record
 
     def cancel(
-        self, group: LimitGroup, reservation_id: str, *, now_ms: float | None = None
+        self,
+        group: LimitGroup,
+        reservation_id: str,
+        *,
+        revoked: bool = False,
+        now_ms: float | None = None,
     ) -> bool:
         now = self.clock() if now_ms is None else now_ms
         st = self._state(group)
@@ -227,6 +233,8 @@ class LimiterModel:
             return False
         for dim, entry in zip(group.dimensions, record.entries, strict=True):
             if entry.cost == 0:
+                continue
+            if entry.algorithm is Algorithm.GCRA and revoked:
                 continue
             if entry.algorithm is Algorithm.GCRA:
                 tat = st.tat.get(dim.name, 0.0)
@@ -259,11 +267,14 @@ class LimiterModel:
         if record is None:
             return False
         observed = observed or {}
+        new_epoch = False
         for i, (dim, entry) in enumerate(zip(group.dimensions, record.entries, strict=True)):
             delta = float(deltas.get(dim.name, 0.0))
             if entry.algorithm is Algorithm.GCRA:
                 remaining, limit, granularity = observed.get(dim.name, (None, None, 0.0))
                 if limit is not None and limit > 0:
+                    known = min(st.learned.get(dim.name, dim.capacity), dim.capacity)
+                    new_epoch = new_epoch or min(limit, dim.capacity) != known
                     st.learned[dim.name] = limit
                 emission = self._emission_ms(st, group, i)
                 tat = after = st.tat.get(dim.name, 0.0)
@@ -287,6 +298,8 @@ class LimiterModel:
                 windows = st.windows.get(dim.name, {})
                 if isinstance(entry.where, int) and entry.where in windows:
                     windows[entry.where] += max(delta, -entry.cost)
+        if new_epoch:
+            self._new_epoch(st, group, now)
         last_change = max(st.last_decrease_ms or 0.0, st.last_increase_ms)
         if st.multiplier < 1 and now - last_change >= group.clean_window_s * 1000:
             st.multiplier = min(1.0, st.multiplier + group.aimd.increase)
@@ -311,8 +324,18 @@ class LimiterModel:
         ):
             st.multiplier = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
             st.last_decrease_ms = now
+            self._new_epoch(st, group, now)
         st.pause_ms = max(st.pause_ms, _ms(now + duration_ms))
         return st.pause_ms
+
+    @staticmethod
+    def _new_epoch(st: _GroupState, group: LimitGroup, now: float) -> None:
+        """The rate dropped: buckets forget their queue of future reservations."""
+        st.epoch += 1
+        for dim in group.dimensions:
+            tolerance = dim.period_ms * (1.0 - group.headroom)
+            if dim.algorithm is Algorithm.GCRA and dim.name in st.tat:
+                st.tat[dim.name] = min(st.tat[dim.name], _ms(now + tolerance))
 
     def multiplier(self, group: LimitGroup) -> float:
         return self._state(group).multiplier

@@ -5,7 +5,8 @@
   negative one refunds, never beyond a full bucket. Then, per GCRA dimension, the
   provider's rate-limit headers: a bucket fuller than the provider says it is
   ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
-  is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration).
+  is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration);
+  a limit other than the one in force opens a new rate epoch (lib/epoch.lua).
   Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
   the group's AIMD multiplier 'm' by `increase`, up to 1. The lease is released.
   Idempotent: a reservation already settled, cancelled or expired is left alone.
@@ -13,19 +14,22 @@
   KEYS[1]    state hash of the group
   KEYS[2]    reservation record
   KEYS[3]    concurrency leases zset
-  KEYS[3+j]  the j-th non-GCRA dimension's key, as for admit.lua
+  KEYS[4]    parked tasks zset
+  KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
   ARGV[4]    additive increase of the multiplier per clean window
   ARGV[5]    clean window ms
-  ARGV[6..]  seven per GCRA dimension: name, period ms, configured capacity, delta,
-             observed remaining, observed limit, rounding of remaining (-1: unknown)
+  ARGV[6..]  eight per GCRA dimension: name, period ms, configured capacity, delta,
+             observed remaining, observed limit, rounding of remaining (-1: unknown),
+             burst tolerance ms
   then       three per other dimension: name, algorithm ('s' or 'c'), delta
   Returns {done (1 or 0), now_us, multiplier x 1e6}
 ]]
 --@include lib/common.lua
 --@include lib/record.lua
+--@include lib/epoch.lua
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -36,13 +40,15 @@ if not raw then return {0, math.floor(now * 1000), -1} end
 local entries = record_entries(raw)
 local head = rcall('HMGET', state_key, 'm', 'd', 'i')
 local multiplier = tonumber(head[1]) or 1
+local changed = false
 for i = 1, g do
-  local at = -1 + 7 * i
+  local at = -2 + 8 * i
   local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local delta, remaining, limit = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
   local values = rcall('HMGET', state_key, 't:' .. name, 'k:' .. name)
   local tat, learned = tonumber(values[1] or '0'), tonumber(values[2])
   if limit > 0 and limit ~= learned then
+    if math.min(limit, capacity) ~= math.min(learned or capacity, capacity) then changed = true end
     rcall('HSET', state_key, 'k:' .. name, limit)
     learned = limit
   end
@@ -61,8 +67,8 @@ for i = 1, g do
   if after ~= tat then rcall('HSET', state_key, 't:' .. name, after) end
 end
 for j = 1, o do
-  local at = 3 + 7 * g + 3 * j
-  local delta, key = tonumber(ARGV[at + 2]), KEYS[3 + j]
+  local at = 3 + 8 * g + 3 * j
+  local delta, key = tonumber(ARGV[at + 2]), KEYS[4 + j]
   local cost, where = entries[g + j][1], entries[g + j][2]
   if delta ~= 0 and cost > 0 then
     if ARGV[at + 1] == 's' then
@@ -77,6 +83,13 @@ for j = 1, o do
       rcall('HINCRBYFLOAT', key, where, math.max(delta, -cost))
     end
   end
+end
+if changed then
+  local names, tolerances = {}, {}
+  for i = 1, g do
+    names[i], tolerances[i] = ARGV[-2 + 8 * i], tonumber(ARGV[5 + 8 * i])
+  end
+  new_epoch(state_key, KEYS[4], now, names, tolerances)
 end
 if multiplier < 1 then
   local last = math.max(tonumber(head[2]) or 0, tonumber(head[3]) or 0)

@@ -1,0 +1,257 @@
+"""The adaptive rate controller: AIMD on 429s, header sync, learned capacity.
+
+Pure rules on the model (injected clock, no sleeping), the herd rule on a real Redis,
+and the scenarios of issue 5 end to end: real workers, the emulator changing its
+limits without notice, compressed to 1-second windows.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from throttle.keys import KeyBuilder
+from throttle.limiter import RedisLimiter
+from throttle.limits import LimitGroup
+from throttle.model import LimiterModel
+from throttle.providers.observation import DimensionState, Observation
+from throttle.testing.emulator import (
+    EmulatorConfig,
+    LatencyConfig,
+    PoolConfig,
+    Profile,
+    parse_limits_text,
+)
+from workers.harness import LocalStack
+from workers.runtime import observed_dimensions
+
+T0 = 1_800_000_000_000.0
+
+
+def group(**kwargs: Any) -> LimitGroup:
+    return LimitGroup.from_specs("g", {"requests": "10/s", "tokens": "1000/s"}, **kwargs)
+
+
+# -- rules, on the model ----------------------------------------------------------------
+
+
+def test_a_429_lowers_the_rate_once_per_epoch() -> None:
+    model, g = LimiterModel(), group()
+    early = [T0 + i for i in range(5)]
+    model.pause(g, 1000, refused_admitted_ms=early[0], now_ms=T0 + 10)
+    for admitted in early[1:]:  # all sent before the decrease: the same signal
+        model.pause(g, 1000, refused_admitted_ms=admitted, now_ms=T0 + 20)
+    assert model.multiplier(g) == pytest.approx(0.6)
+    model.pause(g, 1000, refused_admitted_ms=T0 + 30, now_ms=T0 + 40)  # admitted after it
+    assert model.multiplier(g) == pytest.approx(0.36)
+
+
+def test_lowered_rate_spaces_slots_wider() -> None:
+    model, g = LimiterModel(), group()
+    model.pause(g, 0, refused_admitted_ms=T0, now_ms=T0)
+    slots = [model.admit(g, {"requests": 1}, f"r{i}", now_ms=T0).slot_ms for i in range(9)]
+    gaps = {round(b - a, 1) for a, b in itertools.pairwise(slots[6:])}
+    assert gaps == {round(1000 / 6, 1)}, "10/s x 0.6 = one request per 166.7 ms"
+
+
+def test_clean_windows_raise_the_multiplier_back_to_one() -> None:
+    model, g = LimiterModel(), group()
+    model.pause(g, 0, refused_admitted_ms=T0, now_ms=T0)
+    now = T0
+    seen = []
+    for step in range(8):
+        now += 1000  # one clean window (the shortest period) each time
+        model.admit(g, {"requests": 1}, f"r{step}", now_ms=now)
+        model.settle(g, f"r{step}", {}, now_ms=now)
+        seen.append(round(model.multiplier(g), 2))
+    assert seen == [0.7, 0.8, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_headers_clamp_the_bucket_and_teach_the_limit() -> None:
+    model, g = LimiterModel(), group()
+    model.admit(g, {"requests": 1}, "a", now_ms=T0)
+    # The provider says only 2 of its 5 requests/s remain (others share the quota).
+    model.settle(g, "a", {}, observed={"requests": (2, 5, 0)}, now_ms=T0)
+    assert model.level(g, "requests", now_ms=T0) == pytest.approx(2)
+    slots = [model.admit(g, {"requests": 1}, f"r{i}", now_ms=T0).slot_ms for i in range(4)]
+    assert [s - T0 for s in slots] == pytest.approx([0, 0, 200, 400]), "learned 5/s"
+
+
+def test_learned_capacity_never_exceeds_the_configuration() -> None:
+    model, g = LimiterModel(), group()
+    model.admit(g, {"requests": 1}, "a", now_ms=T0)
+    model.settle(g, "a", {}, observed={"requests": (None, 50, 0)}, now_ms=T0)
+    slots = [model.admit(g, {"requests": 1}, f"r{i}", now_ms=T0).slot_ms for i in range(12)]
+    assert slots[-1] - slots[-2] == pytest.approx(100), "still 10/s, as configured"
+
+
+def test_observed_dimensions_skip_headers_of_another_window() -> None:
+    g = LimitGroup.from_specs("g", {"requests": "10/s", "tokens": "1000/min"})
+    observation = Observation(
+        received_at=0.0,
+        dimensions={
+            "requests": DimensionState(limit=10, remaining=4, reset_s=0.6),
+            # A token bucket that takes a day to fill: the TPD, not our per-minute one.
+            "tokens": DimensionState(limit=1_000_000, remaining=1000, reset_s=86_000),
+        },
+    )
+    heard = observed_dimensions(g, observation)
+    assert set(heard) == {"requests"}
+    assert heard["requests"].remaining == 4
+    assert observed_dimensions(g, None) == {}
+
+
+# -- the herd rule, on Redis -----------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_sixty_four_simultaneous_429s_are_one_decrease(redis_url: str, key_prefix: str) -> None:
+    limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
+    g = LimitGroup.from_specs("herd", {"requests": "1000/s"})
+    admissions = [limiter.admit(g, {"requests": 1}) for _ in range(64)]
+    barrier = threading.Barrier(64)
+    decreased = []
+
+    def refused(admitted_ms: float) -> None:
+        barrier.wait()
+        decreased.append(limiter.pause(g, 1.0, refused_admitted_ms=admitted_ms).decreased)
+
+    threads = [threading.Thread(target=refused, args=(a.now_ms,)) for a in admissions]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert decreased.count(True) == 1
+    later = limiter.admit(g, {"requests": 1}, max_wait_s=0)
+    assert limiter.pause(g, 1.0, refused_admitted_ms=later.now_ms).multiplier == pytest.approx(
+        0.36
+    ), "a request admitted after the decrease is a new signal"
+
+
+@pytest.mark.integration
+def test_a_rate_drop_voids_slots_spaced_for_the_old_rate(redis_url: str, key_prefix: str) -> None:
+    limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
+    g = LimitGroup.from_specs("drop", {"requests": "10/s"})
+    backlog = [limiter.admit(g, {"requests": 1}) for _ in range(30)]
+    assert limiter.begin(g, backlog[-1].reservation_id, backlog[-1].epoch).outcome.name == "GO"
+    limiter.pause(g, 0.0, refused_admitted_ms=backlog[0].now_ms)
+    late = backlog[-2]
+    assert limiter.begin(g, late.reservation_id, late.epoch).outcome.name == "REVOKED"
+    fresh = limiter.admit(g, {"requests": 1})
+    assert fresh.epoch == late.epoch + 1
+    assert limiter.begin(g, fresh.reservation_id, fresh.epoch).outcome.name == "GO"
+
+
+# -- end to end ------------------------------------------------------------------------
+
+PROMPT = [{"role": "user", "content": "Classify this sentence, please."}]
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[LocalStack]]:
+    started: list[LocalStack] = []
+    yield started
+    for stack in started:
+        stack.stop()
+
+
+def run_stack(
+    stacks: list[LocalStack], profile: Profile, true_limit: str, ceiling: str, workers: int
+) -> LocalStack:
+    emu = EmulatorConfig(
+        profile=profile,
+        pools=(PoolConfig("default", parse_limits_text(f"requests={true_limit},tokens=10M/s")),),
+        latency=LatencyConfig(ttft_ms=20),
+    )
+    provider_profile = {Profile.OPENAI: "openai", Profile.GEMINI: "gemini"}[profile]
+    doc = {
+        "providers": {"emu": {"profile": provider_profile, "base_url": "emulator"}},
+        "groups": {
+            "emu:m": {
+                "provider": "emu",
+                "models": ["m"],
+                "requests": ceiling,
+                "tokens": "10M/s",
+                "headroom": 0.05,
+            }
+        },
+    }
+    stack = LocalStack(emu, doc).start()
+    stacks.append(stack)
+    stack.start_workers(workers, pool="threads", concurrency=max(4, 32 // workers))
+    return stack
+
+
+def windows(stack: LocalStack, count: int, window_s: float = 1.0) -> list[tuple[float, float]]:
+    """Per window: (admitted requests, 429s), from the emulator's counters."""
+    samples = []
+    previous = stack.emulator_stats()
+    for _ in range(count):
+        time.sleep(window_s)
+        current = stack.emulator_stats()
+        admitted = (
+            current["pools"]["org-emulator/default"]["requests"]["admitted_cost"]
+            - previous["pools"]["org-emulator/default"]["requests"]["admitted_cost"]
+        )
+        refused = current["by_status"].get("429", 0) - previous["by_status"].get("429", 0)
+        samples.append((admitted, float(refused)))
+        previous = current
+    return samples
+
+
+def enqueue(stack: LocalStack, count: int) -> list[Any]:
+    return [
+        stack.enqueue(provider="emu", model="m", messages=PROMPT, max_tokens=10)
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 4])
+def test_over_configured_ceiling_learns_the_true_limit(
+    stacks: list[LocalStack], workers: int
+) -> None:
+    stack = run_stack(stacks, Profile.OPENAI, "20/s", "40/s", workers)
+    enqueue(stack, 900)
+    per_window = windows(stack, 20)
+    admitted = sum(a for a, _ in per_window)
+    refused = sum(r for _, r in per_window)
+    assert refused <= 0.02 * (admitted + refused), per_window
+    steady = [a / 20 for a, _ in per_window[1:]]
+    assert sum(steady) / len(steady) >= 0.90, per_window
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_silent_drop_and_rise_are_followed(stacks: list[LocalStack]) -> None:
+    stack = run_stack(stacks, Profile.OPENAI, "20/s", "20/s", 2)
+    enqueue(stack, 800)
+    before = windows(stack, 4)
+    stack.emulator_post("/__emu/limits", {"pool": "default", "limits": {"requests": "10/s"}})
+    dropped = windows(stack, 8)
+    stack.emulator_post("/__emu/limits", {"pool": "default", "limits": {"requests": "20/s"}})
+    risen = windows(stack, 8)
+    assert sum(r for _, r in before) == 0
+    after_two = dropped[2:]
+    assert sum(r for _, r in after_two) <= 0.01 * sum(a for a, _ in after_two) + 1, dropped
+    # within 3 windows the new capacity is used again
+    assert sum(a for a, _ in risen[3:]) / (20 * len(risen[3:])) >= 0.9, risen
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_without_headers_aimd_converges(stacks: list[LocalStack]) -> None:
+    stack = run_stack(stacks, Profile.GEMINI, "20/s", "40/s", 2)
+    enqueue(stack, 900)
+    per_window = windows(stack, 20)
+    admitted = sum(a for a, _ in per_window)
+    refused = sum(r for _, r in per_window)
+    assert refused <= 0.05 * (admitted + refused), per_window
+    assert sum(r for _, r in per_window[5:]) <= 0.05 * sum(a for a, _ in per_window[5:]) + 1
