@@ -17,9 +17,10 @@ import pytest
 import redis
 
 from throttle.keys import KeyBuilder
-from throttle.limiter import RedisLimiter
+from throttle.limiter import EPOCH_MS, RedisLimiter
 from throttle.limits import LimitGroup
 from throttle.model import LimiterModel
+from throttle.parking import ParkingLot
 from throttle.providers.observation import DimensionState, Observation
 from throttle.testing.emulator import (
     EmulatorConfig,
@@ -135,17 +136,23 @@ def test_sixty_four_simultaneous_429s_are_one_decrease(redis_url: str, key_prefi
 
 
 @pytest.mark.integration
-def test_a_rate_drop_voids_slots_spaced_for_the_old_rate(redis_url: str, key_prefix: str) -> None:
-    limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
+def test_a_rate_drop_stretches_the_queue_and_parked_slots(redis_url: str, key_prefix: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    keys = KeyBuilder(key_prefix)
+    limiter = RedisLimiter(client, keys=keys)
+    lot = ParkingLot(client, keys)
     g = LimitGroup.from_specs("drop", {"requests": "10/s"})
     backlog = [limiter.admit(g, {"requests": 1}) for _ in range(30)]
-    assert limiter.begin(g, backlog[-1].reservation_id, backlog[-1].epoch).outcome.name == "GO"
-    limiter.pause(g, 0.0, refused_admitted_ms=backlog[0].now_ms)
-    late = backlog[-2]
-    assert limiter.begin(g, late.reservation_id, late.epoch).outcome.name == "REVOKED"
-    fresh = limiter.admit(g, {"requests": 1})
-    assert fresh.epoch == late.epoch + 1
-    assert limiter.begin(g, fresh.reservation_id, fresh.epoch).outcome.name == "GO"
+    last = backlog[-1]
+    lot.park("drop", "task.1", last.slot_ms, {"task_id": "task"})
+    paused = limiter.pause(g, 0.0, refused_admitted_ms=backlog[0].now_ms)
+    assert paused.multiplier == pytest.approx(0.6)
+    stretched = paused.now_ms + (last.slot_ms - paused.now_ms) / 0.6
+    score = client.zscore(keys.parked("drop"), "task.1")
+    assert score is not None
+    assert score + EPOCH_MS == pytest.approx(stretched, abs=1)
+    after = limiter.admit(g, {"requests": 1})
+    assert after.slot_ms == pytest.approx(stretched + 1000 / 6, abs=2), "queued behind, at 6/s"
 
 
 # -- end to end ------------------------------------------------------------------------

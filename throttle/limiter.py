@@ -60,8 +60,6 @@ class Admission:
     lease: bool
     #: The dimension that set the slot, ``"pause"`` for the pause gate, None for "now".
     binding: str | None
-    #: The group's rate epoch at admission; pass it to :meth:`RedisLimiter.begin`.
-    epoch: int = 0
 
     @property
     def needs_begin(self) -> bool:
@@ -76,8 +74,6 @@ class BeginOutcome(Enum):
     PAUSED = 1
     #: The concurrency cap is full: try again shortly.
     BUSY = 2
-    #: The group's rate dropped since the admission: the slot is void, admit again.
-    REVOKED = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,7 +292,7 @@ class RedisLimiter:
             args += [name, a, b, c, repr(float(vector[i]))]
         with _storage_errors("admission"):
             reply = self._scripts.admit(keys=self._keys(group, plan, rid), args=args)
-        code_, wait_us, slot_us, now_us, lease, binding, epoch = (int(x) for x in reply)
+        code_, wait_us, slot_us, now_us, lease, binding = (int(x) for x in reply)
         binding_name = plan.names[plan.order[binding - 1]] if binding > 0 else None
         if code_ == 2:
             i = plan.order[binding - 1]
@@ -315,17 +311,14 @@ class RedisLimiter:
             now_ms=_absolute_ms(now_us),
             lease=bool(lease) or not group.concurrency,
             binding=binding_name,
-            epoch=epoch,
         )
 
-    def begin(self, group: LimitGroup, reservation_id: str, epoch: int = 0) -> Begin:
-        """At a future slot: check the pause gate and the rate epoch (from
-        :attr:`Admission.epoch`), and take the concurrency lease."""
+    def begin(self, group: LimitGroup, reservation_id: str) -> Begin:
+        """At a future slot: check the pause gate and take the concurrency lease."""
         args: list[str | int] = [
             reservation_id,
             group.concurrency or 0,
             int(group.lease_ttl_s * 1000),
-            epoch,
         ]
         plan = self._plan(group)
         with _storage_errors("begin"):
@@ -334,21 +327,11 @@ class RedisLimiter:
             )
         return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, _absolute_ms(now_us))
 
-    def cancel(
-        self, group: LimitGroup, reservation_id: str, *, revoked: bool = False
-    ) -> float | None:
+    def cancel(self, group: LimitGroup, reservation_id: str) -> float | None:
         """Give a reservation back. Returns the server time (ms) it was done at, or None
-        if the reservation was already settled, cancelled or expired.
-
-        ``revoked``: the reservation was voided by a new rate epoch
-        (:attr:`BeginOutcome.REVOKED`); its GCRA buckets already forgot it."""
+        if the reservation was already settled, cancelled or expired."""
         plan = self._plan(group)
-        args: list[str | int] = [
-            reservation_id,
-            plan.gcra_count,
-            len(plan.order) - plan.gcra_count,
-            0 if revoked else 1,
-        ]
+        args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
         for k, undo in enumerate(plan.undo_args):
             args += undo[:1] if k < plan.gcra_count else undo
         with _storage_errors("cancel"):
@@ -404,7 +387,8 @@ class RedisLimiter:
 
         After a provider 429, pass ``refused_admitted_ms`` (when the refused request was
         admitted, :attr:`Admission.now_ms`): the group's AIMD multiplier decreases once
-        per epoch (not again for requests admitted before the last decrease)."""
+        per epoch (not again for requests admitted before the last decrease), and the
+        queue of reservations, parked tasks included, stretches to the lower rate."""
         refused = -1.0 if refused_admitted_ms is None else refused_admitted_ms - EPOCH_MS
         args: list[str | int] = [
             max(0, int(duration_s * 1000)),

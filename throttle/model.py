@@ -47,7 +47,6 @@ class _GroupState:
     windows: dict[str, dict[int, float]] = field(default_factory=dict)
     pause_ms: float = 0.0
     multiplier: float = 1.0
-    epoch: int = 0
     last_decrease_ms: float | None = None
     last_increase_ms: float = 0.0
     learned: dict[str, float] = field(default_factory=dict)
@@ -223,7 +222,6 @@ class LimiterModel:
         group: LimitGroup,
         reservation_id: str,
         *,
-        revoked: bool = False,
         now_ms: float | None = None,
     ) -> bool:
         now = self.clock() if now_ms is None else now_ms
@@ -233,8 +231,6 @@ class LimiterModel:
             return False
         for dim, entry in zip(group.dimensions, record.entries, strict=True):
             if entry.cost == 0:
-                continue
-            if entry.algorithm is Algorithm.GCRA and revoked:
                 continue
             if entry.algorithm is Algorithm.GCRA:
                 tat = st.tat.get(dim.name, 0.0)
@@ -267,19 +263,21 @@ class LimiterModel:
         if record is None:
             return False
         observed = observed or {}
-        new_epoch = False
         for i, (dim, entry) in enumerate(zip(group.dimensions, record.entries, strict=True)):
             delta = float(deltas.get(dim.name, 0.0))
             if entry.algorithm is Algorithm.GCRA:
                 remaining, limit, granularity = observed.get(dim.name, (None, None, 0.0))
+                before = min(st.learned.get(dim.name, dim.capacity), dim.capacity)
                 if limit is not None and limit > 0:
-                    known = min(st.learned.get(dim.name, dim.capacity), dim.capacity)
-                    new_epoch = new_epoch or min(limit, dim.capacity) != known
                     st.learned[dim.name] = limit
-                emission = self._emission_ms(st, group, i)
+                now_capacity = min(st.learned.get(dim.name, dim.capacity), dim.capacity)
                 tat = after = st.tat.get(dim.name, 0.0)
+                if now_capacity != before:  # the provider's limit changed
+                    tolerance = dim.period_ms * (1.0 - group.headroom)
+                    after = self._rescaled(tat, now, tolerance, before / now_capacity)
+                emission = self._emission_ms(st, group, i)
                 if delta != 0:
-                    after = max(tat, now) + delta * (entry.emission_ms or emission)
+                    after = max(after, now) + delta * (entry.emission_ms or emission)
                     after = max(after, now) if delta < 0 else after
                 if remaining is not None:
                     capacity = self._effective_capacity(st, group, i)
@@ -298,12 +296,11 @@ class LimiterModel:
                 windows = st.windows.get(dim.name, {})
                 if isinstance(entry.where, int) and entry.where in windows:
                     windows[entry.where] += max(delta, -entry.cost)
-        if new_epoch:
-            self._new_epoch(st, group, now)
         last_change = max(st.last_decrease_ms or 0.0, st.last_increase_ms)
         if st.multiplier < 1 and now - last_change >= group.clean_window_s * 1000:
-            st.multiplier = min(1.0, st.multiplier + group.aimd.increase)
-            st.last_increase_ms = now
+            raised = min(1.0, st.multiplier + group.aimd.increase)
+            self._rescale(st, group, now, st.multiplier / raised)
+            st.multiplier, st.last_increase_ms = raised, now
         st.leases.pop(reservation_id, None)
         return True
 
@@ -322,20 +319,24 @@ class LimiterModel:
         if refused_admitted_ms is not None and (
             st.last_decrease_ms is None or refused_admitted_ms >= st.last_decrease_ms
         ):
-            st.multiplier = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
-            st.last_decrease_ms = now
-            self._new_epoch(st, group, now)
+            lowered = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
+            self._rescale(st, group, now, st.multiplier / lowered)
+            st.multiplier, st.last_decrease_ms = lowered, now
         st.pause_ms = max(st.pause_ms, _ms(now + duration_ms))
         return st.pause_ms
 
     @staticmethod
-    def _new_epoch(st: _GroupState, group: LimitGroup, now: float) -> None:
-        """The rate dropped: buckets forget their queue of future reservations."""
-        st.epoch += 1
+    def _rescaled(tat: float, now: float, tolerance: float, factor: float) -> float:
+        """A TAT after the rate changed by ``factor`` (old / new): the level in units is
+        kept; the queue beyond now + tolerance stretches or shrinks."""
+        return tat if tat <= now else now + tolerance + (tat - now - tolerance) * factor
+
+    def _rescale(self, st: _GroupState, group: LimitGroup, now: float, factor: float) -> None:
         for dim in group.dimensions:
-            tolerance = dim.period_ms * (1.0 - group.headroom)
-            if dim.algorithm is Algorithm.GCRA and dim.name in st.tat:
-                st.tat[dim.name] = min(st.tat[dim.name], _ms(now + tolerance))
+            tat = st.tat.get(dim.name)
+            if dim.algorithm is Algorithm.GCRA and tat is not None and tat > now:
+                tolerance = dim.period_ms * (1.0 - group.headroom)
+                st.tat[dim.name] = _ms(self._rescaled(tat, now, tolerance, factor))
 
     def multiplier(self, group: LimitGroup) -> float:
         return self._state(group).multiplier

@@ -71,8 +71,6 @@ class ThrottleState:
     #: When the current reservation was admitted (server clock): a 429 to it lowers the
     #: group's rate only if it was admitted after the last decrease.
     admitted_ms: float | None = None
-    #: The group's rate epoch at admission: a slot from an older one is void.
-    epoch: int = 0
     #: Set by the dispatcher: seconds from release until the slot.
     wait_at_release_s: float | None = None
     #: Wall-clock ms at which the last provider call started.
@@ -321,7 +319,6 @@ class CompletionRunner:
                 state.reservation_id = admission.reservation_id
                 state.slot_ms = admission.slot_ms
                 state.admitted_ms = admission.now_ms
-                state.epoch = admission.epoch
                 state.costs = dict(costs)
                 state.provider_costs = dict(reservation.costs)
                 state.input_tokens = reservation.input_tokens
@@ -357,17 +354,16 @@ class CompletionRunner:
                 return outcome
 
     def _begin(self, group: LimitGroup, state: ThrottleState) -> bool:
-        """At the slot: False if the group was paused or its rate dropped since (the
-        reservation is void and given back)."""
+        """At the slot: False if the group was paused since (the reservation is void and
+        given back)."""
         assert state.reservation_id is not None
         busy_rounds = 0
         while True:
-            outcome = self.limiter.begin(group, state.reservation_id, state.epoch)
+            outcome = self.limiter.begin(group, state.reservation_id)
             if outcome.outcome is BeginOutcome.GO:
                 return True
-            if outcome.outcome in (BeginOutcome.PAUSED, BeginOutcome.REVOKED):
-                revoked = outcome.outcome is BeginOutcome.REVOKED
-                self.limiter.cancel(group, state.reservation_id, revoked=revoked)
+            if outcome.outcome is BeginOutcome.PAUSED:
+                self.limiter.cancel(group, state.reservation_id)
                 state.forget_reservation()
                 return False
             busy_rounds += 1  # concurrency cap full: wait for a lease to come back

@@ -15,7 +15,7 @@
              's:<dim>' sliding sum, 'pause' ms, 'm' AIMD multiplier
   KEYS[2]    reservation record (string), written when reserved
   KEYS[3]    concurrency leases zset: member reservation id, score lease expiry ms
-  KEYS[4]    parked tasks zset (used by settle.lua)
+  KEYS[4]    parked tasks zset (settle.lua rescales it)
   KEYS[4+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
   ARGV[1]    reservation id
   ARGV[2]    max wait ms: reserve only a slot at most this far away; -1 for no bound
@@ -31,13 +31,11 @@
   then       five per other dimension: name, algorithm, a, b, cost
                sliding  's': a = capacity, b = window ms
                calendar 'c': a = capacity, b = comma-separated window starts ms, ascending
-  Returns {code, wait_us, slot_us, now_us, lease, binding, epoch}
+  Returns {code, wait_us, slot_us, now_us, lease, binding}
     code 0 reserved, 1 beyond max wait (nothing reserved), 2 cost above capacity of
     dimension `binding` (nothing reserved), 3 calendar starts do not cover now
     binding: 1-based index (GCRA dimensions first) of the dimension that set the
     slot; 0 for none or the pause gate
-    epoch: the group's rate epoch 'e', raised whenever its rate drops; a reservation
-    from an older epoch is sent back by begin.lua
   The record holds 'slot|cost,post TAT,emission|...' for GCRA dimensions, then
   'cost,member' (sliding) or 'cost,window start' (calendar), for cancel.lua and
   settle.lua.
@@ -52,24 +50,24 @@ local cap, lease_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
 local g, o, cold = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
 local now = server_now_ms()
 
-local fields = {'pause', 'm', 'e'}
+local fields = {'pause', 'm'}
 for i = 1, g do
   local name = ARGV[4 + 5 * i]
-  fields[2 * i + 2] = 't:' .. name
-  fields[2 * i + 3] = 'k:' .. name
+  fields[2 * i + 1] = 't:' .. name
+  fields[2 * i + 2] = 'k:' .. name
 end
 local values = rcall('HMGET', state_key, unpack(fields))
-local multiplier, epoch = tonumber(values[2]) or 1, tonumber(values[3]) or 0
+local multiplier = tonumber(values[2]) or 1
 local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
 local tats, emissions = {}, {}
 for i = 1, g do
   local at = 4 + 5 * i
   local capacity = tonumber(ARGV[at + 2])
-  local learned = tonumber(values[2 * i + 3])
+  local learned = tonumber(values[2 * i + 2])
   if learned and learned < capacity then capacity = learned end
   local emission = ARGV[at + 1] / (capacity * multiplier)
   local tolerance = tonumber(ARGV[at + 3])
-  tats[i], emissions[i] = tonumber(values[2 * i + 2]) or (now + tolerance * (1 - cold)), emission
+  tats[i], emissions[i] = tonumber(values[2 * i + 1]) or (now + tolerance * (1 - cold)), emission
   -- A cost above a lowered capacity waits for a full bucket instead of never running.
   local earliest = tats[i] + math.min(ARGV[at + 4] * emission, tolerance) - tolerance
   if earliest > slot then slot, binding = earliest, i end
@@ -80,14 +78,14 @@ for j = 1, o do
   local at = 9 + 5 * g + 5 * (j - 1)
   local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
              cost = tonumber(ARGV[at + 4]), key = KEYS[4 + j], now = now}
-  if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j, epoch} end
+  if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
   if d.algo == 's' then
     d.window = tonumber(ARGV[at + 3])
     sliding_load(d, state_key, now)
   else
     calendar_load(d, ARGV[at + 3])
     if now < tonumber(d.starts[1]) or now >= tonumber(d.starts[#d.starts]) then
-      return {3, 0, 0, 0, 0, g + j, epoch}
+      return {3, 0, 0, 0, 0, g + j}
     end
   end
   others[j] = d
@@ -99,14 +97,14 @@ for _ = 1, 32 do
   for j, d in ipairs(others) do
     local e
     if d.algo == 's' then e = sliding_earliest(d, slot) else e = calendar_earliest(d, slot) end
-    if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j, epoch} end
+    if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j} end
     if e > slot then slot, binding, settled = e, g + j, false end
   end
   if settled then break end
 end
 local wait = slot - now
 if not settled or (max_wait >= 0 and wait > max_wait) then
-  return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding, epoch}
+  return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
 end
 
 local record, writes, hold = {slot}, {}, slot + 60000
@@ -114,7 +112,7 @@ for i = 1, g do
   local cost = tonumber(ARGV[8 + 5 * i])
   if cost > 0 then
     local post = math.max(tats[i], slot) + cost * emissions[i]
-    writes[#writes + 1] = fields[2 * i + 2]
+    writes[#writes + 1] = fields[2 * i + 1]
     writes[#writes + 1] = post
     record[i + 1] = cost .. ',' .. post .. ',' .. emissions[i]
     if post + 60000 > hold then hold = post + 60000 end
@@ -142,4 +140,4 @@ if cap > 0 and wait <= 0 then
   end
 end
 rcall('SET', record_key, table.concat(record, '|'), 'PX', math.ceil(wait + record_ttl))
-return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding, epoch}
+return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding}

@@ -12,9 +12,7 @@
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
-  ARGV[4]    1 to refund GCRA dimensions, 0 not to (a reservation revoked by a new
-             rate epoch: its buckets already forgot it)
-  ARGV[5..]  one per GCRA dimension: name
+  ARGV[4..]  one per GCRA dimension: name
   then       two per other dimension: name, algorithm ('s' or 'c')
   Returns {done (1 or 0), now_us}
 ]]
@@ -22,15 +20,15 @@
 --@include lib/record.lua
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
-local g, o, refund = tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4] == '1'
+local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
 local raw = rcall('GET', record_key)
 if not raw then return {0, math.floor(now * 1000)} end
 local entries = record_entries(raw)
 for i = 1, g do
   local cost, post, emission = entries[i][1], entries[i][2], tonumber(entries[i][3])
-  if cost > 0 and refund then
-    local field = 't:' .. ARGV[4 + i]
+  if cost > 0 then
+    local field = 't:' .. ARGV[3 + i]
     local stored = rcall('HGET', state_key, field)
     local tat = tonumber(stored or '0')
     if stored == post then
@@ -41,7 +39,7 @@ for i = 1, g do
   end
 end
 for j = 1, o do
-  local at = 3 + g + 2 * j
+  local at = 2 + g + 2 * j
   local cost, where, key = entries[g + j][1], entries[g + j][2], KEYS[4 + j]
   if cost > 0 then
     if ARGV[at + 1] == 's' then

@@ -4,11 +4,10 @@
   Never shortens a pause already in force. Admission gives no slot before the gate
   opens; reservations made before the pause are sent back by begin.lua.
   The decrease counts a 429 only when its request was admitted after the last decrease
-  ('d'): fifty 429s to requests sent before the first decrease are one signal. It opens
-  a new rate epoch (lib/epoch.lua): reservations of older epochs are void.
+  ('d'): fifty 429s to requests sent before the first decrease are one signal. The
+  queue of reservations stretches to the lower rate (lib/rescale.lua).
 
-  KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms,
-           'e' rate epoch, raised with each decrease)
+  KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms)
   KEYS[2]  parked tasks zset
   ARGV[1]  duration ms
   ARGV[2]  slot ms of the refused request's admission; -1: no decrease (manual pause)
@@ -18,7 +17,7 @@
   Returns {extended (1 or 0), paused_until_us, now_us, decreased (1 or 0), multiplier x 1e6}
 ]]
 --@include lib/common.lua
---@include lib/epoch.lua
+--@include lib/rescale.lua
 
 local state_key, duration = KEYS[1], tonumber(ARGV[1])
 local refused_slot, factor, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -27,14 +26,11 @@ local values = rcall('HMGET', state_key, 'pause', 'm', 'd')
 local current, multiplier = tonumber(values[1]) or 0, tonumber(values[2]) or 1
 local decreased = 0
 if refused_slot >= 0 and refused_slot >= (tonumber(values[3]) or -1) then
-  multiplier = math.max(floor, multiplier * factor)
-  rcall('HSET', state_key, 'm', multiplier, 'd', now)
-  local names, tolerances = {}, {}
-  for at = 5, #ARGV, 2 do
-    names[#names + 1], tolerances[#tolerances + 1] = ARGV[at], tonumber(ARGV[at + 1])
-  end
-  new_epoch(state_key, KEYS[2], now, names, tolerances)
-  decreased = 1
+  local lowered = math.max(floor, multiplier * factor)
+  rcall('HSET', state_key, 'm', lowered, 'd', now)
+  for at = 5, #ARGV, 2 do rescale_tat(state_key, ARGV[at], now, ARGV[at + 1], multiplier / lowered) end
+  rescale_parked(KEYS[2], now, multiplier / lowered)
+  multiplier, decreased = lowered, 1
 end
 local wanted, extended = now + duration, 0
 if wanted > current then

@@ -6,7 +6,8 @@
   provider's rate-limit headers: a bucket fuller than the provider says it is
   ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
   is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration);
-  a limit other than the one in force opens a new rate epoch (lib/epoch.lua).
+  a different limit, like a change of the multiplier, rescales the queue of
+  reservations to the new rate (lib/rescale.lua).
   Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
   the group's AIMD multiplier 'm' by `increase`, up to 1. The lease is released.
   Idempotent: a reservation already settled, cancelled or expired is left alone.
@@ -29,7 +30,7 @@
 ]]
 --@include lib/common.lua
 --@include lib/record.lua
---@include lib/epoch.lua
+--@include lib/rescale.lua
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -40,23 +41,27 @@ if not raw then return {0, math.floor(now * 1000), -1} end
 local entries = record_entries(raw)
 local head = rcall('HMGET', state_key, 'm', 'd', 'i')
 local multiplier = tonumber(head[1]) or 1
-local changed = false
+local queue_factor = 0
 for i = 1, g do
   local at = -2 + 8 * i
   local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local delta, remaining, limit = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
   local values = rcall('HMGET', state_key, 't:' .. name, 'k:' .. name)
   local tat, learned = tonumber(values[1] or '0'), tonumber(values[2])
+  local before = math.min(learned or capacity, capacity)
   if limit > 0 and limit ~= learned then
-    if math.min(limit, capacity) ~= math.min(learned or capacity, capacity) then changed = true end
     rcall('HSET', state_key, 'k:' .. name, limit)
     learned = limit
   end
   if learned and learned < capacity then capacity = learned end
-  local emission = period / (capacity * multiplier)
   local after = tat
+  if capacity ~= before then  -- the provider's limit changed: rescale this bucket's queue
+    after = rescaled_tat(tat, now, tonumber(ARGV[at + 7]), before / capacity)
+    queue_factor = math.max(queue_factor, before / capacity)
+  end
+  local emission = period / (capacity * multiplier)
   if delta ~= 0 then
-    after = math.max(tat, now) + delta * (tonumber(entries[i][3]) or emission)
+    after = math.max(after, now) + delta * (tonumber(entries[i][3]) or emission)
     if delta < 0 then after = math.max(after, now) end
   end
   if remaining >= 0 then
@@ -84,18 +89,17 @@ for j = 1, o do
     end
   end
 end
-if changed then
-  local names, tolerances = {}, {}
-  for i = 1, g do
-    names[i], tolerances[i] = ARGV[-2 + 8 * i], tonumber(ARGV[5 + 8 * i])
-  end
-  new_epoch(state_key, KEYS[4], now, names, tolerances)
-end
+if queue_factor > 0 then rescale_parked(KEYS[4], now, queue_factor) end
 if multiplier < 1 then
   local last = math.max(tonumber(head[2]) or 0, tonumber(head[3]) or 0)
   if now - last >= clean_window then
-    multiplier = math.min(1, multiplier + increase)
-    rcall('HSET', state_key, 'm', multiplier, 'i', now)
+    local raised = math.min(1, multiplier + increase)
+    rcall('HSET', state_key, 'm', raised, 'i', now)
+    for i = 1, g do
+      rescale_tat(state_key, ARGV[-2 + 8 * i], now, ARGV[5 + 8 * i], multiplier / raised)
+    end
+    rescale_parked(KEYS[4], now, multiplier / raised)
+    multiplier = raised
   end
 end
 rcall('ZREM', leases_key, ARGV[1])
