@@ -316,8 +316,11 @@ class LimiterModel:
         With ``refused_admitted_ms`` (a 429), decrease the multiplier once per epoch."""
         now = self.clock() if now_ms is None else now_ms
         st = self._state(group)
-        if refused_admitted_ms is not None and (
-            st.last_decrease_ms is None or refused_admitted_ms >= st.last_decrease_ms
+        heard = any(d.name in st.learned for d in group.dimensions if d.algorithm is Algorithm.GCRA)
+        if (
+            refused_admitted_ms is not None
+            and not heard
+            and (st.last_decrease_ms is None or refused_admitted_ms >= st.last_decrease_ms)
         ):
             lowered = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
             self._rescale(st, group, now, st.multiplier / lowered)

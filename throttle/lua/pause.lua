@@ -5,7 +5,9 @@
   opens; reservations made before the pause are sent back by begin.lua.
   The decrease counts a 429 only when its request was admitted after the last decrease
   ('d'): fifty 429s to requests sent before the first decrease are one signal. The
-  queue of reservations stretches to the lower rate (lib/rescale.lua).
+  queue of reservations stretches to the lower rate (lib/rescale.lua). A group whose
+  provider reports its limits ('k:<dim>' learned by settle.lua) follows those instead:
+  its 429s pause it but do not lower its rate.
 
   KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms)
   KEYS[2]  parked tasks zset
@@ -25,7 +27,9 @@ local now = server_now_ms()
 local values = rcall('HMGET', state_key, 'pause', 'm', 'd')
 local current, multiplier = tonumber(values[1]) or 0, tonumber(values[2]) or 1
 local decreased = 0
-if refused_slot >= 0 and refused_slot >= (tonumber(values[3]) or -1) then
+local heard = false
+for at = 5, #ARGV, 2 do heard = heard or rcall('HEXISTS', state_key, 'k:' .. ARGV[at]) == 1 end
+if refused_slot >= 0 and not heard and refused_slot >= (tonumber(values[3]) or -1) then
   local lowered = math.max(floor, multiplier * factor)
   rcall('HSET', state_key, 'm', lowered, 'd', now)
   for at = 5, #ARGV, 2 do rescale_tat(state_key, ARGV[at], now, ARGV[at + 1], multiplier / lowered) end
