@@ -364,9 +364,10 @@ def wait_results(results: Sequence[Any], deadline_s: float) -> Outcome:
         pending = [r for r in pending if not r.ready()]
         if pending:
             time.sleep(POLL_INTERVAL_S)
-    succeeded = sum(1 for r in results if r.ready() and r.successful())
-    unfinished = len(pending)
-    return Outcome(succeeded, len(results) - succeeded - unfinished, unfinished)
+    states = [r.state for r in results]  # one read each: counts that add up
+    succeeded = states.count("SUCCESS")
+    failed = states.count("FAILURE")
+    return Outcome(succeeded, failed, len(results) - succeeded - failed)
 
 
 @dataclass(frozen=True)
