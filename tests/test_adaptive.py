@@ -44,18 +44,20 @@ def group(**kwargs: Any) -> LimitGroup:
 
 def test_a_429_lowers_the_rate_once_per_epoch() -> None:
     model, g = LimiterModel(), group()
-    early = [T0 + i for i in range(5)]
-    model.pause(g, 1000, refused_admitted_ms=early[0], now_ms=T0 + 10)
-    for admitted in early[1:]:  # all sent before the decrease: the same signal
-        model.pause(g, 1000, refused_admitted_ms=admitted, now_ms=T0 + 20)
-    assert model.multiplier(g) == pytest.approx(0.6)
-    model.pause(g, 1000, refused_admitted_ms=T0 + 30, now_ms=T0 + 40)  # admitted after it
+    model.pause(g, 1000, rate_limited=True, now_ms=T0)
+    # The epoch: until the pause is over (T0 + 1 s) and one clean window (1 s) more.
+    for at in (T0 + 10, T0 + 1500, T0 + 1999):
+        model.pause(g, 1000, rate_limited=True, now_ms=at)
+    assert model.multiplier(g) == pytest.approx(0.6), "one signal"
+    model.pause(g, 1000, rate_limited=True, now_ms=T0 + 3600)  # past the epoch
+    assert model.multiplier(g) == pytest.approx(0.36)
+    model.pause(g, 1000, now_ms=T0 + 9000)  # a manual pause never lowers the rate
     assert model.multiplier(g) == pytest.approx(0.36)
 
 
 def test_lowered_rate_spaces_slots_wider() -> None:
     model, g = LimiterModel(), group()
-    model.pause(g, 0, refused_admitted_ms=T0, now_ms=T0)
+    model.pause(g, 0, rate_limited=True, now_ms=T0)
     slots = [model.admit(g, {"requests": 1}, f"r{i}", now_ms=T0).slot_ms for i in range(9)]
     gaps = {round(b - a, 1) for a, b in itertools.pairwise(slots[6:])}
     assert gaps == {round(1000 / 6, 1)}, "10/s x 0.6 = one request per 166.7 ms"
@@ -63,7 +65,7 @@ def test_lowered_rate_spaces_slots_wider() -> None:
 
 def test_clean_windows_raise_the_multiplier_back_to_one() -> None:
     model, g = LimiterModel(), group()
-    model.pause(g, 0, refused_admitted_ms=T0, now_ms=T0)
+    model.pause(g, 0, rate_limited=True, now_ms=T0)
     now = T0
     seen = []
     for step in range(8):
@@ -71,7 +73,7 @@ def test_clean_windows_raise_the_multiplier_back_to_one() -> None:
         model.admit(g, {"requests": 1}, f"r{step}", now_ms=now)
         model.settle(g, f"r{step}", {}, now_ms=now)
         seen.append(round(model.multiplier(g), 2))
-    assert seen == [0.7, 0.8, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert seen == [0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0], "+0.05 per clean window"
 
 
 def test_headers_clamp_the_bucket_and_teach_the_limit() -> None:
@@ -119,20 +121,17 @@ def test_sixty_four_simultaneous_429s_are_one_decrease(redis_url: str, key_prefi
     barrier = threading.Barrier(64)
     decreased = []
 
-    def refused(admitted_ms: float) -> None:
+    def refused() -> None:
         barrier.wait()
-        decreased.append(limiter.pause(g, 1.0, refused_admitted_ms=admitted_ms).decreased)
+        decreased.append(limiter.pause(g, 0.2, rate_limited=True).decreased)
 
-    threads = [threading.Thread(target=refused, args=(a.now_ms,)) for a in admissions]
+    threads = [threading.Thread(target=refused) for _ in admissions]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     assert decreased.count(True) == 1
-    later = limiter.admit(g, {"requests": 1}, max_wait_s=0)
-    assert limiter.pause(g, 1.0, refused_admitted_ms=later.now_ms).multiplier == pytest.approx(
-        0.36
-    ), "a request admitted after the decrease is a new signal"
+    assert limiter.pause(g, 0.2, rate_limited=True).multiplier == pytest.approx(0.6)
 
 
 @pytest.mark.integration
@@ -145,7 +144,7 @@ def test_a_rate_drop_stretches_the_queue_and_parked_slots(redis_url: str, key_pr
     backlog = [limiter.admit(g, {"requests": 1}) for _ in range(30)]
     last = backlog[-1]
     lot.park("drop", "task.1", last.slot_ms, {"task_id": "task"})
-    paused = limiter.pause(g, 0.0, refused_admitted_ms=backlog[0].now_ms)
+    paused = limiter.pause(g, 0.0, rate_limited=True)
     assert paused.multiplier == pytest.approx(0.6)
     stretched = paused.now_ms + (last.slot_ms - paused.now_ms) / 0.6
     score = client.zscore(keys.parked("drop"), "task.1")

@@ -45,7 +45,7 @@ observed = st.one_of(
     st.none(), st.tuples(st.integers(0, 2000), st.sampled_from([None, 1200, 2000, 4000]))
 )
 settle_op = st.tuples(st.just("settle"), st.integers(0, 30), st.integers(-1500, 1500), observed)
-#: A pause; with an admission index it is a provider 429 to that request (AIMD decrease).
+#: A pause; with a 1 it answers a provider 429 (AIMD decrease, once per epoch).
 pause_op = st.tuples(
     st.just("pause"), st.integers(1, 300), st.one_of(st.none(), st.integers(0, 30))
 )
@@ -104,12 +104,10 @@ def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) ->
                     assert settled.multiplier == pytest.approx(model.multiplier(GROUP))
             elif kind == "pause":
                 duration_ms = int(op[1])  # type: ignore[call-overload]
-                refused = None
-                if op[2] is not None and admitted:
-                    refused = admitted_at[admitted[int(op[2]) % len(admitted)]]  # type: ignore[call-overload]
-                paused = limiter.pause(GROUP, duration_ms / 1000, refused_admitted_ms=refused)
+                limited = op[2] is not None
+                paused = limiter.pause(GROUP, duration_ms / 1000, rate_limited=limited)
                 want_until = model.pause(
-                    GROUP, duration_ms, refused_admitted_ms=refused, now_ms=paused.now_ms
+                    GROUP, duration_ms, rate_limited=limited, now_ms=paused.now_ms
                 )
                 assert paused.multiplier == pytest.approx(model.multiplier(GROUP))
                 assert paused.until_ms == pytest.approx(want_until, abs=0.002)

@@ -379,20 +379,18 @@ class RedisLimiter:
             return None
         return Settled(_absolute_ms(now_us), int(multiplier_e6) / 1e6)
 
-    def pause(
-        self, group: LimitGroup, duration_s: float, *, refused_admitted_ms: float | None = None
-    ) -> Pause:
+    def pause(self, group: LimitGroup, duration_s: float, *, rate_limited: bool = False) -> Pause:
         """Close the group's gate for ``duration_s`` from the server's now, for every
         worker. Never shortens a longer pause already in force.
 
-        After a provider 429, pass ``refused_admitted_ms`` (when the refused request was
-        admitted, :attr:`Admission.now_ms`): the group's AIMD multiplier decreases once
-        per epoch (not again for requests admitted before the last decrease), and the
-        queue of reservations, parked tasks included, stretches to the lower rate."""
-        refused = -1.0 if refused_admitted_ms is None else refused_admitted_ms - EPOCH_MS
+        ``rate_limited``: the pause answers a provider 429. The group's AIMD multiplier
+        then decreases once per epoch (the 429s until this pause is over and one clean
+        window has passed count once), and the queue of reservations, parked tasks
+        included, stretches to the lower rate."""
+        epoch_ms = int(group.clean_window_s * 1000) if rate_limited else -1
         args: list[str | int] = [
             max(0, int(duration_s * 1000)),
-            repr(refused),
+            epoch_ms,
             repr(group.aimd.decrease),
             repr(group.aimd.floor),
         ]

@@ -165,7 +165,7 @@ class Aimd:
     """
 
     decrease: float = 0.6
-    increase: float = 0.1
+    increase: float = 0.05
     floor: float = 0.05
 
     def __post_init__(self) -> None:

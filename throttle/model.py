@@ -47,6 +47,7 @@ class _GroupState:
     windows: dict[str, dict[int, float]] = field(default_factory=dict)
     pause_ms: float = 0.0
     multiplier: float = 1.0
+    epoch_end_ms: float = float("-inf")
     last_decrease_ms: float | None = None
     last_increase_ms: float = 0.0
     learned: dict[str, float] = field(default_factory=dict)
@@ -309,22 +310,20 @@ class LimiterModel:
         group: LimitGroup,
         duration_ms: float,
         *,
-        refused_admitted_ms: float | None = None,
+        rate_limited: bool = False,
         now_ms: float | None = None,
     ) -> float:
         """Close the gate until now + duration (never shortens); returns when it opens.
-        With ``refused_admitted_ms`` (a 429), decrease the multiplier once per epoch."""
+        ``rate_limited`` (a 429): decrease the multiplier once per epoch."""
         now = self.clock() if now_ms is None else now_ms
         st = self._state(group)
         heard = any(d.name in st.learned for d in group.dimensions if d.algorithm is Algorithm.GCRA)
-        if (
-            refused_admitted_ms is not None
-            and not heard
-            and (st.last_decrease_ms is None or refused_admitted_ms >= st.last_decrease_ms)
-        ):
+        if rate_limited and not heard and now >= st.epoch_end_ms:
             lowered = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
             self._rescale(st, group, now, st.multiplier / lowered)
             st.multiplier, st.last_decrease_ms = lowered, now
+            paused_until = max(st.pause_ms, _ms(now + duration_ms))
+            st.epoch_end_ms = paused_until + group.clean_window_s * 1000
         st.pause_ms = max(st.pause_ms, _ms(now + duration_ms))
         return st.pause_ms
 

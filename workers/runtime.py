@@ -68,9 +68,6 @@ class ThrottleState:
     provider_costs: dict[str, float] = field(default_factory=dict)
     #: Slot of the current reservation, ms on the Redis server's clock.
     slot_ms: float | None = None
-    #: When the current reservation was admitted (server clock): a 429 to it lowers the
-    #: group's rate only if it was admitted after the last decrease.
-    admitted_ms: float | None = None
     #: Set by the dispatcher: seconds from release until the slot.
     wait_at_release_s: float | None = None
     #: Wall-clock ms at which the last provider call started.
@@ -97,7 +94,6 @@ class ThrottleState:
     def forget_reservation(self) -> None:
         self.reservation_id = None
         self.slot_ms = None
-        self.admitted_ms = None
         self.costs = {}
         self.provider_costs = {}
         self.wait_at_release_s = None
@@ -318,7 +314,6 @@ class CompletionRunner:
                     )
                 state.reservation_id = admission.reservation_id
                 state.slot_ms = admission.slot_ms
-                state.admitted_ms = admission.now_ms
                 state.costs = dict(costs)
                 state.provider_costs = dict(reservation.costs)
                 state.input_tokens = reservation.input_tokens
@@ -391,7 +386,6 @@ class CompletionRunner:
         except RateLimitedError as exc:
             state.rate_limited += 1
             wait_s = exc.wait_s if exc.wait_s is not None else 1.0
-            admitted_ms = state.admitted_ms
             self._settle(group, settings, state, rejected_deltas(reservation), exc.observation)
             if wait_s > self.config.worker.max_retry_after_s:
                 raise QuotaExhaustedError(
@@ -400,7 +394,7 @@ class CompletionRunner:
                     status=exc.status,
                 ) from exc
             # Every worker waits out Retry-After (plus jitter); the shared rate drops once.
-            self.limiter.pause(group, wait_s + self._jitter_s(), refused_admitted_ms=admitted_ms)
+            self.limiter.pause(group, wait_s + self._jitter_s(), rate_limited=True)
             return None
         except OverloadedError as exc:
             state.overloaded += 1

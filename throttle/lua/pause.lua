@@ -3,16 +3,19 @@
 
   Never shortens a pause already in force. Admission gives no slot before the gate
   opens; reservations made before the pause are sent back by begin.lua.
-  The decrease counts a 429 only when its request was admitted after the last decrease
-  ('d'): fifty 429s to requests sent before the first decrease are one signal. The
-  queue of reservations stretches to the lower rate (lib/rescale.lua). A group whose
-  provider reports its limits ('k:<dim>' learned by settle.lua) follows those instead:
-  its 429s pause it but do not lower its rate.
+  An epoch lasts from a decrease until its pause is over and one clean window more
+  ('q'): the 429s in it are one signal (fifty simultaneous 429s, or requests that left
+  at the old rate, decrease once); a 429 after it means the lower rate is still too
+  high. The queue of reservations stretches to the lower rate (lib/rescale.lua). A
+  group whose provider reports its limits ('k:<dim>' learned by settle.lua) follows
+  those instead: its 429s pause it but do not lower its rate.
 
-  KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms)
+  KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms,
+           'q' end of the decrease's epoch ms)
   KEYS[2]  parked tasks zset
   ARGV[1]  duration ms
-  ARGV[2]  slot ms of the refused request's admission; -1: no decrease (manual pause)
+  ARGV[2]  epoch length after the pause, ms (a clean window); -1: a manual pause, no
+           decrease
   ARGV[3]  decrease factor (e.g. 0.6)
   ARGV[4]  floor of the multiplier
   ARGV[5..] pairs per GCRA dimension: name, burst tolerance ms
@@ -22,16 +25,16 @@
 --@include lib/rescale.lua
 
 local state_key, duration = KEYS[1], tonumber(ARGV[1])
-local refused_slot, factor, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local epoch, factor, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = server_now_ms()
-local values = rcall('HMGET', state_key, 'pause', 'm', 'd')
+local values = rcall('HMGET', state_key, 'pause', 'm', 'q')
 local current, multiplier = tonumber(values[1]) or 0, tonumber(values[2]) or 1
 local decreased = 0
 local heard = false
 for at = 5, #ARGV, 2 do heard = heard or rcall('HEXISTS', state_key, 'k:' .. ARGV[at]) == 1 end
-if refused_slot >= 0 and not heard and refused_slot >= (tonumber(values[3]) or -1) then
+if epoch >= 0 and not heard and now >= (tonumber(values[3]) or -1) then
   local lowered = math.max(floor, multiplier * factor)
-  rcall('HSET', state_key, 'm', lowered, 'd', now)
+  rcall('HSET', state_key, 'm', lowered, 'd', now, 'q', math.max(current, now + duration) + epoch)
   for at = 5, #ARGV, 2 do rescale_tat(state_key, ARGV[at], now, ARGV[at + 1], multiplier / lowered) end
   rescale_parked(KEYS[2], now, multiplier / lowered)
   multiplier, decreased = lowered, 1
