@@ -69,10 +69,8 @@ def to_toml(document: Mapping[str, Any]) -> str:
 
 
 def _is_table(v: Any) -> bool:
-    return (
-        (isinstance(v, Mapping)
-        and any(isinstance(x, Mapping) for x in v.values()))
-        or (isinstance(v, Mapping) and not v)
+    return (isinstance(v, Mapping) and any(isinstance(x, Mapping) for x in v.values())) or (
+        isinstance(v, Mapping) and not v
     )
 
 
