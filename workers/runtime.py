@@ -72,6 +72,8 @@ class ThrottleState:
     wait_at_release_s: float | None = None
     #: Wall-clock ms at which the last provider call started.
     started_ms: float | None = None
+    #: Wall-clock s at which the task was parked (its time parked counts as waited).
+    parked_at_s: float | None = None
     waited_s: float = 0.0
     attempts: int = 0
     rate_limited: int = 0
@@ -281,6 +283,9 @@ class CompletionRunner:
     # -- the path -------------------------------------------------------------------
 
     def run(self, call: CompletionCall, state: ThrottleState) -> Outcome:
+        if state.parked_at_s is not None:
+            state.waited_s += max(0.0, self._wall() - state.parked_at_s)
+            state.parked_at_s = None
         settings = self.config.group_for(call.provider, call.model)
         provider = self.config.providers[settings.provider]
         client = self.clients.get(provider, call.credential)
