@@ -20,15 +20,20 @@ from throttle.errors import ConfigError
 Handler = Callable[[argparse.Namespace], int]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``llm-throttle``; returns the process exit code."""
+def build_parser() -> argparse.ArgumentParser:
+    """The parser of every subcommand (tests parse deployment commands with it)."""
     parser = argparse.ArgumentParser(
         prog="llm-throttle", description="Distributed throttling of LLM API calls."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in _SUBCOMMANDS:
         add(subparsers)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``llm-throttle``; returns the process exit code."""
+    args = build_parser().parse_args(argv)
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -193,10 +198,82 @@ def run_demo(args: argparse.Namespace) -> int:
     return run(DemoOptions(tasks=args.tasks, keep=args.keep))
 
 
+# ------------------------------------------------------------------- status
+
+
+def _add_status(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="show every limit group: capacity, level, AIMD rate, pause, in-flight, parked",
+        description="Read every configured limit group's state from Redis (server clock) "
+        "and print capacity (configured, learned), level and effective rate per dimension, "
+        "the AIMD multiplier, the pause gate, in-flight leases, parked backlog and the last "
+        "429 decrease. Exit code 2 when the config is invalid or Redis is unreachable.",
+    )
+    p.add_argument("--config", help="throttle TOML file (default: $LLM_THROTTLE_CONFIG)")
+    p.add_argument("--json", action="store_true", help="print one JSON document (for scripts)")
+    p.add_argument(
+        "--watch",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="refresh every SECONDS until Ctrl-C",
+    )
+    p.set_defaults(handler=run_status)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {value}")
+    return value
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """Print the status once, or every ``--watch`` seconds until Ctrl-C."""
+    import time
+
+    import redis
+
+    from throttle.config import load_config
+    from throttle.errors import StorageError
+    from throttle.status import read_status, redact_url, render_table, status_json
+
+    config = load_config(args.config)
+    client = redis.Redis.from_url(
+        config.redis.url,
+        socket_timeout=config.redis.socket_timeout_s,
+        socket_connect_timeout=config.redis.socket_timeout_s,
+    )
+    try:
+        while True:
+            try:
+                now_ms, statuses = read_status(client, config)
+            except StorageError as exc:
+                print(
+                    f"llm-throttle status: {redact_url(config.redis.url)}: {exc}", file=sys.stderr
+                )
+                return 2
+            text = status_json(statuses, now_ms) if args.json else render_table(statuses)
+            if args.watch and not args.json and sys.stdout.isatty():
+                sys.stdout.write("\x1b[H\x1b[2J")
+            print(text, flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(args.watch)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        client.close()
+
+
 #: Every subcommand's registration function, in help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_demo,
     _add_emulator,
+    _add_status,
 ]
 
 

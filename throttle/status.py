@@ -1,0 +1,341 @@
+"""What ``llm-throttle status`` shows: every configured limit group, read from Redis.
+
+The pure functions turn one raw Redis read (the group's state hash, the server clock,
+counts of leases and parked tasks) into a :class:`GroupStatus`; :func:`read_status`
+is the only function doing I/O. The reader never writes: expired leases are left for
+the scripts to drop and are simply not counted.
+
+State hash fields (see ``throttle/lua/admit.lua`` and ``pause.lua``), times in ms
+since :data:`throttle.limiter.EPOCH_MS` on the Redis server's clock:
+``t:<dim>`` GCRA TAT, ``k:<dim>`` learned capacity, ``s:<dim>`` sliding-window sum,
+``m`` AIMD multiplier, ``pause`` paused-until, ``d`` last decrease (after a 429),
+``q`` end of that decrease's epoch, ``i`` last increase.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from throttle.config import Config, GroupSettings
+from throttle.errors import StorageError
+from throttle.keys import KeyBuilder
+from throttle.limiter import EPOCH_MS
+from throttle.limits import Algorithm, Dimension
+
+
+@dataclass(frozen=True)
+class RawGroupState:
+    """One group's state as read from Redis, before interpretation."""
+
+    #: The state hash, decoded to text.
+    fields: Mapping[str, str]
+    #: Server clock, ms since EPOCH_MS.
+    now_ms: float
+    #: Leases whose expiry is after now.
+    in_flight: int
+    #: Entries in the parked zset.
+    parked: int
+    #: Parked entries taken by a dispatcher and not yet acknowledged.
+    releasing: int
+
+
+@dataclass(frozen=True)
+class DimensionStatus:
+    name: str
+    algorithm: str
+    period_s: float
+    configured_capacity: float
+    #: What the provider's headers said (GCRA only); None if nothing was heard.
+    learned_capacity: float | None
+    #: min(configured, learned) x AIMD multiplier for GCRA; configured otherwise.
+    effective_capacity: float
+    effective_rate_per_s: float
+    #: Units an admission could take now (negative: in debt, the queue reaches into
+    #: the future); None where the state does not tell (calendar windows).
+    level_units: float | None
+    #: The most the bucket holds now: effective capacity after headroom.
+    usable_units: float
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    name: str
+    provider: str
+    multiplier: float
+    #: Seconds until the pause gate opens; 0 when not paused.
+    paused_for_s: float
+    #: Unix ms the gate opens at, None when not paused.
+    paused_until_unix_ms: float | None
+    in_flight: int
+    concurrency: int | None
+    parked: int
+    releasing: int
+    #: Seconds since the last AIMD decrease (a provider 429), None if never.
+    last_decrease_s_ago: float | None
+    #: Seconds left in that decrease's epoch (further 429s in it do not decrease again).
+    decrease_epoch_left_s: float
+    #: Seconds since the last additive increase, None if never.
+    last_increase_s_ago: float | None
+    dimensions: tuple[DimensionStatus, ...]
+
+    @property
+    def paused(self) -> bool:
+        return self.paused_for_s > 0
+
+
+# -- pure functions ------------------------------------------------------------------
+
+
+def decode_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
+    """A hash as redis-py returns it (bytes or str) as text."""
+    return {_text(key): _text(value) for key, value in raw.items()}
+
+
+def server_now_ms(seconds: int, micros: int) -> float:
+    """The reply of Redis TIME as ms since EPOCH_MS (the scripts' clock)."""
+    return (int(seconds) * 1000 - EPOCH_MS) + int(micros) / 1000
+
+
+def _number(fields: Mapping[str, str], name: str) -> float | None:
+    value = fields.get(name)
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return None
+
+
+def effective_gcra_capacity(capacity: float, learned: float | None, multiplier: float) -> float:
+    base = capacity if learned is None or learned <= 0 else min(capacity, learned)
+    return base * multiplier
+
+
+def gcra_level_units(
+    effective_capacity: float,
+    headroom: float,
+    tat_ms: float | None,
+    now_ms: float,
+    emission_ms: float,
+    cold_start: float,
+) -> float:
+    """Units available now: capacity_eff x (1 - headroom) - max(0, TAT - now) / emission.
+
+    Without a TAT the bucket is as admit.lua assumes: ``cold_start`` full."""
+    usable = effective_capacity * (1.0 - headroom)
+    if tat_ms is None:
+        return usable * cold_start
+    return usable - max(0.0, tat_ms - now_ms) / emission_ms
+
+
+def dimension_status(
+    dim: Dimension,
+    fields: Mapping[str, str],
+    now_ms: float,
+    multiplier: float,
+    headroom: float,
+    cold_start: float,
+) -> DimensionStatus:
+    learned: float | None = None
+    effective = dim.capacity
+    level: float | None = None
+    if dim.algorithm is Algorithm.GCRA:
+        learned = _number(fields, f"k:{dim.name}")
+        effective = effective_gcra_capacity(dim.capacity, learned, multiplier)
+        tat_ms = _number(fields, f"t:{dim.name}")
+        emission_ms = dim.period_ms / effective
+        level = gcra_level_units(effective, headroom, tat_ms, now_ms, emission_ms, cold_start)
+    usable = effective * (1.0 - headroom)
+    if dim.algorithm is Algorithm.SLIDING:  # the sum may still hold expired entries
+        level = usable - (_number(fields, f"s:{dim.name}") or 0.0)
+    return DimensionStatus(
+        name=dim.name,
+        algorithm=dim.algorithm.value,
+        period_s=dim.period_s,
+        configured_capacity=dim.capacity,
+        learned_capacity=learned,
+        effective_capacity=effective,
+        effective_rate_per_s=effective / dim.period_s,
+        level_units=level,
+        usable_units=usable,
+    )
+
+
+def _ago_s(fields: Mapping[str, str], name: str, now_ms: float) -> float | None:
+    at = _number(fields, name)
+    return None if at is None else max(0.0, now_ms - at) / 1000
+
+
+def group_status(group: GroupSettings, raw: RawGroupState) -> GroupStatus:
+    """Interpret one group's raw state."""
+    fields, now_ms = raw.fields, raw.now_ms
+    multiplier = _number(fields, "m") or 1.0
+    pause_ms = _number(fields, "pause") or 0.0
+    paused_for_s = max(0.0, pause_ms - now_ms) / 1000
+    epoch_end_ms = _number(fields, "q") or 0.0
+    return GroupStatus(
+        name=group.name,
+        provider=group.provider,
+        multiplier=multiplier,
+        paused_for_s=paused_for_s,
+        paused_until_unix_ms=pause_ms + EPOCH_MS if paused_for_s > 0 else None,
+        in_flight=raw.in_flight,
+        concurrency=group.concurrency,
+        parked=raw.parked,
+        releasing=raw.releasing,
+        last_decrease_s_ago=_ago_s(fields, "d", now_ms),
+        decrease_epoch_left_s=max(0.0, epoch_end_ms - now_ms) / 1000,
+        last_increase_s_ago=_ago_s(fields, "i", now_ms),
+        dimensions=tuple(
+            dimension_status(d, fields, now_ms, multiplier, group.headroom, group.cold_start)
+            for d in group.dimensions
+        ),
+    )
+
+
+def status_document(statuses: Sequence[GroupStatus], now_ms: float) -> dict[str, Any]:
+    """The ``--json`` document: server time (Unix ms) and every group."""
+    groups = []
+    for status in statuses:
+        item = asdict(status)
+        item["paused"] = status.paused
+        groups.append(item)
+    return {"server_time_unix_ms": now_ms + EPOCH_MS, "groups": groups}
+
+
+def status_json(statuses: Sequence[GroupStatus], now_ms: float) -> str:
+    return json.dumps(status_document(statuses, now_ms), indent=2, sort_keys=True)
+
+
+def _amount(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value) >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if abs(value) >= 1e4:
+        return f"{value / 1e3:.1f}k"
+    return f"{value:.1f}" if value != int(value) else f"{int(value)}"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}s"
+
+
+def _period(period_s: float) -> str:
+    for unit, size in (("day", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if period_s >= size and period_s % size == 0:
+            count = int(period_s // size)
+            return unit if count == 1 else f"{count}{unit}"
+    return f"{period_s:g}s"
+
+
+def _rows_table(rows: Sequence[Sequence[str]], indent: str = "") -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        indent + "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
+        for row in rows
+    ]
+
+
+def render_table(statuses: Iterable[GroupStatus]) -> str:
+    """The human table: a line per group, then a line per dimension."""
+    lines: list[str] = []
+    for s in statuses:
+        cap = "" if s.concurrency is None else f"/{s.concurrency}"
+        paused = f"paused {s.paused_for_s:.1f}s" if s.paused else "open"
+        epoch = f" (epoch {s.decrease_epoch_left_s:.1f}s left)" if s.decrease_epoch_left_s else ""
+        head = [
+            ["GROUP", "GATE", "AIMD x", "IN-FLIGHT", "PARKED", "RELEASING", "LAST 429 DECREASE"],
+            [
+                s.name,
+                paused,
+                f"{s.multiplier:.3f}",
+                f"{s.in_flight}{cap}",
+                str(s.parked),
+                str(s.releasing),
+                ("-" if s.last_decrease_s_ago is None else f"{s.last_decrease_s_ago:.1f}s ago")
+                + epoch,
+            ],
+        ]
+        lines += _rows_table(head)
+        dims = [["dimension", "algo", "configured", "learned", "effective", "rate/s", "level"]]
+        for d in s.dimensions:
+            period = _period(d.period_s)
+            dims.append(
+                [
+                    d.name,
+                    d.algorithm,
+                    f"{_amount(d.configured_capacity)}/{period}",
+                    "-"
+                    if d.learned_capacity is None
+                    else f"{_amount(d.learned_capacity)}/{period}",
+                    f"{_amount(d.effective_capacity)}/{period}",
+                    f"{d.effective_rate_per_s:.2f}",
+                    "-"
+                    if d.level_units is None
+                    else f"{_amount(d.level_units)} of {_amount(d.usable_units)}",
+                ]
+            )
+        lines += _rows_table(dims, indent="  ")
+        lines.append("")
+    return "\n".join(lines) if lines else "no limit groups configured\n"
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL fit for messages: the password replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}{port}"))
+
+
+# -- I/O -----------------------------------------------------------------------------
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def read_raw_states(
+    client: redis.Redis, keys: KeyBuilder, groups: Sequence[str]
+) -> tuple[float, list[RawGroupState]]:
+    """Server now (ms since EPOCH_MS) and every group's raw state: two round trips."""
+    try:
+        seconds, micros = cast(tuple[int, int], client.time())
+        now_ms = server_now_ms(seconds, micros)
+        pipe = client.pipeline(transaction=False)
+        for name in groups:
+            pipe.hgetall(keys.state(name))
+            pipe.zcount(keys.leases(name), f"({now_ms!r}", "+inf")
+            pipe.zcard(keys.parked(name))
+            pipe.zcard(keys.releasing(name))
+        replies = pipe.execute()
+    except redis.RedisError as exc:
+        raise StorageError(f"redis status read failed: {exc}") from exc
+    states = [
+        RawGroupState(
+            fields=decode_fields(replies[i]),
+            now_ms=now_ms,
+            in_flight=int(replies[i + 1]),
+            parked=int(replies[i + 2]),
+            releasing=int(replies[i + 3]),
+        )
+        for i in range(0, len(replies), 4)
+    ]
+    return now_ms, states
+
+
+def read_status(client: redis.Redis, config: Config) -> tuple[float, list[GroupStatus]]:
+    """Every configured group's status, in name order; server now in ms since EPOCH_MS."""
+    names = sorted(config.groups)
+    now_ms, raws = read_raw_states(client, KeyBuilder(config.redis.prefix), names)
+    return now_ms, [group_status(config.groups[n], raw) for n, raw in zip(names, raws, strict=True)]
