@@ -276,7 +276,7 @@ def render_table(statuses: Iterable[GroupStatus]) -> str:
                     if d.learned_capacity is None
                     else f"{_amount(d.learned_capacity)}/{period}",
                     f"{_amount(d.effective_capacity)}/{period}",
-                    f"{d.effective_rate_per_s:.2f}",
+                    f"{d.effective_rate_per_s:.4g}",
                     "-"
                     if d.level_units is None
                     else f"{_amount(d.level_units)} of {_amount(d.usable_units)}",
