@@ -9,6 +9,7 @@ import pytest
 import redis
 
 from throttle.testing.redis_server import EmbeddedRedis, redis_url_from_env
+from workers.harness import LocalStack
 
 
 @pytest.fixture(scope="session")
@@ -32,3 +33,12 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def key_prefix() -> str:
     """A prefix no other test uses, so tests never see each other's keys."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def stacks() -> Iterator[list[LocalStack]]:
+    """Local deployments a test starts (workers.harness.LocalStack); all stopped after."""
+    started: list[LocalStack] = []
+    yield started
+    for stack in started:
+        stack.stop()

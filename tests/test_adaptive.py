@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -157,14 +156,6 @@ def test_a_rate_drop_stretches_the_queue_and_parked_slots(redis_url: str, key_pr
 # -- end to end ------------------------------------------------------------------------
 
 PROMPT = [{"role": "user", "content": "Classify this sentence, please."}]
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[LocalStack]]:
-    started: list[LocalStack] = []
-    yield started
-    for stack in started:
-        stack.stop()
 
 
 def run_stack(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -57,14 +57,6 @@ def throttle_doc(groups: Mapping[str, Mapping[str, Any]], **sections: Any) -> di
     }
     doc.update(sections)
     return doc
-
-
-@pytest.fixture
-def stacks() -> Iterator[list[LocalStack]]:
-    started: list[LocalStack] = []
-    yield started
-    for stack in started:
-        stack.stop()
 
 
 def start(stacks: list[LocalStack], emu: EmulatorConfig, doc: dict[str, Any]) -> LocalStack:
