@@ -269,10 +269,50 @@ def run_status(args: argparse.Namespace) -> int:
         client.close()
 
 
+# ------------------------------------------------------------------- run
+
+
+def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run an OpenAI-format batch file through the throttle, resumably",
+        description="Enqueue every line of an OpenAI batch input file (JSONL with custom_id, "
+        "method, url, body), show progress with ETA and throughput, and write one result or "
+        "error record per line to the output in input order. Rerun the same command after a "
+        "crash or Ctrl-C to resume: finished lines are not redone, no line runs twice.",
+    )
+    p.add_argument("input", help="requests.jsonl (OpenAI batch input format)")
+    p.add_argument("-o", "--output", required=True, help="results.jsonl (appended to on resume)")
+    p.add_argument(
+        "--provider", help="configured provider to send to (default: the only one configured)"
+    )
+    p.add_argument("--config", help="throttle TOML file (default: $LLM_THROTTLE_CONFIG)")
+    p.set_defaults(handler=run_batch)
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Run or resume a batch file; Celery is imported only here."""
+    import os
+    from pathlib import Path
+
+    from throttle.errors import StorageError
+
+    if args.config:
+        os.environ["LLM_THROTTLE_CONFIG"] = args.config
+    from tasks.batch import run_batch as run
+
+    try:
+        return run(Path(args.input), Path(args.output), provider=args.provider)
+    except (OSError, StorageError) as exc:
+        print(f"llm-throttle run: {exc}", file=sys.stderr)
+        return 2
+
+
 #: Every subcommand's registration function, in help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_demo,
     _add_emulator,
+    _add_run,
     _add_status,
 ]
 
