@@ -15,6 +15,7 @@ from kombu import Exchange, Queue
 
 from throttle.config import Config, load_config
 from workers.dispatcher import DispatcherStep
+from workers.metrics import MetricsStep
 
 
 def released_queue(config: Config) -> str:
@@ -60,6 +61,7 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
     )
     app.llm_config = config
     app.steps["worker"].add(DispatcherStep)
+    app.steps["worker"].add(MetricsStep)
     return app
 
 

@@ -141,8 +141,10 @@ class LocalStack:
         concurrency: int = 16,
         extra_args: tuple[str, ...] = (),
         timeout_s: float = 60.0,
+        extra_env: Mapping[str, str] | None = None,
     ) -> list[str]:
-        """Start ``count`` worker processes; returns their names once all answer."""
+        """Start ``count`` worker processes; returns their names once all answer.
+        ``extra_env`` is added to the environment of this batch of workers."""
         names = []
         for _ in range(count):
             index = len(self.workers)
@@ -157,7 +159,7 @@ class LocalStack:
             self.workers.append(
                 subprocess.Popen(
                     args,
-                    env=self.env(),
+                    env={**self.env(), **(extra_env or {})},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,

@@ -36,6 +36,7 @@ from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
 from throttle.providers.observation import Observation
 from throttle.providers.request import Message
 from throttle.providers.tokens import TokenEstimator
+from workers import metrics
 
 
 @dataclass(frozen=True)
@@ -274,7 +275,8 @@ class CompletionRunner:
         heard = observed_dimensions(group, observation)
         # If Redis is down the reservation expires by itself; never fail a finished call.
         with contextlib.suppress(StorageError):
-            self.limiter.settle(group, state.reservation_id, spread, heard)
+            done = self.limiter.settle(group, state.reservation_id, spread, heard)
+            metrics.settled(group.name, state.costs, spread, done.multiplier if done else None)
         state.forget_reservation()
 
     def _reservation(self, state: ThrottleState) -> Reservation:
@@ -323,6 +325,7 @@ class CompletionRunner:
                 state.provider_costs = dict(reservation.costs)
                 state.input_tokens = reservation.input_tokens
                 state.output_tokens = reservation.output_tokens
+                metrics.admitted(group.name, costs)
                 wait_s, needs_begin, slot_ms = (
                     admission.wait_s,
                     admission.needs_begin,
@@ -337,6 +340,7 @@ class CompletionRunner:
                 near = wait_s <= self.config.worker.hold_horizon_s
                 if not near or not self.sleepers.try_enter():
                     state.parks += 1
+                    metrics.parked(group.name)
                     return Parked(
                         group.name, slot_ms or self.limiter.server_time_ms() + wait_s * 1000, state
                     )
@@ -399,7 +403,8 @@ class CompletionRunner:
                     status=exc.status,
                 ) from exc
             # Every worker waits out Retry-After (plus jitter); the shared rate drops once.
-            self.limiter.pause(group, wait_s + self._jitter_s(), rate_limited=True)
+            pause = self.limiter.pause(group, wait_s + self._jitter_s(), rate_limited=True)
+            metrics.rate_limited(group.name, pause.multiplier)
             return None
         except OverloadedError as exc:
             state.overloaded += 1
@@ -419,6 +424,7 @@ class CompletionRunner:
         deltas = client.profile.settle(reservation, response.usage)
         self._settle(group, settings, state, deltas, response.observation)
         state.slot_ms = slot_ms  # reported with the result
+        metrics.waited(group.name, state.waited_s)
         self._learn(call, response)
         return Completed(self._result(call, group, response, state))
 
