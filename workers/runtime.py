@@ -331,23 +331,27 @@ class CompletionRunner:
                     admission.needs_begin,
                     admission.slot_ms,
                 )
+                released = False
             else:
                 wait_s, needs_begin = state.wait_at_release_s or 0.0, True
                 slot_ms = state.slot_ms or 0.0
                 state.wait_at_release_s = None
+                released = True
 
             if wait_s > 0:
-                near = wait_s <= self.config.worker.hold_horizon_s
-                if not near or not self.sleepers.try_enter():
+                if released and wait_s <= 2 * self.config.worker.release_lead_s + 0.05:
+                    self._sleep(wait_s)  # released just in time: its slot is now
+                elif wait_s <= self.config.worker.hold_horizon_s and self.sleepers.try_enter():
+                    try:
+                        self._sleep(wait_s)
+                    finally:
+                        self.sleepers.leave()
+                else:
                     state.parks += 1
+                    state.parked_at_s = self._wall()
                     metrics.parked(group.name)
-                    return Parked(
-                        group.name, slot_ms or self.limiter.server_time_ms() + wait_s * 1000, state
-                    )
-                try:
-                    self._sleep(wait_s)
-                finally:
-                    self.sleepers.leave()
+                    slot_ms = slot_ms or self.limiter.server_time_ms() + wait_s * 1000
+                    return Parked(group.name, slot_ms, state)
                 state.waited_s += wait_s
 
             if needs_begin and not self._begin(group, state):
