@@ -51,7 +51,3 @@ class KeyBuilder:
     def releasing(self, group: str) -> str:
         """Zset of parked entries taken for publishing: member entry id, score taken at ms."""
         return f"{self._group(group)}:releasing"
-
-    def group_pattern(self) -> str:
-        """Pattern matching every group's state key (for status listings)."""
-        return f"{self.prefix}:{{*}}:state"

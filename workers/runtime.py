@@ -430,7 +430,7 @@ class CompletionRunner:
         state.slot_ms = slot_ms  # reported with the result
         metrics.waited(group.name, state.waited_s)
         self._learn(call, response)
-        return Completed(self._result(call, group, response, state))
+        return Completed(self._result_body(call, group.name, response, state))
 
     def _call_unthrottled(
         self, call: CompletionCall, client: ProviderClient, request: Any, state: ThrottleState
@@ -457,15 +457,6 @@ class CompletionRunner:
         self.estimator.observe_output(
             call.model, output_tokens=usage.output_tokens, max_tokens=call.max_tokens
         )
-
-    def _result(
-        self,
-        call: CompletionCall,
-        group: LimitGroup,
-        response: ProviderResponse,
-        state: ThrottleState,
-    ) -> dict[str, Any]:
-        return self._result_body(call, group.name, response, state)
 
     @staticmethod
     def _result_body(
