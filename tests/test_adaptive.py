@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 import redis
 
+from throttle.errors import CostExceedsCapacityError
 from throttle.keys import KeyBuilder
-from throttle.limiter import EPOCH_MS, RedisLimiter
-from throttle.limits import LimitGroup
+from throttle.limiter import EPOCH_MS, Observed, RedisLimiter
+from throttle.limits import Dimension, LimitGroup
 from throttle.model import LimiterModel
 from throttle.parking import ParkingLot
 from throttle.providers.observation import DimensionState, Observation
@@ -91,6 +92,55 @@ def test_learned_capacity_never_exceeds_the_configuration() -> None:
     model.settle(g, "a", {}, observed={"requests": (None, 50, 0)}, now_ms=T0)
     slots = [model.admit(g, {"requests": 1}, f"r{i}", now_ms=T0).slot_ms for i in range(12)]
     assert slots[-1] - slots[-2] == pytest.approx(100), "still 10/s, as configured"
+
+
+def auto_group() -> LimitGroup:
+    """Requests as an ``auto`` limit starting at 2/s; tokens configured."""
+    return LimitGroup(
+        "auto", (Dimension("requests", 2, 1.0, auto=True), Dimension.parse("tokens", "1000/s"))
+    )
+
+
+def test_auto_limits_follow_the_learned_limit_above_their_start() -> None:
+    model, g = LimiterModel(), auto_group()
+    model.admit(g, {"requests": 1}, "a", now_ms=T0)
+    model.settle(g, "a", {}, observed={"requests": (49, 50, 0)}, now_ms=T0)
+    slots = [model.admit(g, {"requests": 1}, f"r{i}", now_ms=T0).slot_ms for i in range(60)]
+    assert slots[-1] - slots[-2] == pytest.approx(20), "50/s as heard, not the 2/s start"
+    # Learned limits are never exceeded: clean windows do not push the multiplier on.
+    model.settle(g, "r0", {}, now_ms=T0 + 5000)
+    assert model.multiplier(g) == 1.0
+
+
+def test_auto_limits_without_headers_double_until_a_429_then_creep() -> None:
+    model, g = LimiterModel(), auto_group()
+    now, seen = T0, []
+    for step in range(5):
+        now += 1000
+        model.admit(g, {"requests": 1}, f"r{step}", now_ms=now)
+        model.settle(g, f"r{step}", {}, now_ms=now)
+        seen.append(model.multiplier(g))
+    assert seen == [2, 4, 8, 16, 32], "slow start: discovery doubles per clean window"
+    model.pause(g, 1000, rate_limited=True, now_ms=now)
+    assert model.multiplier(g) == pytest.approx(32 * 0.6)
+    now += 3000  # the pause and its epoch are over
+    model.admit(g, {"requests": 1}, "after", now_ms=now)
+    model.settle(g, "after", {}, now_ms=now)
+    assert model.multiplier(g) == pytest.approx(32 * 0.6 * 1.05), "then +5% per clean window"
+
+
+@pytest.mark.integration
+def test_auto_limits_on_redis_follow_headers(redis_url: str, key_prefix: str) -> None:
+    limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
+    g = auto_group()
+    first = limiter.admit(g, {"requests": 1, "tokens": 10})
+    with pytest.raises(CostExceedsCapacityError):  # configured dimensions still fail fast
+        limiter.admit(g, {"tokens": 5000})
+    limiter.settle(g, first.reservation_id, {}, {"requests": Observed(49, 50)})
+    slots = [limiter.admit(g, {"requests": 1}).slot_ms for _ in range(60)]
+    assert slots[-1] - slots[-2] == pytest.approx(20, abs=0.01), "50/s as heard"
+    # A cost above the start capacity is not refused: the real capacity is unknown.
+    assert limiter.admit(g, {"requests": 10}).reserved
 
 
 def test_observed_dimensions_skip_headers_of_another_window() -> None:

@@ -107,6 +107,16 @@ def base() -> dict[str, Any]:
         (lambda d: d["groups"]["g"].update(aimd={"decrease": 2}), "groups.g.aimd"),
         (lambda d: d["groups"]["g"].update(aimd={"speed": 2}), "groups.g.aimd"),
         (lambda d: d["groups"]["g"].update(cold_start=0), "cold_start"),
+        (lambda d: d["groups"]["g"].update(widgets="auto"), "groups.g.widgets"),
+        (lambda d: d["groups"]["g"].update(requests="auto/fortnight"), "groups.g.requests"),
+        (
+            lambda d: d["groups"]["g"].update(requests={"limit": "auto", "algorithm": "sliding"}),
+            "groups.g.requests: auto limits use the gcra algorithm",
+        ),
+        (
+            lambda d: d["groups"]["g"].update(requests={"limit": "5/s", "start": "1/s"}),
+            "groups.g.requests: 'start' is for auto limits only",
+        ),
     ],
 )
 def test_bad_config_names_the_key(change: Any, named: str) -> None:
@@ -115,6 +125,18 @@ def test_bad_config_names_the_key(change: Any, named: str) -> None:
     with pytest.raises(ConfigError) as info:
         config_from_dict(doc)
     assert named in str(info.value)
+
+
+def test_auto_limits_start_low_or_where_told() -> None:
+    doc = base()
+    doc["groups"]["g"].update(
+        requests="auto", tokens="auto/day", output_tokens={"limit": "auto", "start": "1k/min"}
+    )
+    dims = {d.name: d for d in config_from_dict(doc).groups["g"].dimensions}
+    assert all(d.auto for d in dims.values())
+    assert (dims["requests"].capacity, dims["requests"].period_s) == (60, 60)
+    assert (dims["tokens"].capacity, dims["tokens"].period_s) == (20_000 * 1440, 86_400)
+    assert (dims["output_tokens"].capacity, dims["output_tokens"].period_s) == (1000, 60)
 
 
 def test_a_model_in_two_groups_is_refused() -> None:

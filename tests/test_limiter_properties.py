@@ -32,6 +32,19 @@ GROUP = LimitGroup(
     headroom=0.02,
     cold_start=0.5,
 )
+#: The same with tokens as an ``auto`` limit: it starts at 500/2s and follows whatever
+#: limit the headers report, higher or lower, and its multiplier may pass 1.
+AUTO_GROUP = LimitGroup(
+    "prop-auto",
+    (
+        Dimension.parse("requests", "20/s"),
+        Dimension("tokens", 500, 2.0, auto=True),
+        Dimension("rolling", 1500, 1.0, Algorithm.SLIDING),
+    ),
+    concurrency=3,
+    headroom=0.02,
+    cold_start=0.5,
+)
 
 admit_op = st.tuples(
     st.just("admit"),
@@ -56,7 +69,10 @@ operations = st.lists(st.one_of(admit_op, admit_op, cancel_op, settle_op, pause_
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(operations)
-def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) -> None:
+@pytest.mark.parametrize("group", [GROUP, AUTO_GROUP], ids=["configured", "auto"])
+def test_redis_and_model_agree(
+    redis_url: str, group: LimitGroup, ops: list[tuple[object, ...]]
+) -> None:
     client = redis.Redis.from_url(redis_url)
     limiter = RedisLimiter(client, keys=KeyBuilder(f"p{uuid.uuid4().hex[:8]}"))
     model = LimiterModel()
@@ -69,9 +85,9 @@ def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) ->
                 _, requests, tokens, rolling, max_wait_ms = op
                 costs = {"requests": requests, "tokens": tokens, "rolling": rolling}
                 max_wait_s = None if max_wait_ms is None else int(max_wait_ms) / 1000  # type: ignore[call-overload]
-                got = limiter.admit(GROUP, costs, max_wait_s=max_wait_s)  # type: ignore[arg-type]
+                got = limiter.admit(group, costs, max_wait_s=max_wait_s)  # type: ignore[arg-type]
                 want = model.admit(
-                    GROUP,
+                    group,
                     costs,  # type: ignore[arg-type]
                     got.reservation_id,
                     now_ms=got.now_ms,
@@ -85,8 +101,8 @@ def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) ->
                     admitted_at[got.reservation_id] = got.now_ms
             elif kind == "cancel" and admitted:
                 rid = admitted[int(op[1]) % len(admitted)]  # type: ignore[call-overload]
-                at = limiter.cancel(GROUP, rid)
-                assert (at is not None) == model.cancel(GROUP, rid, now_ms=at or 0.0)
+                at = limiter.cancel(group, rid)
+                assert (at is not None) == model.cancel(group, rid, now_ms=at or 0.0)
             elif kind == "settle" and admitted:
                 rid = admitted[int(op[1]) % len(admitted)]  # type: ignore[call-overload]
                 deltas = {"tokens": float(op[2])}  # type: ignore[arg-type]
@@ -95,21 +111,21 @@ def test_redis_and_model_agree(redis_url: str, ops: list[tuple[object, ...]]) ->
                 if seen is not None:
                     remaining, limit = seen  # type: ignore[misc]
                     heard = {"tokens": Observed(float(remaining), limit, 0.0)}
-                settled = limiter.settle(GROUP, rid, deltas, heard)
+                settled = limiter.settle(group, rid, deltas, heard)
                 at = settled.now_ms if settled else 0.0
                 model_heard = {k: (v.remaining, v.limit, v.granularity) for k, v in heard.items()}
-                done = model.settle(GROUP, rid, deltas, observed=model_heard, now_ms=at)
+                done = model.settle(group, rid, deltas, observed=model_heard, now_ms=at)
                 assert (settled is not None) == done
                 if settled is not None:
-                    assert settled.multiplier == pytest.approx(model.multiplier(GROUP))
+                    assert settled.multiplier == pytest.approx(model.multiplier(group))
             elif kind == "pause":
                 duration_ms = int(op[1])  # type: ignore[call-overload]
                 limited = op[2] is not None
-                paused = limiter.pause(GROUP, duration_ms / 1000, rate_limited=limited)
+                paused = limiter.pause(group, duration_ms / 1000, rate_limited=limited)
                 want_until = model.pause(
-                    GROUP, duration_ms, rate_limited=limited, now_ms=paused.now_ms
+                    group, duration_ms, rate_limited=limited, now_ms=paused.now_ms
                 )
-                assert paused.multiplier == pytest.approx(model.multiplier(GROUP))
+                assert paused.multiplier == pytest.approx(model.multiplier(group))
                 assert paused.until_ms == pytest.approx(want_until, abs=0.002)
     finally:
         client.close()

@@ -5,7 +5,17 @@ from __future__ import annotations
 import pytest
 
 from throttle.errors import ConfigError, LimitSpecError, ThrottleError
-from throttle.limits import Algorithm, Dimension, LimitGroup, parse_rate
+from throttle.limits import (
+    AUTO_MULTIPLIER_CEILING,
+    Aimd,
+    Algorithm,
+    Dimension,
+    LimitGroup,
+    effective_capacity,
+    parse_auto,
+    parse_rate,
+    raised_multiplier,
+)
 
 
 @pytest.mark.parametrize(
@@ -107,3 +117,41 @@ def test_errors_rebuild_from_their_args_as_celery_does() -> None:
         rebuilt = type(exc)(*exc.args)
         assert type(rebuilt) is type(exc)
         assert str(rebuilt) == str(exc)
+
+
+def test_effective_capacity_of_configured_and_auto_dimensions() -> None:
+    configured, auto = Dimension("r", 600, 60.0), Dimension("r", 600, 60.0, auto=True)
+    assert effective_capacity(configured, None, 0.5) == 300
+    assert effective_capacity(configured, 400, 0.5) == 200, "a learned limit lowers"
+    assert effective_capacity(configured, 900, 1.0) == 600, "but never raises"
+    assert effective_capacity(auto, 900, 1.0) == 900, "auto follows it up"
+    assert effective_capacity(auto, None, 8.0) == 4800, "discovery multiplies the start"
+    assert effective_capacity(auto, 900, 8.0) == 900, "nothing passes a heard limit"
+
+
+def test_raised_multiplier_is_additive_or_discovers() -> None:
+    aimd = Aimd(increase=0.05)
+    assert raised_multiplier(aimd, 0.6, 1.0, decreased=True) == pytest.approx(0.65)
+    assert raised_multiplier(aimd, 0.98, 1.0, decreased=True) == 1.0
+    assert raised_multiplier(aimd, 4.0, 1000.0, decreased=False) == 8.0, "slow start"
+    assert raised_multiplier(aimd, 4.0, 1000.0, decreased=True) == pytest.approx(4.2)
+    assert raised_multiplier(aimd, 900.0, 1000.0, decreased=False) == 1000.0
+
+
+@pytest.mark.parametrize(
+    ("text", "period_s"), [("auto", 60.0), ("auto/day", 86_400.0), (" auto / 10s ", 10.0)]
+)
+def test_auto_limits_parse_to_their_period(text: str, period_s: float) -> None:
+    assert parse_auto(text) == period_s
+
+
+def test_auto_limits_reject_bad_periods_and_other_algorithms() -> None:
+    assert parse_auto("500/min") is None
+    with pytest.raises(LimitSpecError, match="fortnight"):
+        parse_auto("auto/fortnight")
+    with pytest.raises(ConfigError, match="gcra"):
+        Dimension("r", 10, 60.0, Algorithm.SLIDING, auto=True)
+    group = LimitGroup("g", (Dimension("r", 10, 60.0, auto=True),))
+    assert group.usable_capacity(group.dimensions[0]) == float("inf"), "no fail-fast bound"
+    assert group.multiplier_ceiling == AUTO_MULTIPLIER_CEILING
+    assert LimitGroup.from_specs("h", {"r": "10/min"}).multiplier_ceiling == 1.0

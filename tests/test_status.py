@@ -18,7 +18,6 @@ from throttle.parking import ParkingLot
 from throttle.status import (
     RawGroupState,
     decode_fields,
-    effective_gcra_capacity,
     gcra_level_units,
     group_status,
     read_status,
@@ -71,12 +70,6 @@ def test_decode_fields_accepts_bytes_and_text() -> None:
     assert decode_fields({b"m": b"0.6", "pause": "12"}) == {"m": "0.6", "pause": "12"}
 
 
-def test_effective_capacity_is_min_of_configured_and_learned_times_multiplier() -> None:
-    assert effective_gcra_capacity(600, None, 0.5) == 300
-    assert effective_gcra_capacity(600, 400, 0.5) == 200
-    assert effective_gcra_capacity(600, 900, 1.0) == 600
-
-
 def test_level_is_usable_capacity_minus_queue_ahead() -> None:
     # 10 units/s (emission 100 ms), headroom 0.1: usable 9; TAT 300 ms ahead: 3 used.
     assert gcra_level_units(10, 0.1, 1300.0, 1000.0, 100.0, 0.25) == pytest.approx(6.0)
@@ -109,7 +102,7 @@ def test_group_status_after_a_429_pause() -> None:
         "d": str(now - 500),
         "q": str(now + 14_500),
         "k:tokens": "60000",
-        "t:requests": str(now + 1_000),  # 1 s of queue at 6 req/s
+        "t:requests": str(int((now + 1_000) * 1000)),  # in µs: 1 s of queue at 6 req/s
         "s:azure_requests": "30",
     }
     status = group_status(settings(), raw(fields, now, in_flight=3, parked=7, releasing=1))

@@ -51,7 +51,7 @@ from threading import Lock
 from typing import Any
 
 from throttle.errors import ConfigError, ThrottleError, UnknownGroupError
-from throttle.limits import Aimd, Algorithm, Dimension, LimitGroup
+from throttle.limits import Aimd, Algorithm, Dimension, LimitGroup, parse_auto, parse_rate
 
 CONFIG_ENV = "LLM_THROTTLE_CONFIG"
 _ENV_SHORTCUTS = {
@@ -62,6 +62,14 @@ _ENV_SHORTCUTS = {
 _ENV_PATH_PREFIX = "LLM_THROTTLE__"
 #: What each standard dimension name counts.
 COST_KINDS = ("requests", "tokens", "input_tokens", "output_tokens")
+#: Where an ``auto`` limit starts, per minute, by what it counts: low enough for any
+#: paid tier, so the first responses' headers (or AIMD, without headers) raise it.
+_AUTO_START_PER_MIN = {
+    "requests": 60.0,
+    "tokens": 20_000.0,
+    "input_tokens": 20_000.0,
+    "output_tokens": 4_000.0,
+}
 _DIMENSION_KINDS = {
     "requests": "requests",
     "requests_day": "requests",
@@ -373,18 +381,44 @@ def _provider(name: str, spec: Any) -> ProviderSettings:
     return ProviderSettings(name=name, **values)
 
 
+def _auto_dimension(name: str, period_s: float, counts: str | None, start: Any) -> Dimension:
+    """An ``auto`` limit: it starts at ``start`` (a spec such as ``"100/min"``) or at a
+    conservative default for what it counts, scaled to its period."""
+    if start is None:
+        if counts not in _AUTO_START_PER_MIN:
+            raise ConfigError("an auto limit needs counts = ... or a start such as '100/min'")
+        capacity = _AUTO_START_PER_MIN[counts] * period_s / 60.0
+    else:
+        rate, _zone = parse_rate(str(start))
+        capacity = rate.capacity * period_s / rate.period_s
+    return Dimension(name, capacity, period_s, auto=True)
+
+
 def _dimension(where: str, name: str, spec: Any) -> tuple[Dimension, str]:
     try:
         if isinstance(spec, str):
-            dim = Dimension.parse(name, spec)
             counts = _DIMENSION_KINDS.get(name)
+            auto_period_s = parse_auto(spec)
+            if auto_period_s is None:
+                dim = Dimension.parse(name, spec)
+            else:
+                dim = _auto_dimension(name, auto_period_s, counts, None)
         elif isinstance(spec, dict):
-            extra = sorted(set(spec) - {"limit", "algorithm", "timezone", "counts"})
+            extra = sorted(set(spec) - {"limit", "algorithm", "timezone", "counts", "start"})
             if extra or "limit" not in spec:
                 raise ConfigError(
                     f"{where}.{name}: a table needs 'limit' and may have algorithm, timezone,"
-                    f" counts (got {sorted(spec)})"
+                    f" counts, start (got {sorted(spec)})"
                 )
+            auto_period_s = parse_auto(str(spec["limit"]))
+            if auto_period_s is not None:
+                if spec.get("algorithm", "gcra") != "gcra" or spec.get("timezone"):
+                    raise ConfigError(f"{where}.{name}: auto limits use the gcra algorithm")
+                counts = spec.get("counts", _DIMENSION_KINDS.get(name))
+                dim = _auto_dimension(name, auto_period_s, counts, spec.get("start"))
+                return _checked_counts(where, name, dim, counts)
+            if "start" in spec:
+                raise ConfigError(f"{where}.{name}: 'start' is for auto limits only")
             algorithm = spec.get("algorithm")
             if spec.get("timezone") and algorithm is None:
                 algorithm = Algorithm.CALENDAR
@@ -399,6 +433,12 @@ def _dimension(where: str, name: str, spec: Any) -> tuple[Dimension, str]:
         raise ConfigError(
             message if message.startswith(where) else f"{where}.{name}: {exc}"
         ) from exc
+    return _checked_counts(where, name, dim, counts)
+
+
+def _checked_counts(
+    where: str, name: str, dim: Dimension, counts: str | None
+) -> tuple[Dimension, str]:
     if counts not in COST_KINDS:
         raise ConfigError(
             f"{where}.{name}: cannot tell what it counts; name it one of"

@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import os
+import struct
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -148,7 +149,16 @@ class _Plan:
     #: Per dimension in script order: GCRA (name, period, capacity, tolerance),
     #: others (name, algorithm code, capacity, period).
     admit_args: tuple[tuple[str, str, str, str], ...]
-    #: Per dimension in script order: GCRA (name, period, capacity), others (name, code).
+    #: admit.lua's ARGV[3], the group's packed spec (see the script's header).
+    admit_spec: bytes
+    #: admit.lua's ARGV after the costs: four per non-GCRA dimension (calendar
+    #: dimensions' window starts are filled in per call, see ``calendar_at``).
+    admit_others: tuple[str, ...]
+    #: admit.lua's keys but the reservation record's: (state, leases, *others).
+    admit_keys: tuple[str, ...]
+    #: (index into ``admit_others``, group dimension index) of each calendar dimension.
+    calendar_at: tuple[tuple[int, int], ...]
+    #: Per dimension in script order: GCRA (name, period, capacity, auto), others (name, code).
     undo_args: tuple[tuple[str, ...], ...]
     names: tuple[str, ...]
     usable: tuple[float, ...]
@@ -161,6 +171,14 @@ def _storage_errors(action: str) -> Iterator[None]:
         yield
     except redis.RedisError as exc:
         raise StorageError(f"redis {action} failed: {exc}") from exc
+
+
+def _cost_text(cost: float) -> str:
+    """A cost as the script reads it; whole numbers without a fraction (cheaper to
+    send, parse and copy into the reservation record)."""
+    if type(cost) is int:
+        return str(cost)
+    return str(int(cost)) if float(cost).is_integer() else repr(float(cost))
 
 
 def _absolute_ms(epoch_us: int | bytes) -> float:
@@ -198,26 +216,52 @@ class RedisLimiter:
         dims = group.dimensions
         gcra = [i for i, d in enumerate(dims) if d.algorithm is Algorithm.GCRA]
         other = [i for i, d in enumerate(dims) if d.algorithm is not Algorithm.GCRA]
+        order = gcra + other
         admit_args: list[tuple[str, str, str, str]] = []
         undo_args: list[tuple[str, ...]] = []
         for i in gcra:
             period_ms, capacity = repr(dims[i].period_ms), repr(dims[i].capacity)
             tolerance = repr(dims[i].period_ms * (1.0 - group.headroom))
             admit_args.append((dims[i].name, period_ms, capacity, tolerance))
-            undo_args.append((dims[i].name, period_ms, capacity))
+            undo_args.append((dims[i].name, period_ms, capacity, "1" if dims[i].auto else "0"))
         for i in other:
             code = _ALGORITHM_CODES[dims[i].algorithm]
             capacity = repr(group.usable_capacity(dims[i]))
             admit_args.append((dims[i].name, code, capacity, repr(dims[i].period_ms)))
             undo_args.append((dims[i].name, code))
+        spec = struct.pack(
+            "<6d",
+            self.record_ttl_ms,
+            group.concurrency or 0,
+            group.lease_ttl_s * 1000,
+            len(gcra),
+            len(other),
+            group.cold_start,
+        )
+        for i in gcra:
+            fields = f"t:{dims[i].name}\0k:{dims[i].name}\0".encode()
+            burst_ms = dims[i].period_ms * (1.0 - group.headroom)
+            spec += fields + struct.pack(
+                "<4d", dims[i].period_ms, dims[i].capacity, burst_ms, dims[i].auto
+            )
+        admit_others = tuple(arg for k in range(len(gcra), len(order)) for arg in admit_args[k])
+        calendar_at = tuple(
+            (4 * k + 3, i) for k, i in enumerate(other) if dims[i].algorithm is Algorithm.CALENDAR
+        )
+        state_key, leases_key = self.keys.state(group.name), self.keys.leases(group.name)
+        other_keys = tuple(self.keys.dimension(group.name, dims[i].name) for i in other)
         plan = _Plan(
-            state_key=self.keys.state(group.name),
-            leases_key=self.keys.leases(group.name),
+            state_key=state_key,
+            leases_key=leases_key,
             parked_key=self.keys.parked(group.name),
-            order=tuple(gcra + other),
+            order=tuple(order),
             gcra_count=len(gcra),
-            other_keys=tuple(self.keys.dimension(group.name, dims[i].name) for i in other),
+            other_keys=other_keys,
             admit_args=tuple(admit_args),
+            admit_spec=spec,
+            admit_others=admit_others,
+            admit_keys=(state_key, leases_key, *other_keys),
+            calendar_at=calendar_at,
             undo_args=tuple(undo_args),
             names=tuple(d.name for d in dims),
             usable=tuple(group.usable_capacity(d) for d in dims),
@@ -271,27 +315,29 @@ class RedisLimiter:
         """
         plan = self._plan(group)
         vector = self._costs(group, costs)
+        usable = plan.usable
         for i, cost in enumerate(vector):
-            if cost > plan.usable[i] + 1e-9:
-                raise CostExceedsCapacityError(group.name, plan.names[i], cost, plan.usable[i])
+            if cost > usable[i] + 1e-9:
+                raise CostExceedsCapacityError(group.name, plan.names[i], cost, usable[i])
         rid = reservation_id or os.urandom(10).hex()
-        args: list[str | float | int] = [
+        others: Sequence[str] = plan.admit_others
+        if plan.calendar_at:
+            others = list(others)
+            for at, i in plan.calendar_at:
+                others[at] = self._calendar_starts(group.dimensions[i])
+        state_key, leases_key, *other_keys = plan.admit_keys
+        keys = [state_key, self.keys.reservation(group.name, rid), leases_key, *other_keys]
+        args = [
             rid,
             -1 if max_wait_s is None else max_wait_s * 1000,
-            self.record_ttl_ms,
-            group.concurrency or 0,
-            int(group.lease_ttl_s * 1000),
-            plan.gcra_count,
-            len(vector) - plan.gcra_count,
-            repr(group.cold_start),
+            plan.admit_spec,
+            *[_cost_text(vector[i]) for i in plan.order],
+            *others,
         ]
-        for k, i in enumerate(plan.order):
-            name, a, b, c = plan.admit_args[k]
-            if i in plan.calendar:
-                c = self._calendar_starts(group.dimensions[i])
-            args += [name, a, b, c, repr(float(vector[i]))]
-        with _storage_errors("admission"):
-            reply = self._scripts.admit(keys=self._keys(group, plan, rid), args=args)
+        try:
+            reply = self._scripts.admit(keys=keys, args=args)
+        except redis.RedisError as exc:
+            raise StorageError(f"redis admission failed: {exc}") from exc
         code_, wait_us, slot_us, now_us, lease, binding = (int(x) for x in reply)
         binding_name = plan.names[plan.order[binding - 1]] if binding > 0 else None
         if code_ == 2:
@@ -332,8 +378,8 @@ class RedisLimiter:
         if the reservation was already settled, cancelled or expired."""
         plan = self._plan(group)
         args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
-        for k, undo in enumerate(plan.undo_args):
-            args += undo[:1] if k < plan.gcra_count else undo
+        for undo in plan.undo_args:
+            args += undo
         with _storage_errors("cancel"):
             done, now_us = self._scripts.cancel(
                 keys=self._keys(group, plan, reservation_id), args=args
@@ -363,6 +409,7 @@ class RedisLimiter:
             len(plan.order) - plan.gcra_count,
             repr(group.aimd.increase),
             int(group.clean_window_s * 1000),
+            repr(group.multiplier_ceiling),
         ]
         for k, i in enumerate(plan.order):
             if k < plan.gcra_count:

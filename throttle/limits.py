@@ -52,6 +52,8 @@ _SPEC = re.compile(
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]+$")
 
+_AUTO = re.compile(r"^\s*auto\s*(?:/\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[A-Za-z]+))?\s*$")
+
 
 class Algorithm(StrEnum):
     GCRA = "gcra"
@@ -98,6 +100,26 @@ def parse_rate(text: str) -> tuple[Rate, str | None]:
     return Rate(capacity, period_s), match["zone"]
 
 
+def parse_auto(text: str) -> float | None:
+    """The period in seconds of an ``auto`` limit (``"auto"`` is per minute, or
+    ``"auto/day"``, ``"auto/10s"``); None when ``text`` is not an auto limit.
+
+    >>> parse_auto("auto/day")
+    86400.0
+    """
+    match = _AUTO.match(text)
+    if match is None:
+        return None
+    if match["unit"] is None:
+        return 60.0
+    if match["unit"] not in PERIOD_UNITS_S:
+        raise LimitSpecError(text, f"unknown period unit {match['unit']!r}")
+    period_s = float(match["count"] or 1.0) * PERIOD_UNITS_S[match["unit"]]
+    if period_s <= 0:
+        raise LimitSpecError(text, "period must be positive")
+    return period_s
+
+
 @dataclass(frozen=True)
 class Dimension:
     """One limit of a group: ``capacity`` units per ``period_s``, enforced by ``algorithm``."""
@@ -108,6 +130,10 @@ class Dimension:
     algorithm: Algorithm = Algorithm.GCRA
     #: IANA zone for calendar windows (``America/Los_Angeles``); UTC when ``None``.
     timezone: str | None = None
+    #: ``auto`` limits: ``capacity`` is only where the group starts. The capacity the
+    #: provider reports in its headers replaces it, higher or lower; without headers
+    #: the AIMD multiplier discovers it (see :func:`effective_capacity`).
+    auto: bool = False
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -118,6 +144,8 @@ class Dimension:
             raise ConfigError(f"dimension {self.name!r}: period must be positive")
         if self.algorithm is Algorithm.CALENDAR:
             check_calendar_period(self.period_s)
+        if self.auto and self.algorithm is not Algorithm.GCRA:
+            raise ConfigError(f"dimension {self.name!r}: auto limits need algorithm gcra")
         if self.timezone is not None:
             if self.algorithm is not Algorithm.CALENDAR:
                 raise ConfigError(f"dimension {self.name!r}: a time zone needs algorithm calendar")
@@ -175,6 +203,36 @@ class Aimd:
             raise ConfigError(f"aimd.increase must be in (0, 1]: {self.increase}")
         if not 0 < self.floor <= 1:
             raise ConfigError(f"aimd.floor must be in (0, 1]: {self.floor}")
+
+
+#: The highest multiplier of an ``auto`` group that has heard no limits: its start
+#: capacities may grow a thousandfold by AIMD discovery.
+AUTO_MULTIPLIER_CEILING = 1000.0
+
+
+def effective_capacity(dim: Dimension, learned: float | None, multiplier: float) -> float:
+    """The capacity a GCRA dimension runs at, given the limit learned from the
+    provider's headers (None: nothing heard) and the group's AIMD multiplier.
+
+    A configured capacity is a ceiling: a learned limit can only lower it. An ``auto``
+    dimension follows the learned limit either way. Once a limit is learned, the
+    multiplier can only slow the dimension down (below 1 after 429s), never push it
+    beyond what the provider said.
+    """
+    if learned is not None and learned > 0:
+        base = learned if dim.auto else min(dim.capacity, learned)
+        return base * min(multiplier, 1.0)
+    return dim.capacity * multiplier
+
+
+def raised_multiplier(aimd: Aimd, multiplier: float, ceiling: float, decreased: bool) -> float:
+    """The multiplier after a clean window. Below a ceiling of 1: additive increase by
+    ``aimd.increase``. Above (an ``auto`` group discovering its limits): it doubles
+    until the first 429 (slow start), then grows by the fraction ``aimd.increase``."""
+    if ceiling <= 1.0:
+        return min(1.0, multiplier + aimd.increase)
+    step = multiplier * (aimd.increase if decreased else 1.0)
+    return min(ceiling, multiplier + step)
 
 
 @dataclass(frozen=True)
@@ -248,14 +306,27 @@ class LimitGroup:
         return min((d.period_s for d in self.dimensions), default=60.0)
 
     def usable_capacity(self, dim: Dimension) -> float:
-        """Capacity after headroom: the most one admission can ever take."""
+        """Capacity after headroom: the most one admission can ever take (unbounded for
+        an ``auto`` dimension, whose capacity is not known in advance)."""
+        if dim.auto:
+            return math.inf
         return dim.capacity * (1.0 - self.headroom)
+
+    @property
+    def multiplier_ceiling(self) -> float:
+        """How high the AIMD multiplier may go: 1 (the configured capacities), or
+        :data:`AUTO_MULTIPLIER_CEILING` for a group with ``auto`` dimensions, whose
+        start capacities are guesses for AIMD to grow from while the provider reports
+        no limits."""
+        if any(d.auto for d in self.dimensions if d.algorithm is Algorithm.GCRA):
+            return AUTO_MULTIPLIER_CEILING
+        return 1.0
 
     def cost_vector(self, costs: Mapping[str, float]) -> tuple[float, ...]:
         """Costs in dimension order. Unnamed dimensions cost 0; unknown names are errors."""
-        vector = [0.0] * len(self.dimensions)
+        vector: list[float] = [0.0] * len(self.dimensions)
         for dim_name, cost in costs.items():
-            if not (cost >= 0 and math.isfinite(cost)):
+            if not 0 <= cost < math.inf:  # also refuses NaN
                 raise ConfigError(f"cost of {dim_name!r} must be a finite number >= 0: {cost!r}")
-            vector[self.index(dim_name)] = float(cost)
+            vector[self.index(dim_name)] = cost
         return tuple(vector)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from throttle.calendar import window_starts_ms
 from throttle.errors import CostExceedsCapacityError
-from throttle.limits import Algorithm, LimitGroup
+from throttle.limits import Algorithm, LimitGroup, effective_capacity, raised_multiplier
 
 _MAX_ROUNDS = 32
 
@@ -22,6 +22,11 @@ _MAX_ROUNDS = 32
 def _ms(x: float) -> float:
     """Values are stored to the microsecond, as the Lua scripts store them."""
     return round(x, 3)
+
+
+def _stored_tat(x: float) -> float:
+    """GCRA TATs are stored in whole µs rounded up (``tat_text`` in lib/common.lua)."""
+    return math.ceil(x * 1000 - 0.001) / 1000
 
 
 @dataclass
@@ -171,9 +176,19 @@ class LimiterModel:
         return st.tat[name]
 
     @staticmethod
-    def _effective_capacity(st: _GroupState, group: LimitGroup, i: int) -> float:
+    def _effective_capacity(
+        st: _GroupState, group: LimitGroup, i: int, multiplier: float | None = None
+    ) -> float:
         dim = group.dimensions[i]
-        return min(dim.capacity, st.learned.get(dim.name, dim.capacity)) * st.multiplier
+        m = st.multiplier if multiplier is None else multiplier
+        return effective_capacity(dim, st.learned.get(dim.name), m)
+
+    @staticmethod
+    def _multiplier_ceiling(st: _GroupState, group: LimitGroup) -> float:
+        """An auto group's multiplier grows beyond 1 only while some auto dimension has
+        not heard its limit."""
+        unheard = [d for d in group.dimensions if d.auto and d.name not in st.learned]
+        return group.multiplier_ceiling if unheard else 1.0
 
     def _emission_ms(self, st: _GroupState, group: LimitGroup, i: int) -> float:
         return group.dimensions[i].period_ms / self._effective_capacity(st, group, i)
@@ -190,11 +205,13 @@ class LimiterModel:
     ) -> _Entry:
         dim = group.dimensions[i]
         entry = _Entry(dim.algorithm, cost)
+        if dim.algorithm is Algorithm.GCRA:  # settle charges a cost-0 entry at this rate
+            entry.emission_ms = self._emission_ms(st, group, i)
         if cost == 0:
             return entry
         if dim.algorithm is Algorithm.GCRA:
             emission = self._emission_ms(st, group, i)
-            post = _ms(max(self._tat(st, group, dim.name, now), slot) + cost * emission)
+            post = _stored_tat(max(self._tat(st, group, dim.name, now), slot) + cost * emission)
             st.tat[dim.name] = post
             entry.post, entry.emission_ms = post, emission
         elif dim.algorithm is Algorithm.SLIDING:
@@ -236,8 +253,8 @@ class LimiterModel:
             if entry.algorithm is Algorithm.GCRA:
                 tat = st.tat.get(dim.name, 0.0)
                 wound_back = tat - entry.cost * entry.emission_ms
-                untouched = entry.post is not None and _ms(tat) == entry.post
-                st.tat[dim.name] = _ms(wound_back if untouched else max(now, wound_back))
+                untouched = entry.post is not None and tat == entry.post
+                st.tat[dim.name] = _stored_tat(wound_back if untouched else max(now, wound_back))
             elif entry.algorithm is Algorithm.SLIDING:
                 log = st.log.get(dim.name, [])
                 log[:] = [e for e in log if e[1] != entry.where]
@@ -268,10 +285,10 @@ class LimiterModel:
             delta = float(deltas.get(dim.name, 0.0))
             if entry.algorithm is Algorithm.GCRA:
                 remaining, limit, granularity = observed.get(dim.name, (None, None, 0.0))
-                before = min(st.learned.get(dim.name, dim.capacity), dim.capacity)
+                before = self._effective_capacity(st, group, i)
                 if limit is not None and limit > 0:
                     st.learned[dim.name] = limit
-                now_capacity = min(st.learned.get(dim.name, dim.capacity), dim.capacity)
+                now_capacity = self._effective_capacity(st, group, i)
                 tat = after = st.tat.get(dim.name, 0.0)
                 if now_capacity != before:  # the provider's limit changed
                     tolerance = dim.period_ms * (1.0 - group.headroom)
@@ -285,7 +302,7 @@ class LimiterModel:
                     ceiling = max(0.0, remaining) + max(0.0, granularity) / 2
                     if capacity - (after - now) / emission > ceiling:
                         after = now + (capacity - ceiling) * emission
-                st.tat[dim.name] = _ms(after)
+                st.tat[dim.name] = _stored_tat(after)
             elif delta == 0 or entry.cost == 0:
                 continue
             elif entry.algorithm is Algorithm.SLIDING:
@@ -298,9 +315,11 @@ class LimiterModel:
                 if isinstance(entry.where, int) and entry.where in windows:
                     windows[entry.where] += max(delta, -entry.cost)
         last_change = max(st.last_decrease_ms or 0.0, st.last_increase_ms)
-        if st.multiplier < 1 and now - last_change >= group.clean_window_s * 1000:
-            raised = min(1.0, st.multiplier + group.aimd.increase)
-            self._rescale(st, group, now, st.multiplier / raised)
+        ceiling = self._multiplier_ceiling(st, group)
+        if st.multiplier < ceiling and now - last_change >= group.clean_window_s * 1000:
+            decreased = st.last_decrease_ms is not None
+            raised = raised_multiplier(group.aimd, st.multiplier, ceiling, decreased)
+            self._rescale(st, group, now, st.multiplier, raised)
             st.multiplier, st.last_increase_ms = raised, now
         st.leases.pop(reservation_id, None)
         return True
@@ -320,7 +339,7 @@ class LimiterModel:
         heard = any(d.name in st.learned for d in group.dimensions if d.algorithm is Algorithm.GCRA)
         if rate_limited and not heard and now >= st.epoch_end_ms:
             lowered = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
-            self._rescale(st, group, now, st.multiplier / lowered)
+            self._rescale(st, group, now, st.multiplier, lowered)
             st.multiplier, st.last_decrease_ms = lowered, now
             paused_until = max(st.pause_ms, _ms(now + duration_ms))
             st.epoch_end_ms = paused_until + group.clean_window_s * 1000
@@ -333,12 +352,19 @@ class LimiterModel:
         kept; the queue beyond now + tolerance stretches or shrinks."""
         return tat if tat <= now else now + tolerance + (tat - now - tolerance) * factor
 
-    def _rescale(self, st: _GroupState, group: LimitGroup, now: float, factor: float) -> None:
-        for dim in group.dimensions:
+    def _rescale(
+        self, st: _GroupState, group: LimitGroup, now: float, old: float, new: float
+    ) -> None:
+        """The multiplier moves from ``old`` to ``new``: each bucket's queue follows its
+        own rate (a dimension with a learned limit feels no multiplier above 1)."""
+        for i, dim in enumerate(group.dimensions):
             tat = st.tat.get(dim.name)
             if dim.algorithm is Algorithm.GCRA and tat is not None and tat > now:
                 tolerance = dim.period_ms * (1.0 - group.headroom)
-                st.tat[dim.name] = _ms(self._rescaled(tat, now, tolerance, factor))
+                factor = self._effective_capacity(st, group, i, old) / self._effective_capacity(
+                    st, group, i, new
+                )
+                st.tat[dim.name] = _stored_tat(self._rescaled(tat, now, tolerance, factor))
 
     def multiplier(self, group: LimitGroup) -> float:
         return self._state(group).multiplier

@@ -26,7 +26,7 @@ from throttle.config import Config, GroupSettings
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS
-from throttle.limits import Algorithm, Dimension
+from throttle.limits import Algorithm, Dimension, effective_capacity
 
 
 @dataclass(frozen=True)
@@ -112,11 +112,6 @@ def _number(fields: Mapping[str, str], name: str) -> float | None:
         return None
 
 
-def effective_gcra_capacity(capacity: float, learned: float | None, multiplier: float) -> float:
-    base = capacity if learned is None or learned <= 0 else min(capacity, learned)
-    return base * multiplier
-
-
 def gcra_level_units(
     effective_capacity: float,
     headroom: float,
@@ -147,8 +142,9 @@ def dimension_status(
     level: float | None = None
     if dim.algorithm is Algorithm.GCRA:
         learned = _number(fields, f"k:{dim.name}")
-        effective = effective_gcra_capacity(dim.capacity, learned, multiplier)
-        tat_ms = _number(fields, f"t:{dim.name}")
+        effective = effective_capacity(dim, learned, multiplier)
+        tat_us = _number(fields, f"t:{dim.name}")  # stored in whole µs (lib/common.lua)
+        tat_ms = None if tat_us is None else tat_us / 1000
         emission_ms = dim.period_ms / effective
         level = gcra_level_units(effective, headroom, tat_ms, now_ms, emission_ms, cold_start)
     usable = effective * (1.0 - headroom)

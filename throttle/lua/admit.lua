@@ -7,28 +7,32 @@
   token buckets) come first and cost a few arithmetic steps; sliding-log and calendar
   dimensions follow and may move the slot later.
 
-  A GCRA dimension runs at its effective capacity: min(configured, learned from the
-  provider's headers 'k:<dim>') x the group's AIMD multiplier 'm' (settle.lua and
-  pause.lua keep both); its emission interval is period / effective capacity.
+  A GCRA dimension runs at its effective capacity (lib/common.lua): the configured
+  capacity, lowered to the limit learned from the provider's headers 'k:<dim>' (an
+  auto dimension takes the learned limit even when higher), x the group's AIMD
+  multiplier 'm' (settle.lua and pause.lua keep both); its emission interval is
+  period / effective capacity.
 
-  KEYS[1]    state hash: 't:<dim>' GCRA TAT ms, 'k:<dim>' learned capacity,
+  KEYS[1]    state hash: 't:<dim>' GCRA TAT (whole µs), 'k:<dim>' learned capacity,
              's:<dim>' sliding sum, 'pause' ms, 'm' AIMD multiplier
   KEYS[2]    reservation record (string), written when reserved
   KEYS[3]    concurrency leases zset: member reservation id, score lease expiry ms
-  KEYS[4]    parked tasks zset (settle.lua rescales it)
-  KEYS[4+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
+  KEYS[3+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
   ARGV[1]    reservation id
   ARGV[2]    max wait ms: reserve only a slot at most this far away; -1 for no bound
-  ARGV[3]    record ttl ms, counted from the slot
-  ARGV[4]    concurrency cap, 0 for none; a lease is taken only when the slot is now
-  ARGV[5]    lease ttl ms
-  ARGV[6]    g, the number of GCRA dimensions
-  ARGV[7]    o, the number of other dimensions
-  ARGV[8]    cold start: fraction of a GCRA bucket that is full when the group has no
-             state yet (nothing heard from the provider: assume it is partly used)
-  ARGV[9..]  five per GCRA dimension: name, period ms, configured capacity,
-             burst tolerance ms (period x (1 - headroom)), cost
-  then       five per other dimension: name, algorithm, a, b, cost
+  ARGV[3]    the group's spec, the same for every call, packed once by the client
+             (struct, little-endian; decoding it is far cheaper than parsing numbers):
+               six doubles: record ttl ms (counted from the slot), concurrency cap (0
+               for none; a lease is taken only when the slot is now), lease ttl ms,
+               g (the number of GCRA dimensions), o (the number of other dimensions),
+               cold start (fraction of a GCRA bucket that is full when the group has
+               no state yet: nothing heard from the provider, assume it is partly used)
+               then per GCRA dimension: TAT field, learned-capacity field (zero-
+               terminated strings), period ms, configured capacity (for an auto
+               dimension: where it starts), burst tolerance ms (period x (1 -
+               headroom)), auto (1 or 0) (doubles)
+  ARGV[4..]  g + o costs, one per dimension, GCRA dimensions first
+  then       four per other dimension: name, algorithm, a, b
                sliding  's': a = capacity, b = window ms
                calendar 'c': a = capacity, b = comma-separated window starts ms, ascending
   Returns {code, wait_us, slot_us, now_us, lease, binding}
@@ -36,48 +40,44 @@
     dimension `binding` (nothing reserved), 3 calendar starts do not cover now
     binding: 1-based index (GCRA dimensions first) of the dimension that set the
     slot; 0 for none or the pause gate
-  The record holds 'slot|cost,post TAT,emission|...' for GCRA dimensions, then
-  'cost,member' (sliding) or 'cost,window start' (calendar), for cancel.lua and
-  settle.lua.
+  The record (lib/record.lua) holds the multiplier as read, then 'cost,post TAT,learned
+  capacity' per GCRA dimension (the raw strings: cancel.lua and settle.lua recompute the
+  emission interval this admission used), then 'cost,member' (sliding) or 'cost,window
+  start' (calendar). Numbers are copied as the strings they came in wherever possible:
+  turning a float into text is the dearest step of this script.
 ]]
 --@include lib/common.lua
 --@include lib/sliding.lua
 --@include lib/calendar.lua
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
-local id, max_wait, record_ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local cap, lease_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
-local g, o, cold = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])
+local id, max_wait = ARGV[1], tonumber(ARGV[2])
+local record_ttl, cap, lease_ttl, g, o, cold, spec_at = struct.unpack('<dddddd', ARGV[3])
+local spec = {struct.unpack('<' .. string.rep('ssdddd', g), ARGV[3], spec_at)}
+local others_at = 3 + g + o  -- ARGV[3 + i]: the i-th dimension's cost
 local now = server_now_ms()
 
 local fields = {'pause', 'm'}
-for i = 1, g do
-  local name = ARGV[4 + 5 * i]
-  fields[2 * i + 1] = 't:' .. name
-  fields[2 * i + 2] = 'k:' .. name
-end
+for i = 1, g do fields[2 * i + 1], fields[2 * i + 2] = spec[6 * i - 5], spec[6 * i - 4] end
 local values = rcall('HMGET', state_key, unpack(fields))
 local multiplier = tonumber(values[2]) or 1
 local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
 local tats, emissions = {}, {}
 for i = 1, g do
-  local at = 4 + 5 * i
-  local capacity = tonumber(ARGV[at + 2])
-  local learned = tonumber(values[2 * i + 2])
-  if learned and learned < capacity then capacity = learned end
-  local emission = ARGV[at + 1] / (capacity * multiplier)
-  local tolerance = tonumber(ARGV[at + 3])
-  tats[i], emissions[i] = tonumber(values[2 * i + 1]) or (now + tolerance * (1 - cold)), emission
+  local tolerance = spec[6 * i - 1]
+  local capacity = effective_capacity(spec[6 * i - 2], spec[6 * i] == 1, tonumber(values[2 * i + 2]), multiplier)
+  local emission = spec[6 * i - 3] / capacity
+  tats[i], emissions[i] = tat_ms(values[2 * i + 1]) or (now + tolerance * (1 - cold)), emission
   -- A cost above a lowered capacity waits for a full bucket instead of never running.
-  local earliest = tats[i] + math.min(ARGV[at + 4] * emission, tolerance) - tolerance
+  local earliest = tats[i] + math.min(ARGV[3 + i] * emission, tolerance) - tolerance
   if earliest > slot then slot, binding = earliest, i end
 end
 
 local others = {}
 for j = 1, o do
-  local at = 9 + 5 * g + 5 * (j - 1)
+  local at = others_at + 4 * j - 3
   local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
-             cost = tonumber(ARGV[at + 4]), key = KEYS[4 + j], now = now}
+             cost = tonumber(ARGV[3 + g + j]), key = KEYS[3 + j], now = now}
   if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
   if d.algo == 's' then
     d.window = tonumber(ARGV[at + 3])
@@ -107,18 +107,18 @@ if not settled or (max_wait >= 0 and wait > max_wait) then
   return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
 end
 
-local record, writes, hold = {slot}, {}, slot + 60000
+local record, writes, hold = {values[2] or ''}, {}, slot + 60000
 for i = 1, g do
-  local cost = tonumber(ARGV[8 + 5 * i])
-  if cost > 0 then
-    local post = math.max(tats[i], slot) + cost * emissions[i]
+  local cost = ARGV[3 + i]
+  local post = ''
+  if tonumber(cost) > 0 then
+    local exact = math.max(tats[i], slot) + cost * emissions[i]
+    post = tat_text(exact)
     writes[#writes + 1] = fields[2 * i + 1]
     writes[#writes + 1] = post
-    record[i + 1] = cost .. ',' .. post .. ',' .. emissions[i]
-    if post + 60000 > hold then hold = post + 60000 end
-  else
-    record[i + 1] = '0,,'
+    if exact + 60000 > hold then hold = exact + 60000 end
   end
+  record[i + 1] = cost .. ',' .. post .. ',' .. (values[2 * i + 2] or '')
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
 keep_for(state_key, hold - now)
@@ -127,7 +127,7 @@ for j, d in ipairs(others) do
   if d.cost > 0 then
     if d.algo == 's' then where = sliding_commit(d, state_key, slot, id) else where = calendar_commit(d, slot) end
   end
-  record[g + j + 1] = d.cost .. ',' .. where
+  record[g + j + 1] = ARGV[3 + g + j] .. ',' .. where
 end
 
 local lease = 0
@@ -139,5 +139,5 @@ if cap > 0 and wait <= 0 then
     lease = 1
   end
 end
-rcall('SET', record_key, table.concat(record, '|'), 'PX', math.ceil(wait + record_ttl))
+rcall('SET', record_key, table.concat(record, '|'), 'PX', string.format('%d', math.ceil(wait + record_ttl)))
 return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding}

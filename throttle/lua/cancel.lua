@@ -12,7 +12,7 @@
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
-  ARGV[4..]  one per GCRA dimension: name
+  ARGV[4..]  four per GCRA dimension: name, period ms, configured capacity, auto (1 or 0)
   then       two per other dimension: name, algorithm ('s' or 'c')
   Returns {done (1 or 0), now_us}
 ]]
@@ -24,22 +24,25 @@ local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
 local raw = rcall('GET', record_key)
 if not raw then return {0, math.floor(now * 1000)} end
-local entries = record_entries(raw)
+local entries, multiplier = record_entries(raw)
 for i = 1, g do
-  local cost, post, emission = entries[i][1], entries[i][2], tonumber(entries[i][3])
+  local at = 4 * i
+  local cost, post = entries[i][1], entries[i][2]
   if cost > 0 then
-    local field = 't:' .. ARGV[3 + i]
+    local emission = record_emission(
+      entries[i], multiplier, tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3] == '1')
+    local field = 't:' .. ARGV[at]
     local stored = rcall('HGET', state_key, field)
-    local tat = tonumber(stored or '0')
+    local tat = tat_ms(stored) or 0
     if stored == post then
-      rcall('HSET', state_key, field, tat - cost * emission)
+      rcall('HSET', state_key, field, tat_text(tat - cost * emission))
     else
-      rcall('HSET', state_key, field, math.max(now, tat - cost * emission))
+      rcall('HSET', state_key, field, tat_text(math.max(now, tat - cost * emission)))
     end
   end
 end
 for j = 1, o do
-  local at = 2 + g + 2 * j
+  local at = 2 + 4 * g + 2 * j
   local cost, where, key = entries[g + j][1], entries[g + j][2], KEYS[4 + j]
   if cost > 0 then
     if ARGV[at + 1] == 's' then

@@ -9,7 +9,11 @@
   a different limit, like a change of the multiplier, rescales the queue of
   reservations to the new rate (lib/rescale.lua).
   Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
-  the group's AIMD multiplier 'm' by `increase`, up to 1. The lease is released.
+  the group's AIMD multiplier 'm' (throttle.limits.raised_multiplier): by `increase`
+  up to 1; in a group with auto dimensions that have not heard their limit, up to
+  `ceiling`, doubling until the group's first decrease ('d'), then by the fraction
+  `increase`. The queue follows each dimension's own change of rate. The lease is
+  released.
   Idempotent: a reservation already settled, cancelled or expired is left alone.
 
   KEYS[1]    state hash of the group
@@ -22,9 +26,10 @@
   ARGV[3]    o, the number of other dimensions
   ARGV[4]    additive increase of the multiplier per clean window
   ARGV[5]    clean window ms
-  ARGV[6..]  eight per GCRA dimension: name, period ms, configured capacity, delta,
-             observed remaining, observed limit, rounding of remaining (-1: unknown),
-             burst tolerance ms
+  ARGV[6]    ceiling of the multiplier for a group with auto dimensions (1 otherwise)
+  ARGV[7..]  nine per GCRA dimension: name, period ms, configured capacity, auto (1 or
+             0), delta, observed remaining, observed limit, rounding of remaining (-1:
+             unknown), burst tolerance ms
   then       three per other dimension: name, algorithm ('s' or 'c'), delta
   Returns {done (1 or 0), now_us, multiplier x 1e6}
 ]]
@@ -34,45 +39,50 @@
 
 local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
-local increase, clean_window = tonumber(ARGV[4]), tonumber(ARGV[5])
+local increase, clean_window, auto_ceiling = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = server_now_ms()
 local raw = rcall('GET', record_key)
 if not raw then return {0, math.floor(now * 1000), -1} end
-local entries = record_entries(raw)
+local entries, admitted_at = record_entries(raw)
 local head = rcall('HMGET', state_key, 'm', 'd', 'i')
 local multiplier = tonumber(head[1]) or 1
-local queue_factor = 0
+local queue_factor, ceiling = 0, 1
+local learned_of = {}
 for i = 1, g do
-  local at = -2 + 8 * i
+  local at = -2 + 9 * i
   local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  local delta, remaining, limit = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]), tonumber(ARGV[at + 5])
+  local auto, delta = ARGV[at + 3] == '1', tonumber(ARGV[at + 4])
+  local remaining, limit = tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6])
   local values = rcall('HMGET', state_key, 't:' .. name, 'k:' .. name)
-  local tat, learned = tonumber(values[1] or '0'), tonumber(values[2])
-  local before = math.min(learned or capacity, capacity)
+  local tat, learned = tat_ms(values[1]) or 0, tonumber(values[2])
+  local before = effective_capacity(capacity, auto, learned, multiplier)
   if limit > 0 and limit ~= learned then
     rcall('HSET', state_key, 'k:' .. name, limit)
     learned = limit
   end
-  if learned and learned < capacity then capacity = learned end
+  learned_of[i] = learned
+  if auto and not learned then ceiling = auto_ceiling end
+  local effective = effective_capacity(capacity, auto, learned, multiplier)
   local after = tat
-  if capacity ~= before then  -- the provider's limit changed: rescale this bucket's queue
-    after = rescaled_tat(tat, now, tonumber(ARGV[at + 7]), before / capacity)
-    queue_factor = math.max(queue_factor, before / capacity)
+  if effective ~= before then  -- the provider's limit changed: rescale this bucket's queue
+    after = rescaled_tat(tat, now, tonumber(ARGV[at + 8]), before / effective)
+    queue_factor = math.max(queue_factor, before / effective)
   end
-  local emission = period / (capacity * multiplier)
+  local emission = period / effective
   if delta ~= 0 then
-    after = math.max(after, now) + delta * (tonumber(entries[i][3]) or emission)
+    local reserved_at = record_emission(entries[i], admitted_at, period, capacity, auto)
+    after = math.max(after, now) + delta * reserved_at
     if delta < 0 then after = math.max(after, now) end
   end
   if remaining >= 0 then
-    local ceiling = remaining + math.max(0, tonumber(ARGV[at + 6])) / 2
-    local level = capacity * multiplier - (after - now) / emission
-    if level > ceiling then after = now + (capacity * multiplier - ceiling) * emission end
+    local ceiling_units = remaining + math.max(0, tonumber(ARGV[at + 7])) / 2
+    local level = effective - (after - now) / emission
+    if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
-  if after ~= tat then rcall('HSET', state_key, 't:' .. name, after) end
+  if after ~= tat then rcall('HSET', state_key, 't:' .. name, tat_text(after)) end
 end
 for j = 1, o do
-  local at = 3 + 8 * g + 3 * j
+  local at = 4 + 9 * g + 3 * j
   local delta, key = tonumber(ARGV[at + 2]), KEYS[4 + j]
   local cost, where = entries[g + j][1], entries[g + j][2]
   if delta ~= 0 and cost > 0 then
@@ -90,15 +100,29 @@ for j = 1, o do
   end
 end
 if queue_factor > 0 then rescale_parked(KEYS[4], now, queue_factor) end
-if multiplier < 1 then
-  local last = math.max(tonumber(head[2]) or 0, tonumber(head[3]) or 0)
+if multiplier < ceiling then
+  local last_decrease = tonumber(head[2])
+  local last = math.max(last_decrease or 0, tonumber(head[3]) or 0)
   if now - last >= clean_window then
-    local raised = math.min(1, multiplier + increase)
-    rcall('HSET', state_key, 'm', raised, 'i', now)
-    for i = 1, g do
-      rescale_tat(state_key, ARGV[-2 + 8 * i], now, ARGV[5 + 8 * i], multiplier / raised)
+    local raised
+    if ceiling <= 1 then
+      raised = math.min(1, multiplier + increase)
+    elseif last_decrease then
+      raised = math.min(ceiling, multiplier * (1 + increase))
+    else
+      raised = math.min(ceiling, multiplier * 2)
     end
-    rescale_parked(KEYS[4], now, multiplier / raised)
+    rcall('HSET', state_key, 'm', raised, 'i', now)
+    local queue = 0  -- the parked queue follows the dimension that speeds up least
+    for i = 1, g do
+      local at = -2 + 9 * i
+      local capacity, auto = tonumber(ARGV[at + 2]), ARGV[at + 3] == '1'
+      local factor = effective_capacity(capacity, auto, learned_of[i], multiplier)
+        / effective_capacity(capacity, auto, learned_of[i], raised)
+      if factor ~= 1 then rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], factor) end
+      queue = math.max(queue, factor)
+    end
+    if queue > 0 and queue ~= 1 then rescale_parked(KEYS[4], now, queue) end
     multiplier = raised
   end
 end

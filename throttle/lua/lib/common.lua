@@ -15,3 +15,28 @@ end
 local function keep_for(key, ttl_ms)
   if rcall('PTTL', key) < ttl_ms then rcall('PEXPIRE', key, math.ceil(ttl_ms + 60000)) end
 end
+
+-- GCRA TATs (the state's 't:<dim>' fields, and their copies in reservation records) are
+-- stored as whole µs written with '%d': formatting an integer costs a fraction of the
+-- %.17g Redis applies to a float, and a stored TAT equals its record copy as a string.
+-- Rounding is up: a stored TAT is never earlier than the exact one.
+local function tat_ms(raw)
+  if raw then return tonumber(raw) / 1000 end
+  return nil
+end
+
+local function tat_text(ms)
+  return string.format('%d', math.ceil(ms * 1000 - 0.001))
+end
+
+-- The capacity a GCRA dimension runs at (throttle.limits.effective_capacity): a
+-- configured capacity is a ceiling that a learned limit can only lower; an auto one
+-- (`auto` true) follows the learned limit either way. Once a limit is learned, the
+-- multiplier can only slow the dimension down, never push it past what was heard.
+local function effective_capacity(configured, auto, learned, multiplier)
+  if learned and learned > 0 then
+    if auto or learned < configured then configured = learned end
+    if multiplier > 1 then multiplier = 1 end
+  end
+  return configured * multiplier
+end

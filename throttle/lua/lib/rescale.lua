@@ -12,8 +12,8 @@ end
 
 local function rescale_tat(state_key, name, now, tolerance, factor)
   local field = 't:' .. name
-  local tat = tonumber(rcall('HGET', state_key, field))
-  if tat and tat > now then rcall('HSET', state_key, field, rescaled_tat(tat, now, tolerance, factor)) end
+  local tat = tat_ms(rcall('HGET', state_key, field))
+  if tat and tat > now then rcall('HSET', state_key, field, tat_text(rescaled_tat(tat, now, tolerance, factor))) end
 end
 
 local function rescale_parked(parked_key, now, factor)
