@@ -57,6 +57,8 @@ local spec = {struct.unpack('<' .. string.rep('ssdddd', g), ARGV[3], spec_at)}
 local others_at = 3 + g + o  -- ARGV[3 + i]: the i-th dimension's cost
 local now = server_now_ms()
 
+-- spec[s + 1 .. s + 6], s = 6 (i - 1): the i-th GCRA dimension's TAT field, learned
+-- capacity field, period, configured capacity, tolerance, auto
 local fields = {'pause', 'm'}
 for i = 1, g do fields[2 * i + 1], fields[2 * i + 2] = spec[6 * i - 5], spec[6 * i - 4] end
 local values = rcall('HMGET', state_key, unpack(fields))
@@ -64,9 +66,9 @@ local multiplier = tonumber(values[2]) or 1
 local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
 local tats, emissions = {}, {}
 for i = 1, g do
-  local tolerance = spec[6 * i - 1]
-  local capacity = effective_capacity(spec[6 * i - 2], spec[6 * i] == 1, tonumber(values[2 * i + 2]), multiplier)
-  local emission = spec[6 * i - 3] / capacity
+  local s = 6 * (i - 1)
+  local period, configured, tolerance, auto = spec[s + 3], spec[s + 4], spec[s + 5], spec[s + 6] == 1
+  local emission = period / effective_capacity(configured, auto, tonumber(values[2 * i + 2]), multiplier)
   tats[i], emissions[i] = tat_ms(values[2 * i + 1]) or (now + tolerance * (1 - cold)), emission
   -- A cost above a lowered capacity waits for a full bucket instead of never running.
   local earliest = tats[i] + math.min(ARGV[3 + i] * emission, tolerance) - tolerance
