@@ -3,6 +3,7 @@ worker processes. Used by the demo, the integration tests and the benchmarks.
 
     with LocalStack(emulator_config, throttle_toml) as stack:
         stack.start_workers(2, pool="threads", concurrency=16)
+        flower_url = stack.start_flower()   # optional: Flower watching the workers
         result = stack.enqueue(provider="emu", model="gpt-4o-mini", ...)
 
 Everything it starts runs in its own process group and is stopped on exit.
@@ -27,7 +28,7 @@ from celery import Celery
 from throttle.config import Config, load_config
 from throttle.providers.credentials import env_var_for
 from throttle.testing.emulator import EmulatorConfig, EmulatorProcess
-from throttle.testing.redis_server import EmbeddedRedis
+from throttle.testing.redis_server import EmbeddedRedis, free_port
 
 #: The API key the stack's workers use against its emulator.
 EMULATOR_KEY = "sk-local-emulator-key"
@@ -96,6 +97,7 @@ class LocalStack:
         self.redis = EmbeddedRedis()
         self.emulator = EmulatorProcess(emulator)
         self.workers: list[subprocess.Popen[bytes]] = []
+        self.flower: subprocess.Popen[bytes] | None = None
         self.config_path = self.workdir / "throttle.toml"
         self.config: Config | None = None
         self.app: Celery | None = None
@@ -202,7 +204,48 @@ class LocalStack:
                 worker.wait()
         self.workers.clear()
 
+    def start_flower(self, port: int | None = None, *, timeout_s: float = 30.0) -> str:
+        """Start Flower on 127.0.0.1 (its API open, without authentication); returns its
+        URL once it receives the events of every worker started so far."""
+        port = port or free_port()
+        log = open(self.workdir / "flower.log", "wb")  # noqa: SIM115
+        args = [
+            sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+            f"--port={port}", "--address=127.0.0.1",
+        ]  # fmt: skip
+        env = {**self.env(), "FLOWER_UNAUTHENTICATED_API": "true"}
+        self.flower = subprocess.Popen(
+            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        url = f"http://127.0.0.1:{port}"
+        names = {f"w{i}@llm-throttle" for i, w in enumerate(self.workers) if w.poll() is None}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.flower.poll() is not None:
+                raise RuntimeError(f"Flower exited at start; see {self.workdir}/flower.log")
+            try:
+                reply = requests.get(f"{url}/api/workers?status=true", timeout=2)
+                alive = {name for name, up in reply.json().items() if up}
+            except (requests.RequestException, ValueError):
+                alive = None  # not listening yet
+            if alive is not None and names <= alive:
+                return url
+            time.sleep(0.2)
+        raise RuntimeError(f"Flower did not see workers {sorted(names)}; see {self.workdir}")
+
+    def stop_flower(self) -> None:
+        if self.flower is not None and self.flower.poll() is None:
+            os.killpg(self.flower.pid, signal.SIGTERM)
+            try:
+                self.flower.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.flower.pid, signal.SIGKILL)
+                self.flower.wait()
+        self.flower = None
+
     def stop(self) -> None:
+        self.stop_flower()
         self.stop_workers()
         if self.app is not None:
             self.app.close()

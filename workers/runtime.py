@@ -27,6 +27,7 @@ from throttle.errors import (
     StorageError,
     TerminalProviderError,
     ThrottleDeadlineError,
+    ThrottleError,
     TransportError,
 )
 from throttle.limiter import BeginOutcome, Observed, RedisLimiter
@@ -121,19 +122,22 @@ class Completed:
 
 @dataclass(frozen=True)
 class Parked:
-    """Park the task until ``slot_ms`` (server clock); the message can be acknowledged."""
+    """Park the task until ``slot_ms`` (server clock), ``wait_s`` from now; the message
+    can be acknowledged."""
 
     group: str
     slot_ms: float
+    wait_s: float
     state: ThrottleState
 
 
 @dataclass(frozen=True)
 class RetryLater:
-    """Send the task again after ``countdown_s`` (Redis down, transport failure)."""
+    """Send the task again after ``countdown_s`` because of ``error`` (Redis down, a
+    transport failure)."""
 
     countdown_s: float
-    reason: str
+    error: ThrottleError
     state: ThrottleState
 
 
@@ -313,7 +317,7 @@ class CompletionRunner:
                 except StorageError as exc:
                     if settings.failure_policy == "open":
                         return self._call_unthrottled(call, client, request, state)
-                    return RetryLater(self._backoff_s(state.error_retries + 1), str(exc), state)
+                    return RetryLater(self._backoff_s(state.error_retries + 1), exc, state)
                 if not admission.reserved:
                     raise ThrottleDeadlineError(
                         f"{group.name}: the next slot is {admission.wait_s:.1f} s away,"
@@ -351,7 +355,7 @@ class CompletionRunner:
                     state.parked_at_s = self._wall()
                     metrics.parked(group.name)
                     slot_ms = slot_ms or self.limiter.server_time_ms() + wait_s * 1000
-                    return Parked(group.name, slot_ms, state)
+                    return Parked(group.name, slot_ms, wait_s, state)
                 state.waited_s += wait_s
 
             if needs_begin and not self._begin(group, state):
@@ -421,7 +425,7 @@ class CompletionRunner:
             state.error_retries += 1
             if state.error_retries > self.config.worker.max_error_retries:
                 raise
-            return RetryLater(self._backoff_s(state.error_retries), str(exc), state)
+            return RetryLater(self._backoff_s(state.error_retries), exc, state)
         except TerminalProviderError:
             self._settle(group, settings, state, rejected_deltas(reservation))
             raise
@@ -463,12 +467,14 @@ class CompletionRunner:
         call: CompletionCall, group: str, response: ProviderResponse, state: ThrottleState
     ) -> dict[str, Any]:
         usage = response.usage
+        # The throttle's facts first: monitors such as Flower show the repr of a result cut
+        # at 1024 characters (Celery's ``resultrepr_maxsize``), and a response can be long.
         return {
+            "throttle": {"group": group, **state.facts()},
             "provider": call.provider,
             "model": call.model,
             "response": dict(response.body),
             "usage": None
             if usage is None
             else {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-            "throttle": {"group": group, **state.facts()},
         }

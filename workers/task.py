@@ -5,6 +5,13 @@ is the task's result; a parked task is stored in Redis, shown as state ``PARKED`
 message acknowledged (``Ignore``); a task to retry later is sent again with a countdown
 that does not consume ``max_retries`` (throttle budget and error budget are the
 runner's own, in the ``throttle_state`` that travels with the task).
+
+What Flower shows of the throttle, per task: Flower displays only Celery's own task
+fields, so the facts travel in those. A completed task's result starts with its
+``throttle`` facts (seconds waited, provider calls, 429s, parks, Celery retries); a
+parked task has state ``PARKED`` and its facts as result (as ``AsyncResult.info`` has
+them), from the ``task-parked`` event; a retried task has state ``RETRY`` with the error
+that caused it as exception.
 """
 
 from __future__ import annotations
@@ -56,15 +63,23 @@ class ThrottledTask(Task):
             # previous entry must not lose its new payload.
             entry_id = f"{self.request.id}.{outcome.state.parks}"
             context.parking.park(outcome.group, entry_id, outcome.slot_ms, payload)
-            facts = {**outcome.state.facts(), "group": outcome.group, "slot_ms": outcome.slot_ms}
+            facts = {
+                "group": outcome.group,
+                "slot_in_s": round(outcome.wait_s, 3),
+                **outcome.state.facts(),
+                "slot_ms": outcome.slot_ms,
+            }
             self.update_state(state=PARKED, meta=facts)
-            self.send_event("task-parked", **facts)
+            # A custom event sets the custom state in event monitors; of its fields Flower
+            # shows only Celery's own, so the facts also go as the result, as in the backend.
+            self.send_event("task-parked", result=repr(facts), **facts)
             raise Ignore()
         log.info(
-            "task %s: retry in %.1f s (%s)", self.request.id, outcome.countdown_s, outcome.reason
+            "task %s: retry in %.1f s (%s)", self.request.id, outcome.countdown_s, outcome.error
         )
         kwargs["throttle_state"] = outcome.state.to_json()
         raise self.retry(
+            exc=outcome.error,
             kwargs=kwargs,
             countdown=outcome.countdown_s,
             max_retries=None,
