@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check throttle workers tasks tests bench
-	$(BIN)/ruff format --check throttle workers tasks tests bench
+	$(BIN)/ruff check throttle workers tasks tests bench docs
+	$(BIN)/ruff format --check throttle workers tasks tests bench docs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
