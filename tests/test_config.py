@@ -114,6 +114,10 @@ def base() -> dict[str, Any]:
             "groups.g.requests: auto limits use the gcra algorithm",
         ),
         (
+            lambda d: d["groups"]["g"].update(tenant={"requests": "auto"}),
+            "groups.g.tenant.requests: a tenant's share needs a number",
+        ),
+        (
             lambda d: d["groups"]["g"].update(requests={"limit": "5/s", "start": "1/s"}),
             "groups.g.requests: 'start' is for auto limits only",
         ),

@@ -469,6 +469,8 @@ def _group(
     tenant_dims = []
     for key, value in _table(spec.get("tenant"), f"{where}.tenant").items():
         dim, kind = _dimension(f"{where}.tenant", key, value)
+        if dim.auto:  # providers report no per-tenant limits to learn from
+            raise ConfigError(f"{where}.tenant.{key}: a tenant's share needs a number, not auto")
         tenant_dims.append(dim)
         counts[key] = kind
     policy = spec.get("failure_policy", default_policy)
