@@ -154,8 +154,6 @@ class _Plan:
     #: admit.lua's ARGV after the costs: four per non-GCRA dimension (calendar
     #: dimensions' window starts are filled in per call, see ``calendar_at``).
     admit_others: tuple[str, ...]
-    #: admit.lua's keys but the reservation record's: (state, leases, *others).
-    admit_keys: tuple[str, ...]
     #: (index into ``admit_others``, group dimension index) of each calendar dimension.
     calendar_at: tuple[tuple[int, int], ...]
     #: Per dimension in script order: GCRA (name, period, capacity, auto), others (name, code).
@@ -260,7 +258,6 @@ class RedisLimiter:
             admit_args=tuple(admit_args),
             admit_spec=spec,
             admit_others=admit_others,
-            admit_keys=(state_key, leases_key, *other_keys),
             calendar_at=calendar_at,
             undo_args=tuple(undo_args),
             names=tuple(d.name for d in dims),
@@ -325,8 +322,8 @@ class RedisLimiter:
             others = list(others)
             for at, i in plan.calendar_at:
                 others[at] = self._calendar_starts(group.dimensions[i])
-        state_key, leases_key, *other_keys = plan.admit_keys
-        keys = [state_key, self.keys.reservation(group.name, rid), leases_key, *other_keys]
+        record_key = self.keys.reservation(group.name, rid)
+        keys = [plan.state_key, record_key, plan.leases_key, *plan.other_keys]
         args = [
             rid,
             -1 if max_wait_s is None else max_wait_s * 1000,
