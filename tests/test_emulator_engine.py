@@ -468,6 +468,16 @@ def test_slow_fault_delays_the_answer() -> None:
     assert pending.complete().header("openai-processing-ms") == "250"
 
 
+def test_a_delayed_storm_is_decided_on_arrival_and_answered_later() -> None:
+    emu, _ = make(faults=(_fault(FaultKind.RATE_LIMIT, delay_ms=500, max_hits=2),))
+    raw = CompletionRequest(Profile.OPENAI, {}, json.dumps(body()).encode())
+    first, second = emu.complete(raw), emu.complete(raw)
+    assert send(emu, body()).status == 200, "both hits were taken on arrival"
+    for pending in (first, second):
+        assert isinstance(pending, Deferred) and pending.delay_s == pytest.approx(0.5)
+        assert pending.complete().status == 429
+
+
 def test_fault_schedule_window_and_key_filter() -> None:
     storm = _fault(FaultKind.RATE_LIMIT, start_s=2, duration_s=5, api_key="sk-a")
     emu, clock = make(faults=(storm,))

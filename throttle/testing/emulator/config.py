@@ -220,7 +220,9 @@ class FaultConfig:
     """One injected fault, active from ``start_s`` for ``duration_s`` (emulator seconds).
 
     ``probability`` < 1 makes it random (seeded); ``api_key`` / ``pool`` restrict it;
-    ``max_hits`` stops it after that many affected requests.
+    ``max_hits`` stops it after that many affected requests. ``delay_ms``: the ``slow``
+    modifier adds it to a normal answer; a replacing fault (a 429 storm...) is decided
+    when the request arrives and answered that much later (requests in flight at once).
     """
 
     kind: FaultKind

@@ -267,10 +267,12 @@ class Emulator:
         state = self._pool_state(org, pool, now_s)
         selection = self._faults.select(t_s, api_key, pool.name)
         ctx = _Context(request, rules, call, api_key, org, request_id, state, now_s, t_s)
-        if selection.replacement is not None:
-            return self._finish(
-                self._fault(ctx, selection.replacement), selection.modifiers, api_key
-            )
+        fault = selection.replacement
+        if fault is not None:
+            reply = self._finish(self._fault(ctx, fault), selection.modifiers, api_key)
+            if fault.delay_ms > 0 and not reply.drop:  # decided now, answered later
+                return Deferred(fault.delay_ms / 1000.0, lambda: reply)
+            return reply
         return self._admit(ctx, selection.modifiers)
 
     def _admit(self, ctx: _Context, modifiers: list[FaultConfig]) -> Reply | Deferred:
