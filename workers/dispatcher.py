@@ -3,6 +3,12 @@
 Every worker runs one (a bootstep thread); the atomic take in Redis keeps any number of
 them from releasing one task twice. It sleeps until the earliest parked slot (minus the
 release lead), capped by ``dispatcher_interval_s`` so newly parked tasks are seen soon.
+
+A parked task's slot is its score in the parked zset, which a change of the group's rate
+moves (``throttle/lua/lib/rescale.lua``); the slot in its payload is the one it was
+parked with. A task taken is due within the release lead by its score, so it never
+waits longer than the lead: after the queue sped up (a learned rise, an AIMD increase)
+it must not sleep, or park again, until its old, later slot.
 """
 
 from __future__ import annotations
@@ -42,8 +48,9 @@ class Dispatcher:
             published = []
             for entry_id, payload in batch.entries:
                 slot_ms = float(payload.get("slot_ms", batch.now_ms))
+                wait_s = min(max(0.0, slot_ms - batch.now_ms) / 1000, worker.release_lead_s)
                 try:
-                    self.publish(payload, max(0.0, slot_ms - batch.now_ms) / 1000)
+                    self.publish(payload, wait_s)
                 except Exception:  # a broken payload must not block the others
                     log.exception("could not publish parked entry %s of %s", entry_id, group)
                     continue
