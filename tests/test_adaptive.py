@@ -24,6 +24,8 @@ from throttle.parking import ParkingLot
 from throttle.providers.observation import DimensionState, Observation
 from throttle.testing.emulator import (
     EmulatorConfig,
+    FaultConfig,
+    FaultKind,
     LatencyConfig,
     PoolConfig,
     Profile,
@@ -209,12 +211,21 @@ PROMPT = [{"role": "user", "content": "Classify this sentence, please."}]
 
 
 def run_stack(
-    stacks: list[LocalStack], profile: Profile, true_limit: str, ceiling: str, workers: int
+    stacks: list[LocalStack],
+    profile: Profile,
+    true_limit: str,
+    ceiling: str,
+    workers: int,
+    *,
+    threads: int = 32,
+    faults: tuple[FaultConfig, ...] = (),
 ) -> LocalStack:
+    """``threads`` worker threads in all (at least 4 per worker process)."""
     emu = EmulatorConfig(
         profile=profile,
         pools=(PoolConfig("default", parse_limits_text(f"requests={true_limit},tokens=10M/s")),),
         latency=LatencyConfig(ttft_ms=20),
+        faults=faults,
     )
     provider_profile = {Profile.OPENAI: "openai", Profile.GEMINI: "gemini"}[profile]
     doc = {
@@ -231,25 +242,30 @@ def run_stack(
     }
     stack = LocalStack(emu, doc).start()
     stacks.append(stack)
-    stack.start_workers(workers, pool="threads", concurrency=max(4, 32 // workers))
+    stack.start_workers(workers, pool="threads", concurrency=max(4, threads // workers))
     return stack
 
 
-def windows(stack: LocalStack, count: int, window_s: float = 1.0) -> list[tuple[float, float]]:
-    """Per window: (admitted requests, 429s), from the emulator's counters."""
+def windows(
+    stack: LocalStack, count: int, start: dict[str, Any] | None = None
+) -> list[tuple[float, float]]:
+    """Per 1 s window: (admitted requests, 429s), from the emulator's counters, counted
+    from ``start`` (stats read earlier) or from now."""
     samples = []
-    previous = stack.emulator_stats()
+    previous = start or stack.emulator_stats()
     for _ in range(count):
-        time.sleep(window_s)
+        time.sleep(1.0)
         current = stack.emulator_stats()
-        admitted = (
-            current["pools"]["org-emulator/default"]["requests"]["admitted_cost"]
-            - previous["pools"]["org-emulator/default"]["requests"]["admitted_cost"]
-        )
+        admitted = admitted_requests(current) - admitted_requests(previous)
         refused = current["by_status"].get("429", 0) - previous["by_status"].get("429", 0)
         samples.append((admitted, float(refused)))
         previous = current
     return samples
+
+
+def admitted_requests(stats: dict[str, Any]) -> float:
+    pool = stats["pools"].get("org-emulator/default", {})  # there after the first request
+    return float(pool.get("requests", {}).get("admitted_cost", 0.0))
 
 
 def enqueue(stack: LocalStack, count: int) -> list[Any]:
@@ -257,6 +273,15 @@ def enqueue(stack: LocalStack, count: int) -> list[Any]:
         stack.enqueue(provider="emu", model="m", messages=PROMPT, max_tokens=10)
         for _ in range(count)
     ]
+
+
+def consuming(stack: LocalStack, on: bool) -> None:
+    """Add or cancel the main queue's consumer on every worker: a backlog queued while
+    cancelled starts at once on all of them, at the first window."""
+    assert stack.app is not None and stack.config is not None
+    control = stack.app.control
+    command = control.add_consumer if on else control.cancel_consumer
+    command(stack.config.celery.queue, reply=True, timeout=5.0, limit=len(stack.workers))
 
 
 @pytest.mark.integration
@@ -277,14 +302,15 @@ def test_over_configured_ceiling_learns_the_true_limit(
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_silent_drop_and_rise_are_followed(stacks: list[LocalStack]) -> None:
-    stack = run_stack(stacks, Profile.OPENAI, "20/s", "20/s", 2)
-    enqueue(stack, 1000)
-    before = windows(stack, 4)
+@pytest.mark.parametrize("workers", [1, 4])
+def test_silent_drop_and_rise_are_followed(stacks: list[LocalStack], workers: int) -> None:
+    stack = run_stack(stacks, Profile.OPENAI, "20/s", "20/s", workers)
+    enqueue(stack, 600)
+    before = windows(stack, 3)
     stack.emulator_post("/__emu/limits", {"pool": "default", "limits": {"requests": "10/s"}})
-    dropped = windows(stack, 8)
+    dropped = windows(stack, 6)
     stack.emulator_post("/__emu/limits", {"pool": "default", "limits": {"requests": "20/s"}})
-    risen = windows(stack, 8)
+    risen = windows(stack, 7)
     assert sum(r for _, r in before) == 0
     after_two = dropped[2:]
     assert sum(r for _, r in after_two) <= 0.01 * sum(a for a, _ in after_two) + 1, dropped
@@ -293,11 +319,51 @@ def test_silent_drop_and_rise_are_followed(stacks: list[LocalStack]) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 4])
+def test_a_herd_of_429s_in_flight_is_one_decrease(stacks: list[LocalStack], workers: int) -> None:
+    # No headers (Gemini), so 429s feed AIMD. The emulator refuses the first 64 requests
+    # and answers each 2 s after it arrived: all 64 are in flight before a 429 is back.
+    storm = FaultConfig(FaultKind.RATE_LIMIT, max_hits=64, retry_after_s=1.0, delay_ms=2000)
+    stack = run_stack(
+        stacks, Profile.GEMINI, "10000/s", "10000/s", workers, threads=64, faults=(storm,)
+    )
+    assert stack.config is not None
+    consuming(stack, on=False)
+    results = enqueue(stack, 64)
+    state = KeyBuilder(stack.config.redis.prefix).state("emu:m")
+    client = redis.Redis.from_url(stack.config.redis.url)
+    decreases: set[bytes] = set()  # the times of the decreases ('d')
+    multipliers: set[float] = set()
+    in_flight = None  # 429s decided by the emulator when the first decrease was seen
+    consuming(stack, on=True)
+    deadline = time.monotonic() + 30
+    while not all(r.ready() for r in results) and time.monotonic() < deadline:
+        last_decrease, multiplier = client.hmget(state, ["d", "m"])
+        if last_decrease is not None:
+            if in_flight is None:
+                in_flight = stack.emulator_stats()["by_status"].get("429", 0)
+            decreases.add(last_decrease)
+        multipliers.add(float(multiplier or 1))
+        time.sleep(0.02)
+    facts = [r.get(timeout=1)["throttle"] for r in results]
+    assert in_flight == 64, "every request was in flight before the first 429 came back"
+    assert len(decreases) == 1, decreases
+    assert min(multipliers) == pytest.approx(0.6)
+    assert [f["rate_limited"] for f in facts] == [1] * 64
+
+
+@pytest.mark.integration
 @pytest.mark.scenario
-def test_without_headers_aimd_converges(stacks: list[LocalStack]) -> None:
-    stack = run_stack(stacks, Profile.GEMINI, "20/s", "40/s", 2)
-    enqueue(stack, 900)
-    per_window = windows(stack, 20)
+@pytest.mark.parametrize("workers", [1, 4])
+def test_without_headers_aimd_converges(stacks: list[LocalStack], workers: int) -> None:
+    # Counted from the first request: the cold start's burst is part of "overall".
+    stack = run_stack(stacks, Profile.GEMINI, "20/s", "40/s", workers)
+    consuming(stack, on=False)
+    enqueue(stack, 650)
+    start = stack.emulator_stats()
+    consuming(stack, on=True)
+    per_window = windows(stack, 20, start)
     admitted = sum(a for a, _ in per_window)
     refused = sum(r for _, r in per_window)
     assert refused <= 0.05 * (admitted + refused), per_window
