@@ -143,6 +143,25 @@ def test_auto_limits_start_low_or_where_told() -> None:
     assert (dims["output_tokens"].capacity, dims["output_tokens"].period_s) == (1000, 60)
 
 
+def test_the_limit_group_carries_every_group_setting() -> None:
+    doc = base()
+    doc["groups"]["g"].update(
+        concurrency=7,
+        lease_ttl_s=30,
+        headroom=0.1,
+        cold_start=0.5,
+        aimd={"decrease": 0.5, "increase": 0.1, "floor": 0.2},
+    )
+    config = config_from_dict(doc)
+    limit_group = config.limit_group(config.groups["g"])
+    assert limit_group.concurrency == 7
+    assert limit_group.lease_ttl_s == 30
+    assert limit_group.headroom == 0.1
+    assert limit_group.cold_start == 0.5
+    assert (limit_group.aimd.decrease, limit_group.aimd.increase) == (0.5, 0.1)
+    assert limit_group.aimd.floor == 0.2
+
+
 def test_a_model_in_two_groups_is_refused() -> None:
     doc = base()
     doc["groups"]["h"] = {"provider": "openai", "models": ["m"], "requests": "1/s"}

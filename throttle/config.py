@@ -222,6 +222,7 @@ class Config:
             group.lease_ttl_s,
             group.headroom,
             group.aimd,
+            group.cold_start,
         )
         with self._lock:
             self._limit_groups[key] = limit_group
