@@ -33,9 +33,12 @@ Scenarios (issue 5's acceptance points; ``SCENARIOS`` maps a name to its functio
    ``max_hits = 64`` answered 2 s after each arrival; Gemini profile, so no headers):
    exactly one AIMD decrease.
 
-Point 4 (``auto`` limits with headers) is one more function: build a ``Setup`` whose
-group spec is ``f"auto/{window_s:g}s"``, call ``run_windows``, judge its windows, and
-register it with ``@scenario("auto-headers", 4, "...")``; nothing else changes.
+4. ``auto-headers``: no number configured (``requests = "auto"``, which starts at 1
+   request/s), OpenAI headers: no 429s and utilization >= 95% from the second window.
+5b. ``auto-no-headers``: no number and no headers (Gemini): AIMD discovers the limit
+   from 1 request/s (doubling per clean window until the first 429); judged as 5.
+
+A scenario is one function registered with ``@scenario(name, number, target)``.
 
 Per run: the share of 429s among requests the emulator answered, utilization per
 window (admitted / the emulator's true limit, scaled by the window's measured length),
@@ -417,6 +420,42 @@ def silent_rise(ctx: Context) -> Run:
 def no_headers(ctx: Context) -> Run:
     setup = Setup(Profile.GEMINI, 20, ctx.options.per_window(40))
     run = run_windows(ctx, setup, "no-headers")
+    converged = windows_until(run.windows, low_429s(0.02))
+    mean, lowest = utilization_from(run, 1, ctx.options.window_s)
+    refused = refused_share(run.windows)
+    run.figures = {
+        "429_share": refused,
+        "windows": converged,
+        "utilization": mean,
+        "utilization_min": lowest,
+    }
+    run.passed = refused <= 0.05 and converged is not None and converged <= 5
+    return run
+
+
+@scenario("auto-headers", 4, "auto limits: no 429s from window 2, utilization >= 95% from window 2")
+def auto_headers(ctx: Context) -> Run:
+    """No number configured: ``requests = "auto"`` starts at 1 request/s and the OpenAI
+    headers of the first responses teach the true limit."""
+    setup = Setup(Profile.OPENAI, 20, f"auto/{ctx.options.window_s:g}s")
+    run = run_windows(ctx, setup, "auto-headers")
+    mean, lowest = utilization_from(run, 1, ctx.options.window_s)
+    late_refused = sum(w.refused for w in run.windows[1:])
+    run.figures = {
+        "429_share": refused_share(run.windows),
+        "utilization": mean,
+        "utilization_min": lowest,
+    }
+    run.passed = late_refused == 0 and mean >= 0.95
+    return run
+
+
+@scenario("auto-no-headers", 5, "auto limits discovered by AIMD: as no-headers, from 1 request/s")
+def auto_no_headers(ctx: Context) -> Run:
+    """No number configured and no headers (Gemini): slow start from 1 request/s doubles
+    the multiplier per clean window until the first 429, then AIMD."""
+    setup = Setup(Profile.GEMINI, 20, f"auto/{ctx.options.window_s:g}s")
+    run = run_windows(ctx, setup, "auto-no-headers")
     converged = windows_until(run.windows, low_429s(0.02))
     mean, lowest = utilization_from(run, 1, ctx.options.window_s)
     refused = refused_share(run.windows)

@@ -145,6 +145,37 @@ def test_auto_limits_on_redis_follow_headers(redis_url: str, key_prefix: str) ->
     assert limiter.admit(g, {"requests": 10}).reserved
 
 
+@pytest.mark.integration
+def test_a_learned_rise_pulls_every_bucket_the_queue_pushed(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Fifty requests queued at an auto start of 1/s push the tokens bucket's TAT 50 s
+    ahead too (a slot debits every dimension); learning 20/s must shorten both, or the
+    tokens bucket keeps the whole queue waiting on the old schedule."""
+    limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
+    g = LimitGroup(
+        "rise",
+        (Dimension("requests", 1, 1.0, auto=True), Dimension.parse("tokens", "10M/s")),
+        headroom=0.05,
+        cold_start=0.25,
+    )
+    model = LimiterModel()
+    queued = []
+    for i in range(50):
+        got = limiter.admit(g, {"requests": 1, "tokens": 30}, reservation_id=f"q{i}")
+        model.admit(g, {"requests": 1, "tokens": 30}, f"q{i}", now_ms=got.now_ms)
+        queued.append(got)
+    assert queued[-1].wait_s > 45, "queued at the start rate"
+    heard = {"requests": Observed(19, 20)}
+    settled = limiter.settle(g, "q0", {}, heard)
+    assert settled is not None
+    model.settle(g, "q0", {}, observed={"requests": (19, 20, 0)}, now_ms=settled.now_ms)
+    after = limiter.admit(g, {"requests": 1, "tokens": 30}, reservation_id="next")
+    want = model.admit(g, {"requests": 1, "tokens": 30}, "next", now_ms=after.now_ms)
+    assert after.wait_s < 4, "49 queued requests at 20/s, not 50 s of the old schedule"
+    assert after.wait_s * 1000 == pytest.approx(want.wait_ms, abs=0.01)
+
+
 def test_observed_dimensions_skip_headers_of_another_window() -> None:
     g = LimitGroup.from_specs("g", {"requests": "10/s", "tokens": "1000/min"})
     observation = Observation(

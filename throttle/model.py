@@ -281,6 +281,7 @@ class LimiterModel:
         if record is None:
             return False
         observed = observed or {}
+        queue_factor, changed = 0.0, set()
         for i, (dim, entry) in enumerate(zip(group.dimensions, record.entries, strict=True)):
             delta = float(deltas.get(dim.name, 0.0))
             if entry.algorithm is Algorithm.GCRA:
@@ -293,6 +294,8 @@ class LimiterModel:
                 if now_capacity != before:  # the provider's limit changed
                     tolerance = dim.period_ms * (1.0 - group.headroom)
                     after = self._rescaled(tat, now, tolerance, before / now_capacity)
+                    queue_factor = max(queue_factor, before / now_capacity)
+                    changed.add(dim.name)
                 emission = self._emission_ms(st, group, i)
                 if delta != 0:
                     after = max(after, now) + delta * (entry.emission_ms or emission)
@@ -314,6 +317,15 @@ class LimiterModel:
                 windows = st.windows.get(dim.name, {})
                 if isinstance(entry.where, int) and entry.where in windows:
                     windows[entry.where] += max(delta, -entry.cost)
+        if 0 < queue_factor < 1:  # the queue moved earlier: so do the TATs it pushed along
+            for dim in group.dimensions:
+                tat_or_none = st.tat.get(dim.name)
+                if dim.algorithm is not Algorithm.GCRA or dim.name in changed:
+                    continue
+                if tat_or_none is not None and tat_or_none > now:
+                    tolerance = dim.period_ms * (1.0 - group.headroom)
+                    rescaled = self._rescaled(tat_or_none, now, tolerance, queue_factor)
+                    st.tat[dim.name] = _stored_tat(rescaled)
         last_change = max(st.last_decrease_ms or 0.0, st.last_increase_ms)
         ceiling = self._multiplier_ceiling(st, group)
         if st.multiplier < ceiling and now - last_change >= group.clean_window_s * 1000:

@@ -7,7 +7,8 @@
   ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
   is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration);
   a different limit, like a change of the multiplier, rescales the queue of
-  reservations to the new rate (lib/rescale.lua).
+  reservations to the new rate (lib/rescale.lua); when the queue moves earlier, the
+  other dimensions' TATs, which its slots had pushed along, move with it.
   Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
   the group's AIMD multiplier 'm' (throttle.limits.raised_multiplier): by `increase`
   up to 1; in a group with auto dimensions that have not heard their limit, up to
@@ -47,7 +48,7 @@ local entries, admitted_at = record_entries(raw)
 local head = rcall('HMGET', state_key, 'm', 'd', 'i')
 local multiplier = tonumber(head[1]) or 1
 local queue_factor, ceiling = 0, 1
-local learned_of = {}
+local learned_of, changed = {}, {}
 for i = 1, g do
   local at = -2 + 9 * i
   local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
@@ -67,6 +68,7 @@ for i = 1, g do
   if effective ~= before then  -- the provider's limit changed: rescale this bucket's queue
     after = rescaled_tat(tat, now, tonumber(ARGV[at + 8]), before / effective)
     queue_factor = math.max(queue_factor, before / effective)
+    changed[i] = true
   end
   local emission = period / effective
   if delta ~= 0 then
@@ -99,7 +101,17 @@ for j = 1, o do
     end
   end
 end
-if queue_factor > 0 then rescale_parked(KEYS[4], now, queue_factor) end
+if queue_factor > 0 then
+  rescale_parked(KEYS[4], now, queue_factor)
+  if queue_factor < 1 then
+    -- The queue moved earlier: so do the other buckets' TATs, which the reservations'
+    -- slots had pushed along (a start slot debits every dimension at that slot).
+    for i = 1, g do
+      local at = -2 + 9 * i
+      if not changed[i] then rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], queue_factor) end
+    end
+  end
+end
 if multiplier < ceiling then
   local last_decrease = tonumber(head[2])
   local last = math.max(last_decrease or 0, tonumber(head[3]) or 0)
