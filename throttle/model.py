@@ -54,7 +54,7 @@ class _GroupState:
     multiplier: float = 1.0
     epoch_end_ms: float = float("-inf")
     last_decrease_ms: float | None = None
-    last_increase_ms: float = 0.0
+    last_increase_ms: float | None = None
     learned: dict[str, float] = field(default_factory=dict)
     leases: dict[str, float] = field(default_factory=dict)
     records: dict[str, _Record] = field(default_factory=dict)
@@ -326,9 +326,11 @@ class LimiterModel:
                     tolerance = dim.period_ms * (1.0 - group.headroom)
                     rescaled = self._rescaled(tat_or_none, now, tolerance, queue_factor)
                     st.tat[dim.name] = _stored_tat(rescaled)
-        last_change = max(st.last_decrease_ms or 0.0, st.last_increase_ms)
+        last_change = max(st.last_decrease_ms or 0.0, st.last_increase_ms or 0.0)
         ceiling = self._multiplier_ceiling(st, group)
-        if st.multiplier < ceiling and now - last_change >= group.clean_window_s * 1000:
+        if st.multiplier < ceiling and st.last_decrease_ms is st.last_increase_ms is None:
+            st.last_increase_ms = now  # an auto group's first clean window starts now
+        elif st.multiplier < ceiling and now - last_change >= group.clean_window_s * 1000:
             decreased = st.last_decrease_ms is not None
             raised = raised_multiplier(group.aimd, st.multiplier, ceiling, decreased)
             self._rescale(st, group, now, st.multiplier, raised)

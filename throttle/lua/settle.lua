@@ -112,10 +112,11 @@ if queue_factor > 0 then
     end
   end
 end
-if multiplier < ceiling then
-  local last_decrease = tonumber(head[2])
-  local last = math.max(last_decrease or 0, tonumber(head[3]) or 0)
-  if now - last >= clean_window then
+local last_decrease, last_increase = tonumber(head[2]), tonumber(head[3])
+if multiplier < ceiling and not (last_decrease or last_increase) then
+  rcall('HSET', state_key, 'i', now)  -- an auto group's first clean window starts now
+elseif multiplier < ceiling then
+  if now - math.max(last_decrease or 0, last_increase or 0) >= clean_window then
     local raised
     if ceiling <= 1 then
       raised = math.min(1, multiplier + increase)
