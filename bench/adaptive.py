@@ -51,17 +51,13 @@ to stdout; raw JSON to ``bench/results/adaptive-<time>.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +67,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.results_file import machine, write_raw  # noqa: E402
 from throttle.status import DimensionStatus, GroupStatus, read_status  # noqa: E402
 from throttle.testing.emulator import (  # noqa: E402
     EmulatorConfig,
@@ -83,7 +80,6 @@ from throttle.testing.emulator import (  # noqa: E402
 )
 from workers.harness import LocalStack  # noqa: E402
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PROVIDER = "emu"
 MODEL = "m"
 GROUP = "emu:m"
@@ -588,25 +584,6 @@ def table(runs: Sequence[Run]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    import celery
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "celery": celery.__version__,
-        "load_avg": os.getloadavg(),
-    }
-
-
-def write_raw(payload: Mapping[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"adaptive-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
-    return path
-
-
 # -- main ---------------------------------------------------------------------------------
 
 
@@ -667,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runs": [asdict(r) for r in runs],
         "elapsed_s": elapsed_s,
     }
-    path = write_raw(payload)
+    path = write_raw("adaptive", payload)
     print()
     print(
         f"{options.windows} windows of {options.window_s:g} s (production: 60 s);"

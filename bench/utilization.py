@@ -44,9 +44,7 @@ Markdown tables go to stdout; raw JSON to ``bench/results/utilization-<time>.jso
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import threading
@@ -72,6 +70,7 @@ from bench.peer_tasks import (  # noqa: E402
     TENACITY_TASK,
     task_kwargs,
 )
+from bench.results_file import machine, write_raw  # noqa: E402
 from throttle.providers.client import ProviderClient  # noqa: E402
 from throttle.testing.emulator import (  # noqa: E402
     EmulatorConfig,
@@ -81,7 +80,6 @@ from throttle.testing.emulator import (  # noqa: E402
 )
 from workers.harness import CREDENTIAL, LocalStack  # noqa: E402
 
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
 PROVIDER = "emu"
 MODEL = "gpt-4o-mini"
 POOL_LABEL = "org-emulator/default"
@@ -732,25 +730,6 @@ def verdict(runs: Sequence[RunResult]) -> str:
     return "\n".join(lines)
 
 
-def machine() -> dict[str, Any]:
-    import celery
-
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "celery": celery.__version__,
-        "load_avg": os.getloadavg(),
-    }
-
-
-def write_raw(payload: Mapping[str, Any]) -> Path:
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    path = RESULTS_DIR / f"utilization-{datetime.now(UTC):%Y%m%d-%H%M%S}.json"
-    path.write_text(json.dumps(payload, indent=1, default=str), encoding="utf-8")
-    return path
-
-
 # -- main -------------------------------------------------------------------------------
 
 
@@ -814,7 +793,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload["overhead"] = [asdict(b) for b in blocks]
         sections += ["", "### Throttle cost, limits never binding", overhead_table(blocks)]
     payload["elapsed_s"] = time.monotonic() - started_s
-    path = write_raw(payload)
+    path = write_raw("utilization", payload)
     print()
     print("\n".join(sections))
     print(f"\nraw results: {path.relative_to(REPO_ROOT)}; took {payload['elapsed_s']:.0f} s")
