@@ -403,16 +403,20 @@ class CompletionRunner:
         except RateLimitedError as exc:
             state.rate_limited += 1
             wait_s = exc.wait_s if exc.wait_s is not None else 1.0
-            self._settle(group, settings, state, rejected_deltas(reservation), exc.observation)
+            rejected = rejected_deltas(reservation)
             if wait_s > self.config.worker.max_retry_after_s:
+                self._settle(group, settings, state, rejected, exc.observation)
                 raise QuotaExhaustedError(
                     f"{group.name}: provider asks to wait {wait_s:.0f} s; treated as quota"
                     f" exhausted ({exc})",
                     status=exc.status,
                 ) from exc
             # Every worker waits out Retry-After (plus jitter); the shared rate drops once.
+            # Pause before settling: the settle must not take this window for a clean one
+            # and raise the rate just before the decrease.
             pause = self.limiter.pause(group, wait_s + self._jitter_s(), rate_limited=True)
             metrics.rate_limited(group.name, pause.multiplier)
+            self._settle(group, settings, state, rejected, exc.observation)
             return None
         except OverloadedError as exc:
             state.overloaded += 1
