@@ -177,6 +177,93 @@ def test_a_learned_rise_pulls_every_bucket_the_queue_pushed(
     assert after.wait_s * 1000 == pytest.approx(want.wait_ms, abs=0.01)
 
 
+def test_a_bucket_that_does_not_bind_learning_its_limit_moves_no_parked_task(
+    redis_url: str, key_prefix: str
+) -> None:
+    """Requests set the slots (1/s at the auto start); the tokens bucket, only pushed
+    along, learns 120 times its start first. The parked queue must stay on the
+    requests schedule until the requests limit is heard: moving it by the tokens
+    factor released a second's queue in a few ms, a burst the provider refused."""
+    client = redis.Redis.from_url(redis_url)
+    keys = KeyBuilder(key_prefix)
+    limiter, lot = RedisLimiter(client, keys=keys), ParkingLot(client, keys)
+    g = LimitGroup(
+        "nb",
+        (Dimension("requests", 1, 1.0, auto=True), Dimension("tokens", 333, 1.0, auto=True)),
+        headroom=0.05,
+        cold_start=0.25,
+    )
+    model = LimiterModel()
+    cost = {"requests": 1, "tokens": 20}
+    slots = []
+    for i in range(20):
+        got = limiter.admit(g, cost, reservation_id=f"q{i}")
+        model.admit(g, cost, f"q{i}", now_ms=got.now_ms)
+        slots.append(got.slot_ms)
+    lot.park("nb", "q19.1", slots[19], {})
+
+    def parked_in_ms() -> float:
+        score = client.zscore(keys.parked("nb"), "q19.1")
+        assert score is not None
+        return float(score) + EPOCH_MS - limiter.server_time_ms()
+
+    far = parked_in_ms()
+    assert far > 15_000
+    tokens_heard = limiter.settle(g, "q0", {}, {"tokens": Observed(39_980, 40_000)})
+    assert tokens_heard is not None
+    model.settle(g, "q0", {}, observed={"tokens": (39_980, 40_000, 0)}, now_ms=tokens_heard.now_ms)
+    assert parked_in_ms() == pytest.approx(far, abs=200), "requests still set the pace"
+    probe = limiter.admit(g, cost, reservation_id="probe")
+    want = model.admit(g, cost, "probe", now_ms=probe.now_ms)
+    assert probe.wait_s * 1000 == pytest.approx(want.wait_ms, abs=0.01)
+    assert probe.wait_s > 15
+    requests_heard = limiter.settle(g, "q1", {}, {"requests": Observed(19, 20)})
+    assert requests_heard is not None
+    assert parked_in_ms() < far / 10, "now the requests limit is heard, the queue moves"
+
+
+@pytest.mark.parametrize("give_back", ["cancel", "settle"])
+def test_a_reservation_from_before_a_learned_rise_gives_back_one_unit_at_the_new_rate(
+    redis_url: str, key_prefix: str, give_back: str
+) -> None:
+    """A request queued at an auto start of 1/s and given back after 20/s was learned
+    (cancelled at a pause, or refunded when the provider refused it) returns one
+    request's worth of today's queue (50 ms), not the 1 s it took at admission: the
+    rise already shrank its place in the queue. Refunding the old 1 s gave the next 19
+    requests a free burst, and the 429s that burst caused gave back more."""
+    limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
+    g = LimitGroup(
+        "back", (Dimension("requests", 1, 1.0, auto=True),), headroom=0.05, cold_start=0.25
+    )
+    model = LimiterModel()
+
+    def admit(rid: str) -> float:
+        got = limiter.admit(g, {"requests": 1}, reservation_id=rid)
+        want = model.admit(g, {"requests": 1}, rid, now_ms=got.now_ms)
+        assert got.wait_s * 1000 == pytest.approx(want.wait_ms, abs=0.01)
+        return got.slot_ms
+
+    for i in range(10):
+        admit(f"q{i}")
+    settled = limiter.settle(g, "q0", {}, {"requests": Observed(19, 20)})
+    assert settled is not None
+    model.settle(g, "q0", {}, observed={"requests": (19, 20, 0)}, now_ms=settled.now_ms)
+    before = admit("probe")
+    probe_ms = limiter.cancel(g, "probe")  # the last one: wound back exactly
+    assert probe_ms is not None
+    model.cancel(g, "probe", now_ms=probe_ms)
+    if give_back == "cancel":
+        done_ms = limiter.cancel(g, "q5")
+        assert done_ms is not None
+        model.cancel(g, "q5", now_ms=done_ms)
+    else:
+        refunded = limiter.settle(g, "q5", {"requests": -1.0}, {})
+        assert refunded is not None
+        model.settle(g, "q5", {"requests": -1.0}, now_ms=refunded.now_ms)
+    after = admit("next")
+    assert before - after == pytest.approx(50.0, abs=2.0)
+
+
 def test_observed_dimensions_skip_headers_of_another_window() -> None:
     g = LimitGroup.from_specs("g", {"requests": "10/s", "tokens": "1000/min"})
     observation = Observation(
@@ -191,6 +278,19 @@ def test_observed_dimensions_skip_headers_of_another_window() -> None:
     assert set(heard) == {"requests"}
     assert heard["requests"].remaining == 4
     assert observed_dimensions(g, None) == {}
+
+
+def test_observed_dimensions_allow_for_the_rounding_of_remaining() -> None:
+    """One request used of a 20/s bucket that was at 19.7 before it: the provider says
+    19 remain, full again in 15 ms. Taken at face value that is a 0.3 s window, but a
+    remaining rounded down fits 1 s too: the limit must be heard from the first response,
+    not after several (an auto group waits on it)."""
+    g = LimitGroup("g", (Dimension("requests", 1, 1.0, auto=True),))
+    first = Observation(
+        received_at=0.0,
+        dimensions={"requests": DimensionState(limit=20, remaining=19, reset_s=0.015)},
+    )
+    assert set(observed_dimensions(g, first)) == {"requests"}
 
 
 # -- the herd rule, on Redis -----------------------------------------------------------

@@ -28,7 +28,7 @@ from throttle.testing.emulator import (
     parse_limits_text,
 )
 from throttle.testing.redis_server import EmbeddedRedis, free_port
-from workers.harness import LocalStack
+from workers.harness import COMPRESSED_HEADROOM, LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,12 +47,13 @@ def emulator(pools: Mapping[str, tuple[str, str]], ttft_ms: float = 20) -> Emula
 
 
 def throttle_doc(groups: Mapping[str, Mapping[str, Any]], **sections: Any) -> dict[str, Any]:
-    """Groups get 5% headroom: with limits per second instead of per minute, scheduling
-    jitter on these 2 loaded cores weighs 60 times more than in production."""
+    """Groups get COMPRESSED_HEADROOM: with limits per second instead of per minute, a
+    bucket's margin at the provider is a few requests, not dozens."""
     doc: dict[str, Any] = {
         "providers": {"emu": {"profile": "openai", "base_url": "emulator"}},
         "groups": {
-            name: {"provider": "emu", "headroom": 0.05, **spec} for name, spec in groups.items()
+            name: {"provider": "emu", "headroom": COMPRESSED_HEADROOM, **spec}
+            for name, spec in groups.items()
         },
     }
     doc.update(sections)

@@ -252,9 +252,11 @@ class LimiterModel:
                 continue
             if entry.algorithm is Algorithm.GCRA:
                 tat = st.tat.get(dim.name, 0.0)
-                wound_back = tat - entry.cost * entry.emission_ms
-                untouched = entry.post is not None and tat == entry.post
-                st.tat[dim.name] = _stored_tat(wound_back if untouched else max(now, wound_back))
+                if entry.post is not None and tat == entry.post:  # untouched: undo exactly
+                    st.tat[dim.name] = _stored_tat(tat - entry.cost * entry.emission_ms)
+                else:  # at today's rate: a change since rescaled the queue to it
+                    refund = entry.cost * self._emission_ms(st, group, group.index(dim.name))
+                    st.tat[dim.name] = _stored_tat(max(now, tat - refund))
             elif entry.algorithm is Algorithm.SLIDING:
                 log = st.log.get(dim.name, [])
                 log[:] = [e for e in log if e[1] != entry.where]
@@ -281,7 +283,8 @@ class LimiterModel:
         if record is None:
             return False
         observed = observed or {}
-        queue_factor, changed = 0.0, set()
+        # The queue reaches as far as its binding bucket's TAT beyond its tolerance.
+        reach, reach_after, binding_changed, changed = 0.0, 0.0, False, set()
         for i, (dim, entry) in enumerate(zip(group.dimensions, record.entries, strict=True)):
             delta = float(deltas.get(dim.name, 0.0))
             if entry.algorithm is Algorithm.GCRA:
@@ -291,14 +294,17 @@ class LimiterModel:
                     st.learned[dim.name] = limit
                 now_capacity = self._effective_capacity(st, group, i)
                 tat = after = st.tat.get(dim.name, 0.0)
+                tolerance = dim.period_ms * (1.0 - group.headroom)
+                queued = max(0.0, tat - now - tolerance)
                 if now_capacity != before:  # the provider's limit changed
-                    tolerance = dim.period_ms * (1.0 - group.headroom)
                     after = self._rescaled(tat, now, tolerance, before / now_capacity)
-                    queue_factor = max(queue_factor, before / now_capacity)
+                    reach_after = max(reach_after, after - now - tolerance)
                     changed.add(dim.name)
+                if queued > reach:
+                    reach, binding_changed = queued, dim.name in changed
                 emission = self._emission_ms(st, group, i)
                 if delta != 0:
-                    after = max(after, now) + delta * (entry.emission_ms or emission)
+                    after = max(after, now) + delta * emission  # today's rate
                     after = max(after, now) if delta < 0 else after
                 if remaining is not None:
                     capacity = self._effective_capacity(st, group, i)
@@ -317,7 +323,10 @@ class LimiterModel:
                 windows = st.windows.get(dim.name, {})
                 if isinstance(entry.where, int) and entry.where in windows:
                     windows[entry.where] += max(delta, -entry.cost)
-        if 0 < queue_factor < 1:  # the queue moved earlier: so do the TATs it pushed along
+        if not binding_changed:  # a bucket that did not bind changed: nothing moves
+            reach_after = max(reach_after, reach)
+        queue_factor = max(0.0, reach_after) / reach if reach > 0 else 1.0
+        if queue_factor < 1:  # the queue moved earlier: so do the TATs it pushed along
             for dim in group.dimensions:
                 tat_or_none = st.tat.get(dim.name)
                 if dim.algorithm is not Algorithm.GCRA or dim.name in changed:

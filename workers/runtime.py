@@ -201,8 +201,9 @@ def observed_dimensions(group: LimitGroup, observation: Observation | None) -> d
     """The provider's view of the group's own dimensions, by name.
 
     A header describes the bucket that binds (OpenAI reports TPD in the token headers
-    when it binds); one whose implied window is far from the dimension's period is not
-    about that dimension and is left out.
+    when it binds); one whose implied window cannot be near the dimension's period, even
+    allowing for the rounding of ``remaining``, is not about that dimension and is left
+    out.
     """
     if observation is None:
         return {}
@@ -211,8 +212,10 @@ def observed_dimensions(group: LimitGroup, observation: Observation | None) -> d
         state = observation.dimensions.get(dim.name)
         if state is None or (state.remaining is None and state.limit is None):
             continue
-        window_s = state.implied_window_s
-        if window_s is not None and not 0.5 <= window_s / dim.period_s <= 2.0:
+        bounds_s = state.implied_window_bounds_s
+        if bounds_s is not None and (
+            bounds_s[1] < 0.5 * dim.period_s or bounds_s[0] > 2.0 * dim.period_s
+        ):
             continue
         heard[dim.name] = Observed(state.remaining, state.limit, state.remaining_granularity)
     return heard

@@ -41,8 +41,8 @@
     binding: 1-based index (GCRA dimensions first) of the dimension that set the
     slot; 0 for none or the pause gate
   The record (lib/record.lua) holds the multiplier as read, then 'cost,post TAT,learned
-  capacity' per GCRA dimension (the raw strings: cancel.lua and settle.lua recompute the
-  emission interval this admission used), then 'cost,member' (sliding) or 'cost,window
+  capacity' per GCRA dimension (the raw strings: cancel.lua recomputes the emission
+  interval this admission used, to undo it exactly), then 'cost,member' (sliding) or 'cost,window
   start' (calendar). Numbers are copied as the strings they came in wherever possible:
   turning a float into text is the dearest step of this script.
 ]]

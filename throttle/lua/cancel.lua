@@ -2,9 +2,10 @@
 
   Idempotent: a reservation already cancelled, settled or expired is left alone.
   A GCRA dimension that nobody touched since this admission is wound back exactly;
-  otherwise its cost is refunded at the current time, never beyond a full bucket.
+  otherwise its cost is refunded at the current time and the current rate (a change of
+  rate since has rescaled the queue it sits in), never beyond a full bucket.
 
-  KEYS[1]    state hash of the group
+  KEYS[1]    state hash of the group ('t:<dim>' TAT, 'k:<dim>' learned limit, 'm')
   KEYS[2]    reservation record
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
@@ -24,19 +25,24 @@ local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
 local raw = rcall('GET', record_key)
 if not raw then return {0, math.floor(now * 1000)} end
-local entries, multiplier = record_entries(raw)
+local entries, admitted_at = record_entries(raw)
+local multiplier = tonumber(rcall('HGET', state_key, 'm')) or 1
 for i = 1, g do
   local at = 4 * i
   local cost, post = entries[i][1], entries[i][2]
   if cost > 0 then
-    local emission = record_emission(
-      entries[i], multiplier, tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3] == '1')
+    local period, capacity, auto = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3] == '1'
     local field = 't:' .. ARGV[at]
-    local stored = rcall('HGET', state_key, field)
+    local values = rcall('HMGET', state_key, field, 'k:' .. ARGV[at])
+    local stored = values[1]
     local tat = tat_ms(stored) or 0
-    if stored == post then
+    if stored == post then  -- untouched since: undo exactly what this admission added
+      local emission = record_emission(entries[i], admitted_at, period, capacity, auto)
       rcall('HSET', state_key, field, tat_text(tat - cost * emission))
     else
+      -- Admissions came after it, or the rate changed and rescaled the queue to the
+      -- new rate: the cost goes back at today's rate.
+      local emission = period / effective_capacity(capacity, auto, tonumber(values[2]), multiplier)
       rcall('HSET', state_key, field, tat_text(math.max(now, tat - cost * emission)))
     end
   end

@@ -1,14 +1,16 @@
 --[[ settle: finish a reservation with the actual cost and what the provider said.
 
-  Each dimension is adjusted by delta = actual - reserved, at the current time: a
+  Each dimension is adjusted by delta = actual - reserved, at the current time and rate: a
   positive delta debits more (a bucket may go into debt: later slots wait it out), a
   negative one refunds, never beyond a full bucket. Then, per GCRA dimension, the
   provider's rate-limit headers: a bucket fuller than the provider says it is
   ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
   is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration);
-  a different limit, like a change of the multiplier, rescales the queue of
-  reservations to the new rate (lib/rescale.lua); when the queue moves earlier, the
-  other dimensions' TATs, which its slots had pushed along, move with it.
+  a different limit, like a change of the multiplier, rescales that bucket's queue to
+  the new rate (lib/rescale.lua). Parked tasks move only as far as the queue's reach
+  does (the TAT of the bucket that sets the slots), so a bucket that does not bind
+  learning a higher limit moves nothing; when the queue moves earlier, the other
+  dimensions' TATs, which its slots had pushed along, move with it.
   Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
   the group's AIMD multiplier 'm' (throttle.limits.raised_multiplier): by `increase`
   up to 1; in a group with auto dimensions that have not heard their limit, up to
@@ -44,11 +46,15 @@ local increase, clean_window, auto_ceiling = tonumber(ARGV[4]), tonumber(ARGV[5]
 local now = server_now_ms()
 local raw = rcall('GET', record_key)
 if not raw then return {0, math.floor(now * 1000), -1} end
-local entries, admitted_at = record_entries(raw)
+local entries = record_entries(raw)
 local head = rcall('HMGET', state_key, 'm', 'd', 'i')
 local multiplier = tonumber(head[1]) or 1
-local queue_factor, ceiling = 0, 1
+local ceiling = 1
 local learned_of, changed = {}, {}
+-- The queue of reservations reaches as far as its binding bucket's TAT beyond that
+-- bucket's tolerance: `reach` before and after a change of limits, `binding_changed`
+-- whether the bucket that set it was one of those whose limit changed.
+local reach, reach_after, binding_changed = 0, 0, false
 for i = 1, g do
   local at = -2 + 9 * i
   local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
@@ -64,16 +70,17 @@ for i = 1, g do
   learned_of[i] = learned
   if auto and not learned then ceiling = auto_ceiling end
   local effective = effective_capacity(capacity, auto, learned, multiplier)
-  local after = tat
+  local after, tolerance = tat, tonumber(ARGV[at + 8])
+  local queued = math.max(0, tat - now - tolerance)
   if effective ~= before then  -- the provider's limit changed: rescale this bucket's queue
-    after = rescaled_tat(tat, now, tonumber(ARGV[at + 8]), before / effective)
-    queue_factor = math.max(queue_factor, before / effective)
+    after = rescaled_tat(tat, now, tolerance, before / effective)
+    reach_after = math.max(reach_after, after - now - tolerance)
     changed[i] = true
   end
+  if queued > reach then reach, binding_changed = queued, changed[i] == true end
   local emission = period / effective
-  if delta ~= 0 then
-    local reserved_at = record_emission(entries[i], admitted_at, period, capacity, auto)
-    after = math.max(after, now) + delta * reserved_at
+  if delta ~= 0 then  -- at today's rate: a change since rescaled the queue to it
+    after = math.max(after, now) + delta * emission
     if delta < 0 then after = math.max(after, now) end
   end
   if remaining >= 0 then
@@ -101,7 +108,12 @@ for j = 1, o do
     end
   end
 end
-if queue_factor > 0 then
+-- Parked tasks move with the reach of the queue. A bucket that did not bind (tokens
+-- while requests set the slots) changing its limit does not move them.
+if not binding_changed then reach_after = math.max(reach_after, reach) end
+local queue_factor = 1
+if reach > 0 then queue_factor = math.max(0, reach_after) / reach end
+if queue_factor ~= 1 then
   rescale_parked(KEYS[4], now, queue_factor)
   if queue_factor < 1 then
     -- The queue moved earlier: so do the other buckets' TATs, which the reservations'

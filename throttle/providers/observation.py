@@ -23,6 +23,7 @@ Any field may be ``None``: the provider did not send it, sent ``-1`` or sent gar
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -78,6 +79,21 @@ class DimensionState:
         if rate is None or self.limit is None:
             return None
         return self.limit / rate
+
+    @property
+    def implied_window_bounds_s(self) -> tuple[float, float] | None:
+        """The range :attr:`implied_window_s` can have, given that ``remaining`` is rounded
+        down to ``remaining_granularity``: with one request used of a 20-request bucket,
+        a level of 19.7 reported as 19 makes a 1 s window look like 0.3 s."""
+        used = self.used
+        if used is None or self.limit is None or self.reset_s is None or self.reset_s <= 0:
+            return None
+        step = max(self.remaining_granularity, 0.0)
+        if used + step <= 0:
+            return None
+        shortest = self.limit * self.reset_s / (used + step)
+        longest = self.limit * self.reset_s / (used - step) if used > step else math.inf
+        return shortest, longest
 
     def wait_for_s(self, cost: float, *, window_s: float) -> float | None:
         """Time until ``cost`` fits: ``max(0, cost - remaining) / (limit / window_s)``.
