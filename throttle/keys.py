@@ -48,6 +48,10 @@ class KeyBuilder:
         """Hash: parked entry id -> the JSON needed to publish the task again."""
         return f"{self._group(group)}:parked:payloads"
 
+    def claimed(self, group: str, entry_id: str) -> str:
+        """String: the release token of the message that claimed a released entry."""
+        return f"{self._group(group)}:claimed:{entry_id}"
+
     def releasing(self, group: str) -> str:
         """Zset of parked entries taken for publishing: member entry id, score taken at ms."""
         return f"{self._group(group)}:releasing"

@@ -3,14 +3,15 @@
 A task whose slot is far away is not kept in a worker (nor as an ETA message in worker
 memory): its payload is stored here, ordered by slot, and its broker message is
 acknowledged. A dispatcher takes due entries in slot order with one atomic script (so
-any number of dispatchers never release one entry twice) and publishes them again.
+any number of dispatchers never release one entry twice) and publishes them again; the
+worker that receives one claims it, and only then is the entry forgotten.
 Parked tasks keep their reservation, so they never compete for capacity twice.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -74,17 +75,23 @@ class ParkingLot:
         next_slot_ms = EPOCH_MS + next_slot_us / 1000 if next_slot_us >= 0 else None
         return Released(EPOCH_MS + now_us / 1000, next_slot_ms, entries)
 
-    def done(self, group: str, entry_ids: Sequence[str]) -> None:
-        """Forget entries that were published again."""
-        if not entry_ids:
-            return
+    def claim(self, group: str, entry_id: str, token: str, *, marker_ttl_s: float) -> bool:
+        """Called by the worker that received a released entry: may this copy run? The
+        entry is forgotten by the first copy to arrive; the same message delivered
+        again (its worker died running it) runs again, another release's copy does not
+        (``throttle/lua/claim.lua``). ``marker_ttl_s`` must outlast the broker's
+        visibility timeout."""
+        keys = [
+            self.keys.releasing(group),
+            self.keys.parked(group),
+            self.keys.parked_payloads(group),
+            self.keys.claimed(group, entry_id),
+        ]
         try:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.zrem(self.keys.releasing(group), *entry_ids)
-            pipe.hdel(self.keys.parked_payloads(group), *entry_ids)
-            pipe.execute()
+            reply = self._scripts.claim(keys=keys, args=[entry_id, token, int(marker_ttl_s * 1000)])
         except redis.RedisError as exc:
-            raise StorageError(f"redis release ack failed: {exc}") from exc
+            raise StorageError(f"redis claim failed: {exc}") from exc
+        return bool(int(reply))
 
     def backlog(self, group: str) -> int:
         """Tasks parked in a group (not counting those being published)."""

@@ -48,3 +48,4 @@ class Scripts:
         self.begin: Script = client.register_script(script_source("begin.lua"))
         self.pause: Script = client.register_script(script_source("pause.lua"))
         self.release: Script = client.register_script(script_source("release.lua"))
+        self.claim: Script = client.register_script(script_source("claim.lua"))

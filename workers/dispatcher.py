@@ -45,7 +45,7 @@ class Dispatcher:
         sleep_s = worker.dispatcher_interval_s
         for group in self.config.groups:
             batch = self.parking.take_due(group, lead_s=worker.release_lead_s, limit=500)
-            published = []
+            published = 0  # each stays in `releasing` until its worker claims it
             for entry_id, payload in batch.entries:
                 slot_ms = float(payload.get("slot_ms", batch.now_ms))
                 wait_s = min(max(0.0, slot_ms - batch.now_ms) / 1000, worker.release_lead_s)
@@ -54,9 +54,8 @@ class Dispatcher:
                 except Exception:  # a broken payload must not block the others
                     log.exception("could not publish parked entry %s of %s", entry_id, group)
                     continue
-                published.append(entry_id)
-            self.parking.done(group, published)
-            self.released += len(published)
+                published += 1
+            self.released += published
             if len(batch.entries) == 500:
                 sleep_s = 0.0
             elif batch.next_slot_ms is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +30,7 @@ def republisher(app: Celery) -> Any:
         kwargs = dict(payload["kwargs"])
         state = dict(payload["state"])
         state["wait_at_release_s"] = wait_at_release_s
+        state["release_token"] = uuid.uuid4().hex
         kwargs["throttle_state"] = state
         app.send_task(
             payload.get("task", COMPLETE_TASK),

@@ -1,9 +1,11 @@
 --[[ release: take parked tasks whose slot is near, in slot order, for re-publishing.
 
   Moves up to `max` entries due within `lead` ms from the parked zset to the releasing
-  zset (score = now), returning their payloads. The caller publishes them and then
-  drops them from `releasing`; entries a crashed caller left there longer than `stale`
-  ms go back to the parked zset, so no parked task is ever lost.
+  zset (score = now), returning their payloads. The caller publishes them; the worker
+  that receives one claims it, dropping it from `releasing` (throttle/parking.py).
+  Entries still there after `stale` ms (a dispatcher that crashed before publishing, a
+  message lost with a killed worker) go back to the parked zset, so no parked task is
+  ever lost.
 
   KEYS[1]  parked zset: member entry id (one per park), score slot ms (llmt epoch)
   KEYS[2]  payloads hash: entry id -> JSON payload
