@@ -139,6 +139,22 @@ def build_evalsha_noop(ctx: BuildContext) -> Built:
     return Built(acquire)
 
 
+def build_gcra4_floor(ctx: BuildContext) -> Built:
+    """The bare minimum of any atomic four-bucket admission (``bench/floor_gcra4.lua``):
+    how close a 4-dimension limiter in one Lua script can get to PING at all."""
+    client = ctx.client()
+    source = (Path(__file__).parent / "floor_gcra4.lua").read_text(encoding="utf-8")
+    script = client.register_script(source)
+    keys = [ctx.marker]
+    emission_us = 60e6 / LIMIT_PER_MIN
+    args = [repr(emission_us), repr(60e6), ctx.cost]
+
+    def acquire() -> bool:
+        return bool(script(keys=keys, args=args) == 1)
+
+    return Built(acquire)
+
+
 def _ours(specs: Mapping[str, str], ctx: BuildContext) -> Built:
     from throttle.keys import KeyBuilder
     from throttle.limiter import RedisLimiter
@@ -242,6 +258,12 @@ SUBJECTS: tuple[Subject, ...] = (
         build_evalsha_noop,
         "floor",
         takes_cost=False,
+    ),
+    Subject(
+        "gcra4_floor",
+        "bare 4-bucket GCRA script (4-dim floor)",
+        build_gcra4_floor,
+        "floor",
     ),
     Subject("ours_1d", "**ours, 1 dimension**", build_ours_1d, "ours", takes_cost=False),
     Subject("ours_4d", "**ours, 4 dimensions**", build_ours_4d, "ours"),
