@@ -45,7 +45,8 @@ def test_a_task_parked_before_the_rate_rose_is_released_at_its_new_slot(
     time.sleep(max(0.0, (score + EPOCH_MS - limiter.server_time_ms()) / 1000 - lead_s) + 0.01)
     waits: list[float] = []
 
-    def publish(payload: Mapping[str, Any], wait_s: float) -> None:
+    def publish(payload: Mapping[str, Any], wait_s: float, group: str, entry_id: str) -> None:
+        assert (group, entry_id) == ("g", "t.1")
         waits.append(wait_s)
 
     Dispatcher(config, lot, publish).run_once()

@@ -26,8 +26,9 @@ from throttle.parking import ParkingLot
 
 log = logging.getLogger(__name__)
 
-#: publish(payload, wait_at_release_s)
-Publish = Callable[[Mapping[str, Any], float], None]
+#: publish(payload, wait_at_release_s, group, entry_id): the worker that receives the
+#: task claims ``entry_id`` in ``group`` (ParkingLot.claim).
+Publish = Callable[[Mapping[str, Any], float, str, str], None]
 
 
 class Dispatcher:
@@ -50,7 +51,7 @@ class Dispatcher:
                 slot_ms = float(payload.get("slot_ms", batch.now_ms))
                 wait_s = min(max(0.0, slot_ms - batch.now_ms) / 1000, worker.release_lead_s)
                 try:
-                    self.publish(payload, wait_s)
+                    self.publish(payload, wait_s, group, entry_id)
                 except Exception:  # a broken payload must not block the others
                     log.exception("could not publish parked entry %s of %s", entry_id, group)
                     continue

@@ -26,11 +26,15 @@ def republisher(app: Celery) -> Any:
 
     queue = released_queue(app_config(app))
 
-    def publish(payload: Mapping[str, Any], wait_at_release_s: float) -> None:
+    def publish(
+        payload: Mapping[str, Any], wait_at_release_s: float, group: str, entry_id: str
+    ) -> None:
         kwargs = dict(payload["kwargs"])
         state = dict(payload["state"])
         state["wait_at_release_s"] = wait_at_release_s
-        state["release_token"] = uuid.uuid4().hex
+        # What the receiving worker claims; the token tells this release's message
+        # from another release's.
+        state["release"] = {"group": group, "entry": entry_id, "token": uuid.uuid4().hex}
         kwargs["throttle_state"] = state
         app.send_task(
             payload.get("task", COMPLETE_TASK),

@@ -76,10 +76,9 @@ class ThrottleState:
     started_ms: float | None = None
     #: Wall-clock s at which the task was parked (its time parked counts as waited).
     parked_at_s: float | None = None
-    #: The limit group it was last parked in (its entry there is ``<task id>.<parks>``).
-    parked_group: str | None = None
-    #: Set by the dispatcher: tells this release's message from another release's.
-    release_token: str | None = None
+    #: Set by the dispatcher: the parked entry to claim (``group``, ``entry``) and this
+    #: release's ``token``.
+    release: dict[str, str] | None = None
     waited_s: float = 0.0
     attempts: int = 0
     rate_limited: int = 0
@@ -360,7 +359,6 @@ class CompletionRunner:
                 else:
                     state.parks += 1
                     state.parked_at_s = self._wall()
-                    state.parked_group = group.name
                     metrics.parked(group.name)
                     slot_ms = slot_ms or self.limiter.server_time_ms() + wait_s * 1000
                     return Parked(group.name, slot_ms, wait_s, state)

@@ -47,20 +47,19 @@ class ThrottledTask(Task):
             state = ThrottleState.from_json(state_json)
         else:
             state = ThrottleState.new(context.config.worker.throttle_deadline_s)
-        if state.release_token is not None and state.parked_group is not None:
+        if state.release is not None:
             # Released from the parked queue: claim the entry, unless another release's
             # copy of this task (released again when it looked lost) has it.
-            entry_id = f"{self.request.id}.{state.parks}"
+            release, state.release = state.release, None
             celery = context.config.celery
             marker_ttl_s = (
                 2 * celery.visibility_timeout_s + context.config.worker.throttle_deadline_s
             )
             if not context.parking.claim(
-                state.parked_group, entry_id, state.release_token, marker_ttl_s=marker_ttl_s
+                release["group"], release["entry"], release["token"], marker_ttl_s=marker_ttl_s
             ):
                 log.info("task %s: released twice; this copy is dropped", self.request.id)
                 raise Ignore()
-            state.release_token = None
         outcome = context.runner.run(call, state)
         if isinstance(outcome, Completed):
             return outcome.result
