@@ -259,6 +259,40 @@ def test_sigkill_of_a_worker_loses_no_task(stacks: list[LocalStack]) -> None:
     assert 200 <= admitted_calls <= 200 + max(in_flight, 8)
 
 
+def test_a_release_no_worker_claimed_goes_out_again_and_runs_once(
+    stacks: list[LocalStack],
+) -> None:
+    """Releases whose messages never reached a worker (taken by a dispatcher that died,
+    or popped by a worker killed before it recorded the message) are released again
+    after ``release_stale_s``, and each task still runs exactly once."""
+    from throttle.keys import KeyBuilder
+    from throttle.parking import ParkingLot
+
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "5/s", "tokens": "1000000/s"}},
+            worker={"release_stale_s": 2.0},
+        ),
+    )
+    results = enqueue_many(stack, 40, "gpt-4o-mini")
+    stack.start_workers(1, pool="threads", concurrency=4)
+    assert stack.config is not None
+    lot = ParkingLot(redis.Redis.from_url(stack.config.redis.url), KeyBuilder())
+    deadline = time.monotonic() + 30
+    while lot.backlog("emu:mini") < 20:
+        assert time.monotonic() < deadline, "tasks should be parked"
+        time.sleep(0.1)
+    stack.stop_workers()
+    lost = lot.take_due("emu:mini", lead_s=3600, limit=1000)  # published nowhere
+    assert len(lost.entries) >= 20
+    stack.start_workers(1, pool="threads", concurrency=4)
+    wait_all(results, timeout_s=90)
+    assert all(r.successful() for r in results)
+    assert stack.emulator_stats()["admitted"] == 40, "each task ran exactly once"
+
+
 # -- 5. a 429 storm: no task fails, no retry budget burnt, no early retry -------------
 
 

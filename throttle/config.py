@@ -123,6 +123,9 @@ class WorkerSettings:
     #: Parked tasks go back to the broker this long before their slot (covers the hop
     #: through the broker; a released task sleeps at most about this long).
     release_lead_s: float = 0.05
+    #: A released task no worker has claimed after this long (its dispatcher died, or
+    #: its message was lost with a killed worker) is released again.
+    release_stale_s: float = 30.0
     #: Per-task budget for throttle waits and 429 pauses, from enqueue.
     throttle_deadline_s: float = 3600.0
     #: Extra pause after a provider's Retry-After: uniform in [min, max] seconds.
@@ -329,6 +332,8 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
     worker: WorkerSettings = _section(WorkerSettings, raw.get("worker"), "worker")
     if worker.hold_horizon_s < 0 or worker.throttle_deadline_s <= 0:
         raise ConfigError("worker: hold_horizon_s must be >= 0 and throttle_deadline_s > 0")
+    if worker.release_stale_s <= worker.release_lead_s:
+        raise ConfigError("worker: release_stale_s must exceed release_lead_s")
     if not 0 <= worker.pause_jitter_min_s <= worker.pause_jitter_max_s:
         raise ConfigError("worker: need 0 <= pause_jitter_min_s <= pause_jitter_max_s")
     config = Config(

@@ -45,7 +45,9 @@ class Dispatcher:
         worker = self.config.worker
         sleep_s = worker.dispatcher_interval_s
         for group in self.config.groups:
-            batch = self.parking.take_due(group, lead_s=worker.release_lead_s, limit=500)
+            batch = self.parking.take_due(
+                group, lead_s=worker.release_lead_s, limit=500, stale_s=worker.release_stale_s
+            )
             published = 0  # each stays in `releasing` until its worker claims it
             for entry_id, payload in batch.entries:
                 slot_ms = float(payload.get("slot_ms", batch.now_ms))
