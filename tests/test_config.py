@@ -102,6 +102,7 @@ def base() -> dict[str, Any]:
         (lambda d: d["providers"]["openai"].update(read_timeout_s=-1), "read_timeout_s"),
         (lambda d: d.update(worker={"hold_horizon_s": "soon"}), "worker.hold_horizon_s"),
         (lambda d: d.update(worker={"holdhorizon": 1}), "holdhorizon"),
+        (lambda d: d.update(worker={"release_stale_s": 0.01}), "release_stale_s must exceed"),
         (lambda d: d.update(redis={"failure_policy": "sideways"}), "redis.failure_policy"),
         (lambda d: d.update(extra={}), "extra"),
         (lambda d: d["groups"]["g"].update(aimd={"decrease": 2}), "groups.g.aimd"),
