@@ -78,7 +78,7 @@ from throttle.testing.emulator import (  # noqa: E402
     Profile,
     parse_limits_text,
 )
-from workers.harness import LocalStack  # noqa: E402
+from workers.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
 
 PROVIDER = "emu"
 MODEL = "m"
@@ -90,7 +90,8 @@ MAX_TOKENS = 10
 TTFT_MS = 20.0
 #: Worker threads in all, spread over the worker processes (at least 4 each).
 THREADS = 32
-HEADROOM = 0.05
+#: Limits per second, not per minute: a margin of a few requests (workers.harness).
+HEADROOM = COMPRESSED_HEADROOM
 HERD = 64
 #: How long after its arrival the emulator answers a herd request with its 429.
 HERD_DELAY_S = 2.0
