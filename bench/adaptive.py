@@ -377,46 +377,40 @@ def over_configured(ctx: Context) -> Run:
     return run
 
 
-@scenario("silent-drop", 2, "429s <= 1% again within 2 windows of the drop")
-def silent_drop(ctx: Context) -> Run:
+def limit_change(
+    ctx: Context, name: str, before: int, after: int, ceiling: int, reached: Test, within: int
+) -> Run:
+    """The emulator's limit goes from ``before`` to ``after`` requests per window without
+    notice; passes when ``reached`` holds from at most ``within`` windows after it."""
     at = change_at(ctx.options)
-    setup = Setup(Profile.OPENAI, 20, ctx.options.per_window(20), changes=((at, 10),))
-    run = run_windows(ctx, setup, "silent-drop")
-    after = run.windows[at:]
-    recovered = windows_until(after, low_429s(0.01))
-    mean, lowest = utilization_from(run, at + 2, ctx.options.window_s)
+    setup = Setup(Profile.OPENAI, before, ctx.options.per_window(ceiling), ((at, after),))
+    run = run_windows(ctx, setup, name)
+    windows = windows_until(run.windows[at:], reached)
+    mean, lowest = utilization_from(run, at + within, ctx.options.window_s)
     run.figures = {
         "429_share": refused_share(run.windows),
-        "windows": recovered,
+        "windows": windows,
         "utilization": mean,
         "utilization_min": lowest,
     }
-    run.passed = recovered is not None and recovered <= 2
+    run.passed = windows is not None and windows <= within
     return run
+
+
+@scenario("silent-drop", 2, "429s <= 1% again within 2 windows of the drop")
+def silent_drop(ctx: Context) -> Run:
+    return limit_change(ctx, "silent-drop", 20, 10, 20, low_429s(0.01), 2)
 
 
 @scenario("silent-rise", 3, "the new capacity used (>= 90%) within 3 windows of the rise")
 def silent_rise(ctx: Context) -> Run:
-    at = change_at(ctx.options)
-    setup = Setup(Profile.OPENAI, 10, ctx.options.per_window(40), changes=((at, 20),))
-    run = run_windows(ctx, setup, "silent-rise")
-    after = run.windows[at:]
-    risen = windows_until(after, used(0.90, ctx.options.window_s))
-    mean, lowest = utilization_from(run, at + 3, ctx.options.window_s)
-    run.figures = {
-        "429_share": refused_share(run.windows),
-        "windows": risen,
-        "utilization": mean,
-        "utilization_min": lowest,
-    }
-    run.passed = risen is not None and risen <= 3
-    return run
+    return limit_change(ctx, "silent-rise", 10, 20, 40, used(0.90, ctx.options.window_s), 3)
 
 
-@scenario("no-headers", 5, "converged (429s <= 2% from then on) within 5 windows, <= 5% overall")
-def no_headers(ctx: Context) -> Run:
-    setup = Setup(Profile.GEMINI, 20, ctx.options.per_window(40))
-    run = run_windows(ctx, setup, "no-headers")
+def converges_by_aimd(ctx: Context, setup: Setup, name: str) -> Run:
+    """No headers: passes with <= 5% 429s overall and <= 2% in every window from the
+    fifth on."""
+    run = run_windows(ctx, setup, name)
     converged = windows_until(run.windows, low_429s(0.02))
     mean, lowest = utilization_from(run, 1, ctx.options.window_s)
     refused = refused_share(run.windows)
@@ -428,6 +422,12 @@ def no_headers(ctx: Context) -> Run:
     }
     run.passed = refused <= 0.05 and converged is not None and converged <= 5
     return run
+
+
+@scenario("no-headers", 5, "converged (429s <= 2% from then on) within 5 windows, <= 5% overall")
+def no_headers(ctx: Context) -> Run:
+    setup = Setup(Profile.GEMINI, 20, ctx.options.per_window(40))
+    return converges_by_aimd(ctx, setup, "no-headers")
 
 
 @scenario("auto-headers", 4, "auto limits: no 429s from window 2, utilization >= 95% from window 2")
@@ -452,18 +452,7 @@ def auto_no_headers(ctx: Context) -> Run:
     """No number configured and no headers (Gemini): slow start from 1 request/s doubles
     the multiplier per clean window until the first 429, then AIMD."""
     setup = Setup(Profile.GEMINI, 20, f"auto/{ctx.options.window_s:g}s")
-    run = run_windows(ctx, setup, "auto-no-headers")
-    converged = windows_until(run.windows, low_429s(0.02))
-    mean, lowest = utilization_from(run, 1, ctx.options.window_s)
-    refused = refused_share(run.windows)
-    run.figures = {
-        "429_share": refused,
-        "windows": converged,
-        "utilization": mean,
-        "utilization_min": lowest,
-    }
-    run.passed = refused <= 0.05 and converged is not None and converged <= 5
-    return run
+    return converges_by_aimd(ctx, setup, "auto-no-headers")
 
 
 @scenario("herd", 6, f"{HERD} 429s in flight at once -> exactly one decrease")

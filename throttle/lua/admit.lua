@@ -42,9 +42,9 @@
     slot; 0 for none or the pause gate
   The record (lib/record.lua) holds the multiplier as read, then 'cost,post TAT,learned
   capacity' per GCRA dimension (the raw strings: cancel.lua recomputes the emission
-  interval this admission used, to undo it exactly), then 'cost,member' (sliding) or 'cost,window
-  start' (calendar). Numbers are copied as the strings they came in wherever possible:
-  turning a float into text is the dearest step of this script.
+  interval this admission used, to undo it exactly), then 'cost,member' (sliding) or
+  'cost,window start' (calendar). Numbers are copied as the strings they came in
+  wherever possible: turning a float into text is the dearest step of this script.
 ]]
 --@include lib/common.lua
 --@include lib/sliding.lua

@@ -31,7 +31,8 @@ for i = 1, g do
   local at = 4 * i
   local cost, post = entries[i][1], entries[i][2]
   if cost > 0 then
-    local period, capacity, auto = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), ARGV[at + 3] == '1'
+    local period, capacity = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+    local auto = ARGV[at + 3] == '1'
     local field = 't:' .. ARGV[at]
     local values = rcall('HMGET', state_key, field, 'k:' .. ARGV[at])
     local stored = values[1]

@@ -1,8 +1,8 @@
 --[[ settle: finish a reservation with the actual cost and what the provider said.
 
-  Each dimension is adjusted by delta = actual - reserved, at the current time and rate: a
-  positive delta debits more (a bucket may go into debt: later slots wait it out), a
-  negative one refunds, never beyond a full bucket. Then, per GCRA dimension, the
+  Each dimension is adjusted by delta = actual - reserved, at the current time and
+  rate: a positive delta debits more (a bucket may go into debt: later slots wait it
+  out), a negative one refunds, never beyond a full bucket. Then, per GCRA dimension, the
   provider's rate-limit headers: a bucket fuller than the provider says it is
   ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
   is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration);
