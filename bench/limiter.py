@@ -468,9 +468,9 @@ class Memory:
 
     keys: int = 0
     bytes: int = 0
-    #: Our per-admission reservation records (deleted by settle/cancel in real use).
-    record_keys: int = 0
-    record_bytes: int = 0
+    #: Our finished-reservation markers (written by settle/cancel, none by admission).
+    marker_keys: int = 0
+    marker_bytes: int = 0
 
 
 def measure_memory(client: redis.Redis, subject: str) -> Memory:
@@ -481,9 +481,9 @@ def measure_memory(client: redis.Redis, subject: str) -> Memory:
     sizes = pipe.execute() if keys else []
     memory = Memory()
     for key, size in zip(keys, sizes, strict=True):
-        if b":rsv:" in key:
-            memory.record_keys += 1
-            memory.record_bytes += int(size or 0)
+        if b":done:" in key:
+            memory.marker_keys += 1
+            memory.marker_bytes += int(size or 0)
         else:
             memory.keys += 1
             memory.bytes += int(size or 0)
@@ -804,8 +804,8 @@ def describe_memory(memory: Memory | None) -> str:
     if memory is None:
         return "–"
     text = f"{fmt_bytes(memory.bytes)} ({memory.keys} keys)"
-    if memory.record_keys:
-        text += f" + {fmt_bytes(memory.record_bytes)} in {memory.record_keys} reservation records"
+    if memory.marker_keys:
+        text += f" + {fmt_bytes(memory.marker_bytes)} in {memory.marker_keys} finished markers"
     return text
 
 

@@ -139,7 +139,7 @@ def test_auto_limits_on_redis_follow_headers(redis_url: str, key_prefix: str) ->
     first = limiter.admit(g, {"requests": 1, "tokens": 10})
     with pytest.raises(CostExceedsCapacityError):  # configured dimensions still fail fast
         limiter.admit(g, {"tokens": 5000})
-    limiter.settle(g, first.reservation_id, {}, {"requests": Observed(49, 50)})
+    limiter.settle(g, first.reservation, {}, {"requests": Observed(49, 50)})
     slots = [limiter.admit(g, {"requests": 1}).slot_ms for _ in range(60)]
     assert slots[-1] - slots[-2] == pytest.approx(20, abs=0.01), "50/s as heard"
     # A cost above the start capacity is not refused: the real capacity is unknown.
@@ -168,7 +168,7 @@ def test_a_learned_rise_pulls_every_bucket_the_queue_pushed(
         queued.append(got)
     assert queued[-1].wait_s > 45, "queued at the start rate"
     heard = {"requests": Observed(19, 20)}
-    settled = limiter.settle(g, "q0", {}, heard)
+    settled = limiter.settle(g, queued[0].reservation, {}, heard)
     assert settled is not None
     model.settle(g, "q0", {}, observed={"requests": (19, 20, 0)}, now_ms=settled.now_ms)
     after = limiter.admit(g, {"requests": 1, "tokens": 30}, reservation_id="next")
@@ -195,11 +195,12 @@ def test_a_bucket_that_does_not_bind_learning_its_limit_moves_no_parked_task(
     )
     model = LimiterModel()
     cost = {"requests": 1, "tokens": 20}
-    slots = []
+    slots, handles = [], []
     for i in range(20):
         got = limiter.admit(g, cost, reservation_id=f"q{i}")
         model.admit(g, cost, f"q{i}", now_ms=got.now_ms)
         slots.append(got.slot_ms)
+        handles.append(got.reservation)
     lot.park("nb", "q19.1", slots[19], {})
 
     def parked_in_ms() -> float:
@@ -209,7 +210,7 @@ def test_a_bucket_that_does_not_bind_learning_its_limit_moves_no_parked_task(
 
     far = parked_in_ms()
     assert far > 15_000
-    tokens_heard = limiter.settle(g, "q0", {}, {"tokens": Observed(39_980, 40_000)})
+    tokens_heard = limiter.settle(g, handles[0], {}, {"tokens": Observed(39_980, 40_000)})
     assert tokens_heard is not None
     model.settle(g, "q0", {}, observed={"tokens": (39_980, 40_000, 0)}, now_ms=tokens_heard.now_ms)
     assert parked_in_ms() == pytest.approx(far, abs=200), "requests still set the pace"
@@ -217,7 +218,7 @@ def test_a_bucket_that_does_not_bind_learning_its_limit_moves_no_parked_task(
     want = model.admit(g, cost, "probe", now_ms=probe.now_ms)
     assert probe.wait_s * 1000 == pytest.approx(want.wait_ms, abs=0.01)
     assert probe.wait_s > 15
-    requests_heard = limiter.settle(g, "q1", {}, {"requests": Observed(19, 20)})
+    requests_heard = limiter.settle(g, handles[1], {}, {"requests": Observed(19, 20)})
     assert requests_heard is not None
     assert parked_in_ms() < far / 10, "now the requests limit is heard, the queue moves"
 
@@ -237,27 +238,30 @@ def test_a_reservation_from_before_a_learned_rise_gives_back_one_unit_at_the_new
     )
     model = LimiterModel()
 
+    handles: dict[str, str] = {}
+
     def admit(rid: str) -> float:
         got = limiter.admit(g, {"requests": 1}, reservation_id=rid)
         want = model.admit(g, {"requests": 1}, rid, now_ms=got.now_ms)
         assert got.wait_s * 1000 == pytest.approx(want.wait_ms, abs=0.01)
+        handles[rid] = got.reservation
         return got.slot_ms
 
     for i in range(10):
         admit(f"q{i}")
-    settled = limiter.settle(g, "q0", {}, {"requests": Observed(19, 20)})
+    settled = limiter.settle(g, handles["q0"], {}, {"requests": Observed(19, 20)})
     assert settled is not None
     model.settle(g, "q0", {}, observed={"requests": (19, 20, 0)}, now_ms=settled.now_ms)
     before = admit("probe")
-    probe_ms = limiter.cancel(g, "probe")  # the last one: wound back exactly
+    probe_ms = limiter.cancel(g, handles["probe"])  # the last one: wound back exactly
     assert probe_ms is not None
     model.cancel(g, "probe", now_ms=probe_ms)
     if give_back == "cancel":
-        done_ms = limiter.cancel(g, "q5")
+        done_ms = limiter.cancel(g, handles["q5"])
         assert done_ms is not None
         model.cancel(g, "q5", now_ms=done_ms)
     else:
-        refunded = limiter.settle(g, "q5", {"requests": -1.0}, {})
+        refunded = limiter.settle(g, handles["q5"], {"requests": -1.0}, {})
         assert refunded is not None
         model.settle(g, "q5", {"requests": -1.0}, now_ms=refunded.now_ms)
     after = admit("next")

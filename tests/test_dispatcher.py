@@ -33,12 +33,12 @@ def test_a_task_parked_before_the_rate_rose_is_released_at_its_new_slot(
     lot = ParkingLot(redis_client, keys)
     group = config.limit_group(config.groups["g"])
     first = limiter.admit(group, {"requests": 1})
-    limiter.settle(group, first.reservation_id, {}, {"requests": Observed(0, 10)})
+    limiter.settle(group, first.reservation, {}, {"requests": Observed(0, 10)})
     queue = [limiter.admit(group, {"requests": 1}) for _ in range(12)]
     last = queue[-1]
     lot.park("g", "t.1", last.slot_ms, {"slot_ms": last.slot_ms})
     # The provider now reports 4x the limit: the queue, parked slots too, shrinks 4x.
-    limiter.settle(group, queue[0].reservation_id, {}, {"requests": Observed(0, 40)})
+    limiter.settle(group, queue[0].reservation, {}, {"requests": Observed(0, 40)})
     score = redis_client.zscore(keys.parked("g"), "t.1")
     assert score is not None
     lead_s = config.worker.release_lead_s

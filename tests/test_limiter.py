@@ -84,20 +84,22 @@ def test_cancel_and_settle_restore_what_the_model_says(limiter: RedisLimiter) ->
     group = LimitGroup.from_specs("refund", {"requests": "10/s", "tokens": "1000/s"})
     model = LimiterModel()
 
-    def both_admit(rid: str, tokens: float) -> None:
+    def both_admit(rid: str, tokens: float) -> str:
         got = limiter.admit(group, {"requests": 1, "tokens": tokens}, reservation_id=rid)
         model.admit(group, {"requests": 1, "tokens": tokens}, rid, now_ms=got.now_ms)
+        assert got.reservation_id == rid
+        return got.reservation
 
-    both_admit("a", 600)
-    both_admit("b", 600)
-    cancelled_at = limiter.cancel(group, "a")
+    a, b = both_admit("a", 600), both_admit("b", 600)
+    cancelled_at = limiter.cancel(group, a)
     assert cancelled_at is not None
     model.cancel(group, "a", now_ms=cancelled_at)
-    settled = limiter.settle(group, "b", {"tokens": 300})
+    settled = limiter.settle(group, b, {"tokens": 300})
     assert settled is not None
     model.settle(group, "b", {"tokens": 300}, now_ms=settled.now_ms)
-    assert limiter.cancel(group, "a") is None, "a second cancel must not refund again"
-    assert limiter.settle(group, "b", {"tokens": -900}) is None, "a second settle is ignored"
+    assert limiter.cancel(group, a) is None, "a second cancel must not refund again"
+    assert limiter.settle(group, b, {"tokens": -900}) is None, "a second settle is ignored"
+    assert limiter.cancel(group, "b") is None, "a handle without its record finishes nothing"
     probe = limiter.admit(group, {"tokens": 500})
     expected = model.admit(group, {"tokens": 500}, "probe", now_ms=probe.now_ms)
     assert probe.wait_s * 1000 == pytest.approx(expected.wait_ms, abs=0.01)
@@ -120,7 +122,7 @@ def test_pause_gate_holds_new_slots_and_sends_old_ones_back(limiter: RedisLimite
     later = limiter.admit(group, {"requests": 1})
     assert later.binding == "pause"
     assert later.wait_s == pytest.approx(5.0, abs=0.05)
-    begin = limiter.begin(group, earlier.reservation_id)
+    begin = limiter.begin(group, earlier.reservation)
     assert begin.outcome is BeginOutcome.PAUSED
     assert begin.wait_s == pytest.approx(5.0, abs=0.05)
 
@@ -129,16 +131,16 @@ def test_concurrency_leases_are_capped_released_and_expire(limiter: RedisLimiter
     group = LimitGroup.from_specs("conc", {"requests": "1000/s"}, concurrency=2, lease_ttl_s=0.3)
     first, second, third = (limiter.admit(group, {"requests": 1}) for _ in range(3))
     assert (first.lease, second.lease, third.lease) == (True, True, False)
-    assert limiter.begin(group, third.reservation_id).outcome is BeginOutcome.BUSY
-    assert limiter.settle(group, first.reservation_id)
-    assert limiter.begin(group, third.reservation_id).outcome is BeginOutcome.GO
+    assert limiter.begin(group, third.reservation).outcome is BeginOutcome.BUSY
+    assert limiter.settle(group, first.reservation)
+    assert limiter.begin(group, third.reservation).outcome is BeginOutcome.GO
     assert (
-        limiter.begin(group, limiter.admit(group, {"requests": 1}).reservation_id).outcome
+        limiter.begin(group, limiter.admit(group, {"requests": 1}).reservation).outcome
         is BeginOutcome.BUSY
     )
     time.sleep(0.35)  # leases of a crashed worker come back by themselves
     assert (
-        limiter.begin(group, limiter.admit(group, {"requests": 1}).reservation_id).outcome
+        limiter.begin(group, limiter.admit(group, {"requests": 1}).reservation).outcome
         is BeginOutcome.GO
     )
 
@@ -155,7 +157,8 @@ def test_every_key_of_a_group_shares_one_hash_tag(
         ),
         concurrency=4,
     )
-    limiter.admit(group, {"tokens": 1, "log": 1, "day": 1})
+    first, _ = (limiter.admit(group, {"tokens": 1, "log": 1, "day": 1}) for _ in range(2))
+    assert limiter.settle(group, first.reservation) is not None  # writes its marker
     keys = [k.decode() for k in redis_client.keys(f"{key_prefix}:*")]
     assert len(keys) >= 5
     assert all(k.startswith(f"{key_prefix}:{{openai:gpt-4o}}:") for k in keys)

@@ -89,7 +89,7 @@ def test_redis_and_model_agree(
                 want = model.admit(
                     group,
                     costs,  # type: ignore[arg-type]
-                    got.reservation_id,
+                    got.reservation,
                     now_ms=got.now_ms,
                     max_wait_ms=max_wait_ms,  # type: ignore[arg-type]
                 )
@@ -97,8 +97,8 @@ def test_redis_and_model_agree(
                 assert got.wait_s * 1000 == pytest.approx(max(want.wait_ms, 0), abs=0.005)
                 assert got.lease == want.lease
                 if got.reserved:
-                    admitted.append(got.reservation_id)
-                    admitted_at[got.reservation_id] = got.now_ms
+                    admitted.append(got.reservation)
+                    admitted_at[got.reservation] = got.now_ms
             elif kind == "cancel" and admitted:
                 rid = admitted[int(op[1]) % len(admitted)]  # type: ignore[call-overload]
                 at = limiter.cancel(group, rid)

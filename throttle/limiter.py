@@ -48,7 +48,10 @@ class Admission:
     """The answer to one admission: a reserved slot, or why there is none."""
 
     group: str
-    reservation_id: str
+    #: The reservation handle for :meth:`RedisLimiter.begin`, ``cancel`` and ``settle``:
+    #: ``<id>/<expiry ms>/<record>``. Redis keeps nothing per reservation until it is
+    #: finished; the handle carries what finishing it needs.
+    reservation: str
     #: False when the slot lay beyond ``max_wait_s``: nothing was reserved.
     reserved: bool
     #: Seconds from the admission until the slot (0 for "go now").
@@ -61,6 +64,10 @@ class Admission:
     lease: bool
     #: The dimension that set the slot, ``"pause"`` for the pause gate, None for "now".
     binding: str | None
+
+    @property
+    def reservation_id(self) -> str:
+        return reservation_id_of(self.reservation)
 
     @property
     def needs_begin(self) -> bool:
@@ -132,6 +139,19 @@ class Observed:
 _UNKNOWN = Observed()
 
 
+def reservation_id_of(reservation: str) -> str:
+    """The id part of a reservation handle (the whole text if it has no record)."""
+    return reservation.partition("/")[0]
+
+
+def _split_handle(reservation: str) -> tuple[str, str, str]:
+    """A handle's id, expiry (ms, the scripts' clock) and record; a handle without a
+    record finishes nothing."""
+    rid, _, rest = reservation.partition("/")
+    expiry, _, record = rest.partition("/")
+    return rid, expiry or "0", record or "-"
+
+
 @dataclass(frozen=True)
 class _Plan:
     """Per-group values computed once: keys and the static parts of the scripts' ARGV.
@@ -149,7 +169,8 @@ class _Plan:
     #: Per dimension in script order: GCRA (name, period, capacity, tolerance),
     #: others (name, algorithm code, capacity, period).
     admit_args: tuple[tuple[str, str, str, str], ...]
-    #: admit.lua's ARGV[3], the group's packed spec (see the script's header).
+    #: admit.lua's KEYS and ARGV[3], the group's packed spec (see the script's header).
+    admit_keys: list[str]
     admit_spec: bytes
     #: admit.lua's ARGV after the costs: four per non-GCRA dimension (calendar
     #: dimensions' window starts are filled in per call, see ``calendar_at``).
@@ -177,6 +198,10 @@ def _cost_text(cost: float) -> str:
     if type(cost) is int:
         return str(cost)
     return str(int(cost)) if float(cost).is_integer() else repr(float(cost))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def _absolute_ms(epoch_us: int | bytes) -> float:
@@ -227,21 +252,24 @@ class RedisLimiter:
             capacity = repr(group.usable_capacity(dims[i]))
             admit_args.append((dims[i].name, code, capacity, repr(dims[i].period_ms)))
             undo_args.append((dims[i].name, code))
-        spec = struct.pack(
-            "<6d",
-            self.record_ttl_ms,
+        fields = ["pause", "m", "x"]
+        numbers: list[float] = []
+        for i in gcra:
+            fields += [f"t:{dims[i].name}", f"k:{dims[i].name}"]
+            burst_ms = dims[i].period_ms * (1.0 - group.headroom)
+            numbers += [dims[i].period_ms, dims[i].capacity, burst_ms, float(dims[i].auto)]
+        body_format = "<" + "s" * len(fields) + "d" * len(numbers)
+        header = struct.pack(
+            "<5d",
             group.concurrency or 0,
             group.lease_ttl_s * 1000,
             len(gcra),
             len(other),
             group.cold_start,
         )
-        for i in gcra:
-            fields = f"t:{dims[i].name}\0k:{dims[i].name}\0".encode()
-            burst_ms = dims[i].period_ms * (1.0 - group.headroom)
-            spec += fields + struct.pack(
-                "<4d", dims[i].period_ms, dims[i].capacity, burst_ms, dims[i].auto
-            )
+        # Lua's struct reads an 's' up to a zero byte.
+        strings = b"".join(text.encode() + b"\0" for text in [body_format, *fields])
+        spec = header + strings + struct.pack(f"<{len(numbers)}d", *numbers)
         admit_others = tuple(arg for k in range(len(gcra), len(order)) for arg in admit_args[k])
         calendar_at = tuple(
             (4 * k + 3, i) for k, i in enumerate(other) if dims[i].algorithm is Algorithm.CALENDAR
@@ -256,6 +284,7 @@ class RedisLimiter:
             gcra_count=len(gcra),
             other_keys=other_keys,
             admit_args=tuple(admit_args),
+            admit_keys=[state_key, leases_key, *other_keys],
             admit_spec=spec,
             admit_others=admit_others,
             calendar_at=calendar_at,
@@ -268,8 +297,8 @@ class RedisLimiter:
         return plan
 
     def _keys(self, group: LimitGroup, plan: _Plan, reservation_id: str) -> list[str]:
-        record = self.keys.reservation(group.name, reservation_id)
-        return [plan.state_key, record, plan.leases_key, plan.parked_key, *plan.other_keys]
+        marker = self.keys.finished(group.name, reservation_id)
+        return [plan.state_key, marker, plan.leases_key, plan.parked_key, *plan.other_keys]
 
     def _calendar_starts(self, dim: Dimension) -> str:
         """Window starts around now; recomputed once now nears either end of the list."""
@@ -313,53 +342,59 @@ class RedisLimiter:
         plan = self._plan(group)
         vector = self._costs(group, costs)
         usable = plan.usable
-        for i, cost in enumerate(vector):
+        texts = []
+        for i in plan.order:
+            cost = vector[i]
             if cost > usable[i] + 1e-9:
                 raise CostExceedsCapacityError(group.name, plan.names[i], cost, usable[i])
+            texts.append(str(cost) if type(cost) is int else _cost_text(cost))
         rid = reservation_id or os.urandom(10).hex()
         others: Sequence[str] = plan.admit_others
         if plan.calendar_at:
             others = list(others)
             for at, i in plan.calendar_at:
                 others[at] = self._calendar_starts(group.dimensions[i])
-        record_key = self.keys.reservation(group.name, rid)
-        keys = [plan.state_key, record_key, plan.leases_key, *plan.other_keys]
-        args = [
-            rid,
-            -1 if max_wait_s is None else max_wait_s * 1000,
-            plan.admit_spec,
-            *[_cost_text(vector[i]) for i in plan.order],
-            *others,
-        ]
         try:
-            reply = self._scripts.admit(keys=keys, args=args)
+            reply = self._scripts.run(
+                self._scripts.admit,
+                plan.admit_keys,
+                rid,
+                -1 if max_wait_s is None else max_wait_s * 1000,
+                plan.admit_spec,
+                *texts,
+                *others,
+            )
         except redis.RedisError as exc:
             raise StorageError(f"redis admission failed: {exc}") from exc
-        code_, wait_us, slot_us, now_us, lease, binding = (int(x) for x in reply)
-        binding_name = plan.names[plan.order[binding - 1]] if binding > 0 else None
+        code_, binding = int(reply[0]), int(reply[5])
         if code_ == 2:
             i = plan.order[binding - 1]
             raise CostExceedsCapacityError(group.name, plan.names[i], vector[i], plan.usable[i])
         if code_ == 3:  # our clock is days away from the server's: rebuild and retry once
             self._calendar_cache.clear()
             return self.admit(group, vector, max_wait_s=max_wait_s, reservation_id=rid)
-        if binding_name is None and wait_us > 0:
-            binding_name = "pause"
+        wait_us = int(reply[1])
+        if binding > 0:
+            binding_name: str | None = plan.names[plan.order[binding - 1]]
+        else:
+            binding_name = "pause" if wait_us > 0 else None
         return Admission(
-            group=group.name,
-            reservation_id=rid,
-            reserved=code_ == 0,
-            wait_s=max(0, wait_us) / 1e6,
-            slot_ms=_absolute_ms(slot_us),
-            now_ms=_absolute_ms(now_us),
-            lease=bool(lease) or not group.concurrency,
-            binding=binding_name,
+            group.name,
+            f"{rid}/{reply[2] // 1000 + self.record_ttl_ms}/{_text(reply[6])}"
+            if code_ == 0
+            else rid,
+            code_ == 0,
+            max(0, wait_us) / 1e6,
+            EPOCH_MS + int(reply[2]) / 1000,
+            EPOCH_MS + int(reply[3]) / 1000,
+            bool(int(reply[4])) or not group.concurrency,
+            binding_name,
         )
 
-    def begin(self, group: LimitGroup, reservation_id: str) -> Begin:
+    def begin(self, group: LimitGroup, reservation: str) -> Begin:
         """At a future slot: check the pause gate and take the concurrency lease."""
         args: list[str | int] = [
-            reservation_id,
+            reservation_id_of(reservation),
             group.concurrency or 0,
             int(group.lease_ttl_s * 1000),
         ]
@@ -370,13 +405,16 @@ class RedisLimiter:
             )
         return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, _absolute_ms(now_us))
 
-    def cancel(self, group: LimitGroup, reservation_id: str) -> float | None:
-        """Give a reservation back. Returns the server time (ms) it was done at, or None
-        if the reservation was already settled, cancelled or expired."""
+    def cancel(self, group: LimitGroup, reservation: str) -> float | None:
+        """Give a reservation back (its handle, :attr:`Admission.reservation`). Returns
+        the server time (ms) it was done at, or None if the reservation was already
+        settled, cancelled or expired."""
         plan = self._plan(group)
+        reservation_id, expiry, record = _split_handle(reservation)
         args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
         for undo in plan.undo_args:
             args += undo
+        args += [expiry, record]
         with _storage_errors("cancel"):
             done, now_us = self._scripts.cancel(
                 keys=self._keys(group, plan, reservation_id), args=args
@@ -386,16 +424,18 @@ class RedisLimiter:
     def settle(
         self,
         group: LimitGroup,
-        reservation_id: str,
+        reservation: str,
         deltas: Mapping[str, float] | None = None,
         observed: Mapping[str, Observed] | None = None,
     ) -> Settled | None:
-        """Finish a reservation: adjust each dimension by ``actual - reserved``, apply what
-        the provider's headers said (``observed``, by dimension name), raise the AIMD
-        multiplier after a clean window, and release the concurrency lease. A positive
-        delta may put a bucket into debt. Returns None if the reservation was already
-        settled, cancelled or expired (nothing changes then)."""
+        """Finish a reservation (its handle, :attr:`Admission.reservation`): adjust each
+        dimension by ``actual - reserved``, apply what the provider's headers said
+        (``observed``, by dimension name), raise the AIMD multiplier after a clean window,
+        and release the concurrency lease. A positive delta may put a bucket into debt.
+        Returns None if the reservation was already settled, cancelled or expired
+        (nothing changes then)."""
         plan = self._plan(group)
+        reservation_id, expiry, record = _split_handle(reservation)
         vector = [0.0] * len(plan.names)
         for name, delta in (deltas or {}).items():
             vector[group.index(name)] = float(delta)
@@ -415,6 +455,7 @@ class RedisLimiter:
                 args += [*plan.undo_args[k], repr(vector[i]), *seen.as_args(), tolerance]
             else:
                 args += [*plan.undo_args[k], repr(vector[i])]
+        args += [expiry, record]
         with _storage_errors("settle"):
             done, now_us, multiplier_e6 = self._scripts.settle(
                 keys=self._keys(group, plan, reservation_id), args=args

@@ -8,11 +8,14 @@ runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a server restart
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
+from typing import Any
 
 import redis
 from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 _INCLUDE = re.compile(r"^--@include (\S+)$", re.MULTILINE)
 
@@ -49,3 +52,14 @@ class Scripts:
         self.pause: Script = client.register_script(script_source("pause.lua"))
         self.release: Script = client.register_script(script_source("release.lua"))
         self.claim: Script = client.register_script(script_source("claim.lua"))
+        self._client = client
+
+    def run(self, script: Script, keys: list[str], *args: object) -> Any:
+        """Run ``script`` with EVALSHA (what ``script(keys=..., args=...)`` does, with
+        less Python on the admission path), loading it first if the server lacks it."""
+        execute: Callable[..., Any] = self._client.execute_command
+        try:
+            return execute("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            script.sha = str(self._client.script_load(script.script))
+            return execute("EVALSHA", script.sha, len(keys), *keys, *args)

@@ -62,7 +62,8 @@ class ThrottleState:
 
     #: Wall-clock epoch seconds after which waiting is given up.
     deadline_at_s: float
-    reservation_id: str | None = None
+    #: The limiter's handle of the current reservation (``Admission.reservation``).
+    reservation: str | None = None
     #: Costs reserved per limit-group dimension, and the provider's split of them.
     costs: dict[str, float] = field(default_factory=dict)
     input_tokens: float = 0.0
@@ -99,7 +100,7 @@ class ThrottleState:
         return asdict(self)
 
     def forget_reservation(self) -> None:
-        self.reservation_id = None
+        self.reservation = None
         self.slot_ms = None
         self.costs = {}
         self.provider_costs = {}
@@ -279,13 +280,13 @@ class CompletionRunner:
         deltas: Mapping[str, float],
         observation: Observation | None = None,
     ) -> None:
-        if state.reservation_id is None:
+        if state.reservation is None:
             return
         spread = self.config.costs_for(settings, group, deltas)
         heard = observed_dimensions(group, observation)
         # If Redis is down the reservation expires by itself; never fail a finished call.
         with contextlib.suppress(StorageError):
-            done = self.limiter.settle(group, state.reservation_id, spread, heard)
+            done = self.limiter.settle(group, state.reservation, spread, heard)
             metrics.settled(group.name, state.costs, spread, done.multiplier if done else None)
         state.forget_reservation()
 
@@ -311,7 +312,7 @@ class CompletionRunner:
             request = dataclasses.replace(request, headers=headers)
         group = self.config.limit_group(settings, call.tenant)
         while True:
-            if state.reservation_id is None:
+            if state.reservation is None:
                 remaining = self._check_deadline(state, "before admission")
                 estimate = self.estimator.estimate_messages(call.model, call.messages)
                 reservation = client.profile.reserve(
@@ -329,7 +330,7 @@ class CompletionRunner:
                         f"{group.name}: the next slot is {admission.wait_s:.1f} s away,"
                         f" past this task's throttle deadline"
                     )
-                state.reservation_id = admission.reservation_id
+                state.reservation = admission.reservation
                 state.slot_ms = admission.slot_ms
                 state.costs = dict(costs)
                 state.provider_costs = dict(reservation.costs)
@@ -374,14 +375,14 @@ class CompletionRunner:
     def _begin(self, group: LimitGroup, state: ThrottleState) -> bool:
         """At the slot: False if the group was paused since (the reservation is void and
         given back)."""
-        assert state.reservation_id is not None
+        assert state.reservation is not None
         busy_rounds = 0
         while True:
-            outcome = self.limiter.begin(group, state.reservation_id)
+            outcome = self.limiter.begin(group, state.reservation)
             if outcome.outcome is BeginOutcome.GO:
                 return True
             if outcome.outcome is BeginOutcome.PAUSED:
-                self.limiter.cancel(group, state.reservation_id)
+                self.limiter.cancel(group, state.reservation)
                 state.forget_reservation()
                 return False
             busy_rounds += 1  # concurrency cap full: wait for a lease to come back

@@ -13,92 +13,111 @@
   multiplier 'm' (settle.lua and pause.lua keep both); its emission interval is
   period / effective capacity.
 
+  Nothing is stored per reservation: the reply carries the reservation's record, which
+  the caller hands to cancel.lua or settle.lua. A GCRA-only group costs three commands:
+  TIME, one HMGET and one HSET (plus a PEXPIRE when the state must live longer than
+  the expiry 'x' last set, and the lease commands under a concurrency cap).
+
   KEYS[1]    state hash: 't:<dim>' GCRA TAT (whole µs), 'k:<dim>' learned capacity,
-             's:<dim>' sliding sum, 'pause' ms, 'm' AIMD multiplier
-  KEYS[2]    reservation record (string), written when reserved
-  KEYS[3]    concurrency leases zset: member reservation id, score lease expiry ms
-  KEYS[3+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
+             's:<dim>' sliding sum, 'pause' ms, 'm' AIMD multiplier, 'x' the expiry
+             ms this script last gave the hash
+  KEYS[2]    concurrency leases zset: member reservation id, score lease expiry ms
+  KEYS[2+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
   ARGV[1]    reservation id
   ARGV[2]    max wait ms: reserve only a slot at most this far away; -1 for no bound
   ARGV[3]    the group's spec, the same for every call, packed once by the client
              (struct, little-endian; decoding it is far cheaper than parsing numbers):
-               six doubles: record ttl ms (counted from the slot), concurrency cap (0
-               for none; a lease is taken only when the slot is now), lease ttl ms,
+               five doubles: concurrency cap (0 for none; a lease is taken only when
+               the slot is now), lease ttl ms,
                g (the number of GCRA dimensions), o (the number of other dimensions),
                cold start (fraction of a GCRA bucket that is full when the group has
-               no state yet: nothing heard from the provider, assume it is partly used)
-               then per GCRA dimension: TAT field, learned-capacity field (zero-
-               terminated strings), period ms, configured capacity (for an auto
-               dimension: where it starts), burst tolerance ms (period x (1 -
-               headroom)), auto (1 or 0) (doubles)
+               no state yet: nothing heard from the provider, assume it is partly used);
+               the struct format of the rest (a string);
+               the hash fields to read, as zero-terminated strings: 'pause', 'm', 'x',
+               then 't:<dim>', 'k:<dim>' per GCRA dimension;
+               then four doubles per GCRA dimension: period ms, configured capacity
+               (for an auto dimension: where it starts), burst tolerance ms (period x
+               (1 - headroom)), auto (1 or 0)
   ARGV[4..]  g + o costs, one per dimension, GCRA dimensions first
   then       four per other dimension: name, algorithm, a, b
                sliding  's': a = capacity, b = window ms
                calendar 'c': a = capacity, b = comma-separated window starts ms, ascending
-  Returns {code, wait_us, slot_us, now_us, lease, binding}
+  Returns {code, wait_us, slot_us, now_us, lease, binding, record}
     code 0 reserved, 1 beyond max wait (nothing reserved), 2 cost above capacity of
     dimension `binding` (nothing reserved), 3 calendar starts do not cover now
     binding: 1-based index (GCRA dimensions first) of the dimension that set the
     slot; 0 for none or the pause gate
-  The record (lib/record.lua) holds the multiplier as read, then 'cost,post TAT,learned
-  capacity' per GCRA dimension (the raw strings: cancel.lua recomputes the emission
-  interval this admission used, to undo it exactly), then 'cost,member' (sliding) or
-  'cost,window start' (calendar). Numbers are copied as the strings they came in
-  wherever possible: turning a float into text is the dearest step of this script.
+    record (code 0 only; lib/record.lua): 'multiplier as read' then 'cost,post
+    TAT,learned capacity' per GCRA dimension (the raw strings: cancel.lua recomputes
+    the emission interval this admission used, to undo it exactly), then 'cost,member'
+    (sliding) or 'cost,window start' (calendar). Numbers are copied as the strings they
+    came in wherever possible: turning a float into text is the dearest step here.
 ]]
 --@include lib/common.lua
+
+-- Sliding-log and calendar helpers, built only for a group that has such dimensions.
+local function other_algorithms()
 --@include lib/sliding.lua
 --@include lib/calendar.lua
+  return {
+    s = {load = sliding_load, earliest = sliding_earliest, commit = sliding_commit},
+    c = {load = calendar_load, earliest = calendar_earliest, commit = calendar_commit},
+  }
+end
 
-local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
+local state_key, leases_key = KEYS[1], KEYS[2]
 local id, max_wait = ARGV[1], tonumber(ARGV[2])
-local record_ttl, cap, lease_ttl, g, o, cold, spec_at = struct.unpack('<dddddd', ARGV[3])
-local spec = {struct.unpack('<' .. string.rep('ssdddd', g), ARGV[3], spec_at)}
-local others_at = 3 + g + o  -- ARGV[3 + i]: the i-th dimension's cost
+local cap, lease_ttl, g, o, cold, format, spec_at = struct.unpack('<ddddds', ARGV[3])
+local spec = {struct.unpack(format, ARGV[3], spec_at)}
 local now = server_now_ms()
 
--- spec[s + 1 .. s + 6], s = 6 (i - 1): the i-th GCRA dimension's TAT field, learned
--- capacity field, period, configured capacity, tolerance, auto
-local fields = {'pause', 'm'}
-for i = 1, g do fields[2 * i + 1], fields[2 * i + 2] = spec[6 * i - 5], spec[6 * i - 4] end
-local values = rcall('HMGET', state_key, unpack(fields))
+-- spec[1 .. 3 + 2g]: the fields to read; spec[n + 1 .. n + 4], n = 3 + 2g + 4 (i - 1):
+-- the i-th GCRA dimension's period, configured capacity, tolerance, auto
+local values = rcall('HMGET', state_key, unpack(spec, 1, 3 + 2 * g))
 local multiplier = tonumber(values[2]) or 1
 local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
-local tats, emissions = {}, {}
+local tats, emissions, costs = {}, {}, {}
 for i = 1, g do
-  local s = 6 * (i - 1)
-  local period, configured, tolerance, auto = spec[s + 3], spec[s + 4], spec[s + 5], spec[s + 6] == 1
-  local emission = period / effective_capacity(configured, auto, tonumber(values[2 * i + 2]), multiplier)
-  tats[i], emissions[i] = tat_ms(values[2 * i + 1]) or (now + tolerance * (1 - cold)), emission
+  local n = 2 * g + 4 * i - 1
+  local tolerance = spec[n + 3]
+  local capacity = effective_capacity(spec[n + 2], spec[n + 4] == 1, tonumber(values[2 * i + 3]), multiplier)
+  local emission = spec[n + 1] / capacity
+  local tat = tonumber(values[2 * i + 2])
+  if tat then tat = tat / 1000 else tat = now + tolerance * (1 - cold) end
+  local cost = tonumber(ARGV[3 + i])
+  tats[i], emissions[i], costs[i] = tat, emission, cost
   -- A cost above a lowered capacity waits for a full bucket instead of never running.
-  local earliest = tats[i] + math.min(ARGV[3 + i] * emission, tolerance) - tolerance
+  local earliest = tat + math.min(cost * emission, tolerance) - tolerance
   if earliest > slot then slot, binding = earliest, i end
 end
 
-local others = {}
-for j = 1, o do
-  local at = others_at + 4 * j - 3
-  local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
-             cost = tonumber(ARGV[3 + g + j]), key = KEYS[3 + j], now = now}
-  if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
-  if d.algo == 's' then
-    d.window = tonumber(ARGV[at + 3])
-    sliding_load(d, state_key, now)
-  else
-    calendar_load(d, ARGV[at + 3])
-    if now < tonumber(d.starts[1]) or now >= tonumber(d.starts[#d.starts]) then
-      return {3, 0, 0, 0, 0, g + j}
+local others, algorithms = {}, nil
+if o > 0 then
+  algorithms = other_algorithms()
+  local others_at = 3 + g + o  -- ARGV[3 + i]: the i-th dimension's cost
+  for j = 1, o do
+    local at = others_at + 4 * j - 3
+    local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
+               cost = tonumber(ARGV[3 + g + j]), key = KEYS[2 + j], now = now}
+    if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
+    if d.algo == 's' then
+      d.window = tonumber(ARGV[at + 3])
+      algorithms.s.load(d, state_key, now)
+    else
+      algorithms.c.load(d, ARGV[at + 3])
+      if now < tonumber(d.starts[1]) or now >= tonumber(d.starts[#d.starts]) then
+        return {3, 0, 0, 0, 0, g + j}
+      end
     end
+    others[j] = d
   end
-  others[j] = d
 end
 -- GCRA bounds are constants; the others only move the slot later: iterate to a fixed point.
 local settled = true
-for _ = 1, 32 do
+for _ = 1, (o > 0) and 32 or 0 do
   settled = true
   for j, d in ipairs(others) do
-    local e
-    if d.algo == 's' then e = sliding_earliest(d, slot) else e = calendar_earliest(d, slot) end
+    local e = algorithms[d.algo].earliest(d, slot)
     if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j} end
     if e > slot then slot, binding, settled = e, g + j, false end
   end
@@ -109,25 +128,36 @@ if not settled or (max_wait >= 0 and wait > max_wait) then
   return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
 end
 
-local record, writes, hold = {values[2] or ''}, {}, slot + 60000
+local record, writes, hold = {values[2] or ''}, {}, slot
 for i = 1, g do
-  local cost = ARGV[3 + i]
+  local cost = costs[i]
   local post = ''
-  if tonumber(cost) > 0 then
+  if cost > 0 then
     local exact = math.max(tats[i], slot) + cost * emissions[i]
     post = tat_text(exact)
-    writes[#writes + 1] = fields[2 * i + 1]
+    writes[#writes + 1] = spec[2 * i + 2]
     writes[#writes + 1] = post
-    if exact + 60000 > hold then hold = exact + 60000 end
+    if exact > hold then hold = exact end
   end
-  record[i + 1] = cost .. ',' .. post .. ',' .. (values[2 * i + 2] or '')
+  record[i + 1] = ARGV[3 + i] .. ',' .. post .. ',' .. (values[2 * i + 3] or '')
+end
+-- The state lives a minute past its furthest TAT; 'x' saves a PTTL on every call.
+local expiry = nil
+if hold + 60000 > (tonumber(values[3]) or 0) then
+  expiry = math.ceil(hold + 120000)
+  writes[#writes + 1] = 'x'
+  writes[#writes + 1] = expiry
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
-keep_for(state_key, hold - now)
+if expiry then rcall('PEXPIRE', state_key, expiry - math.floor(now)) end
 for j, d in ipairs(others) do
   local where = ''
   if d.cost > 0 then
-    if d.algo == 's' then where = sliding_commit(d, state_key, slot, id) else where = calendar_commit(d, slot) end
+    if d.algo == 's' then
+      where = algorithms.s.commit(d, state_key, slot, id)
+    else
+      where = algorithms.c.commit(d, slot)
+    end
   end
   record[g + j + 1] = ARGV[3 + g + j] .. ',' .. where
 end
@@ -141,5 +171,5 @@ if cap > 0 and wait <= 0 then
     lease = 1
   end
 end
-rcall('SET', record_key, table.concat(record, '|'), 'PX', string.format('%d', math.ceil(wait + record_ttl)))
-return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding}
+return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding,
+        table.concat(record, '|')}

@@ -6,7 +6,7 @@
   rate since has rescaled the queue it sits in), never beyond a full bucket.
 
   KEYS[1]    state hash of the group ('t:<dim>' TAT, 'k:<dim>' learned limit, 'm')
-  KEYS[2]    reservation record
+  KEYS[2]    the reservation's finished marker (string)
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
@@ -15,17 +15,18 @@
   ARGV[3]    o, the number of other dimensions
   ARGV[4..]  four per GCRA dimension: name, period ms, configured capacity, auto (1 or 0)
   then       two per other dimension: name, algorithm ('s' or 'c')
+  then       the reservation's expiry (ms) and record, as admit.lua returned it
+             (lib/record.lua)
   Returns {done (1 or 0), now_us}
 ]]
 --@include lib/common.lua
 --@include lib/record.lua
 
-local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
+local state_key, marker_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
-local raw = rcall('GET', record_key)
-if not raw then return {0, math.floor(now * 1000)} end
-local entries, admitted_at = record_entries(raw)
+local entries, admitted_at = record_entries(ARGV[#ARGV])
+if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000)} end
 local multiplier = tonumber(rcall('HGET', state_key, 'm')) or 1
 for i = 1, g do
   local at = 4 * i
@@ -60,5 +61,4 @@ for j = 1, o do
   end
 end
 rcall('ZREM', leases_key, ARGV[1])
-rcall('DEL', record_key)
 return {1, math.floor(now * 1000)}

@@ -20,7 +20,7 @@
   Idempotent: a reservation already settled, cancelled or expired is left alone.
 
   KEYS[1]    state hash of the group
-  KEYS[2]    reservation record
+  KEYS[2]    the reservation's finished marker (string)
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
@@ -34,19 +34,20 @@
              0), delta, observed remaining, observed limit, rounding of remaining (-1:
              unknown), burst tolerance ms
   then       three per other dimension: name, algorithm ('s' or 'c'), delta
+  then       the reservation's expiry (ms) and record, as admit.lua returned it
+             (lib/record.lua)
   Returns {done (1 or 0), now_us, multiplier x 1e6}
 ]]
 --@include lib/common.lua
 --@include lib/record.lua
 --@include lib/rescale.lua
 
-local state_key, record_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
+local state_key, marker_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local increase, clean_window, auto_ceiling = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = server_now_ms()
-local raw = rcall('GET', record_key)
-if not raw then return {0, math.floor(now * 1000), -1} end
-local entries = record_entries(raw)
+local entries = record_entries(ARGV[#ARGV])
+if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000), -1} end
 local head = rcall('HMGET', state_key, 'm', 'd', 'i')
 local multiplier = tonumber(head[1]) or 1
 local ceiling = 1
@@ -152,5 +153,4 @@ elseif multiplier < ceiling then
   end
 end
 rcall('ZREM', leases_key, ARGV[1])
-rcall('DEL', record_key)
 return {1, math.floor(now * 1000), math.floor(multiplier * 1e6)}

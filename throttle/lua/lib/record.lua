@@ -1,7 +1,10 @@
--- Reading a reservation record written by admit.lua: 'multiplier|cost,detail...|...',
--- GCRA dimensions first (details: TAT right after the admission in whole µs, the
--- learned capacity then in force), then the others (detail: sliding-log member or
--- calendar window start). Empty strings stand for "none".
+-- Reading a reservation record returned by admit.lua and handed back by the client:
+-- 'multiplier|cost,detail...|...', GCRA dimensions first (details: TAT right after the
+-- admission in whole µs, the learned capacity then in force), then the others (detail:
+-- sliding-log member or calendar window start). Empty strings stand for "none".
+-- A reservation is finished once: the script that finishes it sets its marker key
+-- (SET NX) until the record's expiry (the slot plus the limiter's record ttl, added by
+-- the client), and a finished or expired record changes nothing.
 
 -- Returns the entries (entry[1] the cost as a number, the details as strings) and the
 -- AIMD multiplier the admission ran at.
@@ -15,6 +18,13 @@ local function record_entries(raw)
   local multiplier = tonumber(table.remove(entries, 1)[1]) or 1
   for _, entry in ipairs(entries) do entry[1] = tonumber(entry[1]) or 0 end
   return entries, multiplier
+end
+
+-- Marks the reservation finished; false if it already was, or its record has expired.
+local function finish_once(marker_key, expiry, now)
+  expiry = tonumber(expiry)
+  if not expiry or expiry <= now then return false end
+  return rcall('SET', marker_key, '1', 'NX', 'PX', math.ceil(expiry - now)) ~= false
 end
 
 -- The emission interval (ms per unit) a GCRA entry was admitted at.
