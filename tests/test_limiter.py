@@ -11,7 +11,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from throttle.errors import CostExceedsCapacityError, StorageError
+from throttle.errors import CostExceedsCapacityError, ReservationHandleError, StorageError
 from throttle.keys import KeyBuilder
 from throttle.limiter import BeginOutcome, RedisLimiter
 from throttle.limits import Algorithm, Dimension, LimitGroup
@@ -103,6 +103,27 @@ def test_cancel_and_settle_restore_what_the_model_says(limiter: RedisLimiter) ->
     probe = limiter.admit(group, {"tokens": 500})
     expected = model.admit(group, {"tokens": 500}, "probe", now_ms=probe.now_ms)
     assert probe.wait_s * 1000 == pytest.approx(expected.wait_ms, abs=0.01)
+
+
+def test_admission_keeps_nothing_per_reservation_and_each_is_finished_once(
+    redis_client: redis.Redis, key_prefix: str
+) -> None:
+    limiter = RedisLimiter(redis_client, keys=KeyBuilder(key_prefix), record_ttl_s=0.3)
+    group = LimitGroup.from_specs("handles", {"requests": "100/s", "tokens": "10k/s"})
+    first, second, third = (limiter.admit(group, {"requests": 1, "tokens": 10}) for _ in range(3))
+    assert redis_client.keys(f"{key_prefix}:*") == [
+        KeyBuilder(key_prefix).state("handles").encode()
+    ]
+    assert limiter.settle(group, first.reservation) is not None
+    assert limiter.settle(group, first.reservation) is None
+    assert limiter.cancel(group, first.reservation) is None, "settled: nothing to give back"
+    (marker,) = redis_client.keys(f"{key_prefix}:*:done:*")
+    assert 0 < redis_client.pttl(marker) <= 300, "the marker lives until the record expires"
+    with pytest.raises(ReservationHandleError, match="not a reservation handle"):
+        limiter.cancel(group, second.reservation.rsplit("|", 1)[0])
+    assert limiter.cancel(group, second.reservation_id) is None, "a bare id finishes nothing"
+    time.sleep(0.35)
+    assert limiter.cancel(group, third.reservation) is None, "past its expiry it is kept"
 
 
 def test_cost_above_capacity_raises_before_and_inside_redis(limiter: RedisLimiter) -> None:

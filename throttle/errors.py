@@ -62,6 +62,10 @@ class InvalidRequestError(ThrottleError):
     """A completion request that is malformed; it is rejected before any admission."""
 
 
+class ReservationHandleError(ThrottleError, ValueError):
+    """A reservation handle that is not one the limiter issued for this group."""
+
+
 class CostExceedsCapacityError(ThrottleError):
     """A request costs more than a dimension can ever hold, so it could never run."""
 

@@ -31,7 +31,7 @@ from typing import cast
 import redis
 
 from throttle.calendar import window_starts_ms
-from throttle.errors import CostExceedsCapacityError, StorageError
+from throttle.errors import CostExceedsCapacityError, ReservationHandleError, StorageError
 from throttle.keys import KeyBuilder
 from throttle.limits import Algorithm, Dimension, LimitGroup
 from throttle.scripts import Scripts
@@ -144,12 +144,19 @@ def reservation_id_of(reservation: str) -> str:
     return reservation.partition("/")[0]
 
 
-def _split_handle(reservation: str) -> tuple[str, str, str]:
-    """A handle's id, expiry (ms, the scripts' clock) and record; a handle without a
-    record finishes nothing."""
+def _split_handle(reservation: str, dimensions: int) -> tuple[str, str, str]:
+    """A handle's id, expiry (ms, the scripts' clock) and record. A bare id (an admission
+    that reserved nothing) finishes nothing; anything else that is not a handle of a
+    group with this many ``dimensions`` is refused before it reaches Redis."""
     rid, _, rest = reservation.partition("/")
+    if not rest:
+        return rid, "0", "-"
     expiry, _, record = rest.partition("/")
-    return rid, expiry or "0", record or "-"
+    if not (rid and expiry.isdigit() and record.count("|") == dimensions):
+        raise ReservationHandleError(
+            f"not a reservation handle of this group: {reservation[:80]!r}"
+        )
+    return rid, expiry, record
 
 
 @dataclass(frozen=True)
@@ -410,7 +417,7 @@ class RedisLimiter:
         the server time (ms) it was done at, or None if the reservation was already
         settled, cancelled or expired."""
         plan = self._plan(group)
-        reservation_id, expiry, record = _split_handle(reservation)
+        reservation_id, expiry, record = _split_handle(reservation, len(plan.order))
         args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
         for undo in plan.undo_args:
             args += undo
@@ -435,7 +442,7 @@ class RedisLimiter:
         Returns None if the reservation was already settled, cancelled or expired
         (nothing changes then)."""
         plan = self._plan(group)
-        reservation_id, expiry, record = _split_handle(reservation)
+        reservation_id, expiry, record = _split_handle(reservation, len(plan.order))
         vector = [0.0] * len(plan.names)
         for name, delta in (deltas or {}).items():
             vector[group.index(name)] = float(delta)

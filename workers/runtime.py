@@ -24,6 +24,7 @@ from throttle.errors import (
     OverloadedError,
     QuotaExhaustedError,
     RateLimitedError,
+    ReservationHandleError,
     StorageError,
     TerminalProviderError,
     ThrottleDeadlineError,
@@ -285,7 +286,8 @@ class CompletionRunner:
         spread = self.config.costs_for(settings, group, deltas)
         heard = observed_dimensions(group, observation)
         # If Redis is down the reservation expires by itself; never fail a finished call.
-        with contextlib.suppress(StorageError):
+        # A handle from before the group's dimensions changed is simply kept.
+        with contextlib.suppress(StorageError, ReservationHandleError):
             done = self.limiter.settle(group, state.reservation, spread, heard)
             metrics.settled(group.name, state.costs, spread, done.multiplier if done else None)
         state.forget_reservation()
@@ -382,7 +384,8 @@ class CompletionRunner:
             if outcome.outcome is BeginOutcome.GO:
                 return True
             if outcome.outcome is BeginOutcome.PAUSED:
-                self.limiter.cancel(group, state.reservation)
+                with contextlib.suppress(ReservationHandleError):  # then it is simply kept
+                    self.limiter.cancel(group, state.reservation)
                 state.forget_reservation()
                 return False
             busy_rounds += 1  # concurrency cap full: wait for a lease to come back
