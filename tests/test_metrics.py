@@ -82,13 +82,18 @@ def test_port_from_the_environment() -> None:
 
 
 def scrape(port: int) -> dict[str, float]:
-    """Admissions by group from one worker's endpoint (plus the wait count)."""
+    """Admissions from one worker's endpoint, the wait count and settled units by dimension."""
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     found: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in ("llm_throttle_admissions_total", "llm_throttle_wait_seconds_count"):
                 found[sample.name] = found.get(sample.name, 0.0) + sample.value
+            elif sample.name == "llm_throttle_settled_total":
+                dimension = sample.labels["dimension"]
+                found[f"settled:{dimension}"] = (
+                    found.get(f"settled:{dimension}", 0.0) + sample.value
+                )
     return found
 
 
@@ -136,9 +141,11 @@ def test_two_workers_each_serve_their_own_counts(stacks: list[LocalStack]) -> No
     while True:  # the last settle may land a moment after the result
         scraped = [scrape(port) for port in ports]
         admissions = [s.get("llm_throttle_admissions_total", 0.0) for s in scraped]
-        if sum(admissions) >= attempts or time.monotonic() > deadline:
+        settled = sum(s.get("settled:requests", 0.0) for s in scraped)
+        if (sum(admissions) >= attempts and settled >= 40) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
+    assert settled == 40, "every completed call settles its reservation's handle"
     assert all(a > 0 for a in admissions), admissions
     assert sum(admissions) == attempts >= 40, (admissions, attempts)
     waits = sum(s.get("llm_throttle_wait_seconds_count", 0.0) for s in scraped)
