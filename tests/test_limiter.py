@@ -122,6 +122,8 @@ def test_admission_keeps_nothing_per_reservation_and_each_is_finished_once(
     with pytest.raises(ReservationHandleError, match="not a reservation handle"):
         limiter.cancel(group, second.reservation.rsplit("|", 1)[0])
     assert limiter.cancel(group, second.reservation_id) is None, "a bare id finishes nothing"
+    with pytest.raises(ReservationHandleError, match="without '/'"):
+        limiter.admit(group, {"requests": 1}, reservation_id="a/b")
     time.sleep(0.35)
     assert limiter.cancel(group, third.reservation) is None, "past its expiry it is kept"
 

@@ -67,6 +67,7 @@ class Admission:
 
     @property
     def reservation_id(self) -> str:
+        """The reservation's id (it names its concurrency lease and finished marker)."""
         return reservation_id_of(self.reservation)
 
     @property
@@ -355,6 +356,10 @@ class RedisLimiter:
             if cost > usable[i] + 1e-9:
                 raise CostExceedsCapacityError(group.name, plan.names[i], cost, usable[i])
             texts.append(str(cost) if type(cost) is int else _cost_text(cost))
+        if reservation_id is not None and (not reservation_id or "/" in reservation_id):
+            raise ReservationHandleError(
+                f"a reservation id must be non-empty, without '/': {reservation_id!r}"
+            )
         rid = reservation_id or os.urandom(10).hex()
         others: Sequence[str] = plan.admit_others
         if plan.calendar_at:
