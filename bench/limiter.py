@@ -155,7 +155,7 @@ def build_gcra4_floor(ctx: BuildContext) -> Built:
     return Built(acquire)
 
 
-def _ours(specs: Mapping[str, str], ctx: BuildContext) -> Built:
+def _ours(specs: Mapping[str, str], ctx: BuildContext, *, settle: bool = False) -> Built:
     from throttle.keys import KeyBuilder
     from throttle.limiter import RedisLimiter
     from throttle.limits import LimitGroup
@@ -166,6 +166,8 @@ def _ours(specs: Mapping[str, str], ctx: BuildContext) -> Built:
 
     def acquire() -> bool:
         admission = limiter.admit(group, costs)
+        if settle:  # the request's whole life in Redis: used exactly what it reserved
+            limiter.settle(group, admission.reservation)
         return admission.reserved and admission.wait_s == 0
 
     return Built(acquire)
@@ -177,6 +179,11 @@ def build_ours_1d(ctx: BuildContext) -> Built:
 
 def build_ours_4d(ctx: BuildContext) -> Built:
     return _ours(FOUR_DIMENSIONS, ctx)
+
+
+def build_ours_4d_cycle(ctx: BuildContext) -> Built:
+    """Admit and settle: what one request costs Redis in all (not a target subject)."""
+    return _ours(FOUR_DIMENSIONS, ctx, settle=True)
 
 
 def _throttled(algorithm: str, ctx: BuildContext) -> Built:
@@ -267,6 +274,13 @@ SUBJECTS: tuple[Subject, ...] = (
     ),
     Subject("ours_1d", "**ours, 1 dimension**", build_ours_1d, "ours", takes_cost=False),
     Subject("ours_4d", "**ours, 4 dimensions**", build_ours_4d, "ours"),
+    Subject(
+        "ours_4d_cycle",
+        "ours, 4 dimensions, admit + settle",
+        build_ours_4d_cycle,
+        "ours",
+        takes_cost=False,
+    ),
     Subject(
         "thr_tb", "throttled-py token bucket", build_throttled_token_bucket, "peer", "throttled-py"
     ),

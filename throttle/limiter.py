@@ -7,6 +7,11 @@ the slot (or parks the task), calls :meth:`begin` if the slot was in the future,
 the call, then :meth:`settle`\\s the actual cost. :meth:`cancel` gives a reservation
 back; :meth:`pause` closes a group's gate for every worker (after a provider 429).
 
+Redis keeps nothing per reservation while it is open: the admission returns a handle
+(:attr:`Admission.reservation`) that carries what settling or cancelling it needs, and
+the caller keeps it (a parked task keeps it in its state). Settling or cancelling marks
+the reservation finished, so it happens once.
+
 Example::
 
     limiter = RedisLimiter(redis.Redis())
@@ -15,6 +20,10 @@ Example::
     )
     admission = limiter.admit(group, {"requests": 1, "tokens": 1200})
     time.sleep(admission.wait_s)
+    if admission.needs_begin:
+        limiter.begin(group, admission.reservation)  # PAUSED: cancel and admit again
+    ...  # the provider call; it used 800 tokens of the 1200 reserved
+    limiter.settle(group, admission.reservation, {"tokens": 800 - 1200})
 """
 
 from __future__ import annotations
