@@ -122,10 +122,60 @@ def test_admission_keeps_nothing_per_reservation_and_each_is_finished_once(
     with pytest.raises(ReservationHandleError, match="not a reservation handle"):
         limiter.cancel(group, second.reservation.rsplit("|", 1)[0])
     assert limiter.cancel(group, second.reservation_id) is None, "a bare id finishes nothing"
-    with pytest.raises(ReservationHandleError, match="without '/'"):
-        limiter.admit(group, {"requests": 1}, reservation_id="a/b")
+    for bad in ("a/b", "a|b", "a,b", ""):
+        with pytest.raises(ReservationHandleError, match="must be non-empty, without"):
+            limiter.admit(group, {"requests": 1}, reservation_id=bad)
     time.sleep(0.35)
     assert limiter.cancel(group, third.reservation) is None, "past its expiry it is kept"
+
+
+def test_a_handle_finishes_only_its_own_group_and_ids_can_be_used_again(
+    limiter: RedisLimiter,
+) -> None:
+    a = LimitGroup.from_specs("group-a", {"requests": "10/s"})
+    b = LimitGroup.from_specs("group-b", {"requests": "10/s"})
+    of_a = limiter.admit(a, {"requests": 1}, reservation_id="task-1")
+    with pytest.raises(ReservationHandleError, match="not a reservation handle"):
+        limiter.cancel(b, of_a.reservation)
+    assert limiter.cancel(a, of_a.reservation) is not None
+    again = limiter.admit(a, {"requests": 1}, reservation_id="task-1")
+    assert limiter.settle(a, again.reservation) is not None, "a finished id can be used again"
+
+
+def test_a_record_that_does_not_fit_is_refused_before_anything_is_written(
+    limiter: RedisLimiter, redis_client: redis.Redis
+) -> None:
+    group = LimitGroup(
+        "fits",
+        (Dimension.parse("requests", "10/s"), Dimension("log", 10, 60.0, Algorithm.SLIDING)),
+        concurrency=2,
+    )
+    admission = limiter.admit(group, {"requests": 1, "log": 1})
+    state = limiter.keys.state("fits")
+    before = redis_client.hgetall(state)
+    member_cut = admission.reservation.rsplit(",", 1)[0] + ","  # the log entry lost its member
+    for bad in (member_cut, admission.reservation.replace("|1,", "|1,,", 1)):
+        with pytest.raises(ReservationHandleError, match="malformed reservation record"):
+            limiter.cancel(group, bad)
+    assert redis_client.hgetall(state) == before, "nothing given back"
+    assert limiter.cancel(group, admission.reservation) is not None, "the real handle still works"
+    assert redis_client.zcard(limiter.keys.dimension("fits", "log")) == 0
+    assert redis_client.zcard(limiter.keys.leases("fits")) == 0
+
+
+def test_the_state_outlives_every_debt_and_sliding_window_it_holds(
+    limiter: RedisLimiter, redis_client: redis.Redis
+) -> None:
+    windowed = LimitGroup(
+        "long-window",
+        (Dimension.parse("requests", "100/s"), Dimension("hour", 1000, 3600.0, Algorithm.SLIDING)),
+    )
+    limiter.admit(windowed, {"requests": 1, "hour": 5})
+    assert redis_client.pttl(limiter.keys.state("long-window")) > 3_600_000, "the sum lives on"
+    tokens = LimitGroup.from_specs("debt", {"tokens": "1000/min"})
+    admission = limiter.admit(tokens, {"tokens": 100})
+    assert limiter.settle(tokens, admission.reservation, {"tokens": 4900}) is not None
+    assert redis_client.pttl(limiter.keys.state("debt")) > 300_000, "5 min of debt is kept"
 
 
 def test_cost_above_capacity_raises_before_and_inside_redis(limiter: RedisLimiter) -> None:

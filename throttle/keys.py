@@ -32,9 +32,10 @@ class KeyBuilder:
         """Zset of concurrency leases: member reservation id, score expiry ms."""
         return f"{self._group(group)}:leases"
 
-    def finished(self, group: str, reservation_id: str) -> str:
-        """String: set once a reservation is settled or cancelled, until its record expires."""
-        return f"{self._group(group)}:done:{reservation_id}"
+    def finished(self, group: str, token: str) -> str:
+        """String: set once a reservation is settled or cancelled, until its record expires;
+        named by its handle's token (throttle.limiter)."""
+        return f"{self._group(group)}:done:{token}"
 
     def dimension(self, group: str, dimension: str) -> str:
         """A dimension's own key: sliding-log zset or calendar-window hash."""

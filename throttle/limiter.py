@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -58,8 +59,8 @@ class Admission:
 
     group: str
     #: The reservation handle for :meth:`RedisLimiter.begin`, ``cancel`` and ``settle``:
-    #: ``<id>/<expiry ms>/<record>``. Redis keeps nothing per reservation until it is
-    #: finished; the handle carries what finishing it needs.
+    #: ``<id>/<token>/<expiry ms>/<record>`` (see :class:`_Handle`). Redis keeps nothing
+    #: per reservation until it is finished; the handle carries what finishing it needs.
     reservation: str
     #: False when the slot lay beyond ``max_wait_s``: nothing was reserved.
     reserved: bool
@@ -149,24 +150,53 @@ class Observed:
 _UNKNOWN = Observed()
 
 
+#: What a caller-chosen reservation id must not contain (the handle's separators).
+_ID_FORBIDDEN = frozenset("/|,")
+#: The error admit.lua's siblings give a record that does not fit the group (lib/record.lua).
+_MALFORMED_RECORD = "malformed reservation record"
+
+
 def reservation_id_of(reservation: str) -> str:
     """The id part of a reservation handle (the whole text if it has no record)."""
     return reservation.partition("/")[0]
 
 
-def _split_handle(reservation: str, dimensions: int) -> tuple[str, str, str]:
-    """A handle's id, expiry (ms, the scripts' clock) and record. A bare id (an admission
-    that reserved nothing) finishes nothing; anything else that is not a handle of a
-    group with this many ``dimensions`` is refused before it reaches Redis."""
-    rid, _, rest = reservation.partition("/")
-    if not rest:
-        return rid, "0", "-"
-    expiry, _, record = rest.partition("/")
-    if not (rid and expiry.isdigit() and record.count("|") == dimensions):
-        raise ReservationHandleError(
-            f"not a reservation handle of this group: {reservation[:80]!r}"
-        )
-    return rid, expiry, record
+def _group_tag(group: str) -> str:
+    """Eight hex digits naming a group inside its reservations' handles."""
+    return f"{zlib.crc32(group.encode()):08x}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Handle:
+    """A reservation handle taken apart: ``<id>/<token>/<expiry ms>/<record>``. The token
+    is the group's tag and eight random hex digits: it names the finished marker, so a
+    caller-chosen id can be used again once its reservation is finished."""
+
+    reservation_id: str
+    token: str
+    expiry_ms: str
+    record: str
+
+    @classmethod
+    def parse(cls, reservation: str, plan: _Plan) -> _Handle | None:
+        """None for a bare id (an admission that reserved nothing: it finishes nothing).
+        Anything else that is not a handle of this group is refused before Redis."""
+        rid, _, rest = reservation.partition("/")
+        if not rest:
+            return None
+        token, _, rest = rest.partition("/")
+        expiry, _, record = rest.partition("/")
+        if not (
+            rid
+            and token.startswith(plan.tag)
+            and len(token) == 16
+            and expiry.isdigit()
+            and record.count("|") == len(plan.order)
+        ):
+            raise ReservationHandleError(
+                f"not a reservation handle of this group: {reservation[:80]!r}"
+            )
+        return cls(rid, token, expiry, record)
 
 
 @dataclass(frozen=True)
@@ -177,6 +207,8 @@ class _Plan:
     index of the k-th dimension in that order.
     """
 
+    #: The group's tag in its reservations' handles (:func:`_group_tag`).
+    tag: str
     state_key: str
     leases_key: str
     parked_key: str
@@ -205,6 +237,10 @@ class _Plan:
 def _storage_errors(action: str) -> Iterator[None]:
     try:
         yield
+    except redis.ResponseError as exc:
+        if _MALFORMED_RECORD in str(exc):
+            raise ReservationHandleError(f"{action}: {_MALFORMED_RECORD}") from exc
+        raise StorageError(f"redis {action} failed: {exc}") from exc
     except redis.RedisError as exc:
         raise StorageError(f"redis {action} failed: {exc}") from exc
 
@@ -294,6 +330,7 @@ class RedisLimiter:
         state_key, leases_key = self.keys.state(group.name), self.keys.leases(group.name)
         other_keys = tuple(self.keys.dimension(group.name, dims[i].name) for i in other)
         plan = _Plan(
+            tag=_group_tag(group.name),
             state_key=state_key,
             leases_key=leases_key,
             parked_key=self.keys.parked(group.name),
@@ -313,8 +350,8 @@ class RedisLimiter:
         self._plans[id(group)] = (group, plan)
         return plan
 
-    def _keys(self, group: LimitGroup, plan: _Plan, reservation_id: str) -> list[str]:
-        marker = self.keys.finished(group.name, reservation_id)
+    def _keys(self, group: LimitGroup, plan: _Plan, token: str) -> list[str]:
+        marker = self.keys.finished(group.name, token)
         return [plan.state_key, marker, plan.leases_key, plan.parked_key, *plan.other_keys]
 
     def _calendar_starts(self, dim: Dimension) -> str:
@@ -365,9 +402,11 @@ class RedisLimiter:
             if cost > usable[i] + 1e-9:
                 raise CostExceedsCapacityError(group.name, plan.names[i], cost, usable[i])
             texts.append(str(cost) if type(cost) is int else _cost_text(cost))
-        if reservation_id is not None and (not reservation_id or "/" in reservation_id):
+        if reservation_id is not None and (
+            not reservation_id or not _ID_FORBIDDEN.isdisjoint(reservation_id)
+        ):
             raise ReservationHandleError(
-                f"a reservation id must be non-empty, without '/': {reservation_id!r}"
+                f"a reservation id must be non-empty, without / | or ,: {reservation_id!r}"
             )
         rid = reservation_id or os.urandom(10).hex()
         others: Sequence[str] = plan.admit_others
@@ -401,7 +440,8 @@ class RedisLimiter:
             binding_name = "pause" if wait_us > 0 else None
         return Admission(
             group.name,
-            f"{rid}/{reply[2] // 1000 + self.record_ttl_ms}/{_text(reply[6])}"
+            f"{rid}/{plan.tag}{os.urandom(4).hex()}/{reply[2] // 1000 + self.record_ttl_ms}"
+            f"/{_text(reply[6])}"
             if code_ == 0
             else rid,
             code_ == 0,
@@ -431,14 +471,20 @@ class RedisLimiter:
         the server time (ms) it was done at, or None if the reservation was already
         settled, cancelled or expired."""
         plan = self._plan(group)
-        reservation_id, expiry, record = _split_handle(reservation, len(plan.order))
-        args: list[str | int] = [reservation_id, plan.gcra_count, len(plan.order) - plan.gcra_count]
+        handle = _Handle.parse(reservation, plan)
+        if handle is None:
+            return None
+        args: list[str | int] = [
+            handle.reservation_id,
+            plan.gcra_count,
+            len(plan.order) - plan.gcra_count,
+        ]
         for undo in plan.undo_args:
             args += undo
-        args += [expiry, record]
+        args += [handle.expiry_ms, handle.record]
         with _storage_errors("cancel"):
             done, now_us = self._scripts.cancel(
-                keys=self._keys(group, plan, reservation_id), args=args
+                keys=self._keys(group, plan, handle.token), args=args
             )
         return _absolute_ms(now_us) if int(done) else None
 
@@ -456,13 +502,15 @@ class RedisLimiter:
         Returns None if the reservation was already settled, cancelled or expired
         (nothing changes then)."""
         plan = self._plan(group)
-        reservation_id, expiry, record = _split_handle(reservation, len(plan.order))
+        handle = _Handle.parse(reservation, plan)
+        if handle is None:
+            return None
         vector = [0.0] * len(plan.names)
         for name, delta in (deltas or {}).items():
             vector[group.index(name)] = float(delta)
         observed = observed or {}
         args: list[str | float | int] = [
-            reservation_id,
+            handle.reservation_id,
             plan.gcra_count,
             len(plan.order) - plan.gcra_count,
             repr(group.aimd.increase),
@@ -476,10 +524,10 @@ class RedisLimiter:
                 args += [*plan.undo_args[k], repr(vector[i]), *seen.as_args(), tolerance]
             else:
                 args += [*plan.undo_args[k], repr(vector[i])]
-        args += [expiry, record]
+        args += [handle.expiry_ms, handle.record]
         with _storage_errors("settle"):
             done, now_us, multiplier_e6 = self._scripts.settle(
-                keys=self._keys(group, plan, reservation_id), args=args
+                keys=self._keys(group, plan, handle.token), args=args
             )
         if not int(done):
             return None

@@ -95,7 +95,12 @@ class ThrottleState:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ThrottleState:
         known = cls.__dataclass_fields__
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields = {k: v for k, v in data.items() if k in known}
+        if "reservation" not in data and data.get("reservation_id"):
+            # A task parked by a version that kept records in Redis: its bare id keeps
+            # its slot and lease; settling it finishes nothing (its record expires).
+            fields["reservation"] = data["reservation_id"]
+        return cls(**fields)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

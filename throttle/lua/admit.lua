@@ -141,7 +141,11 @@ for i = 1, g do
   end
   record[i + 1] = ARGV[3 + i] .. ',' .. post .. ',' .. (values[2 * i + 3] or '')
 end
--- The state lives a minute past its furthest TAT; 'x' saves a PTTL on every call.
+-- The state lives a minute past its furthest TAT and the end of every sliding window
+-- whose sum it holds; 'x' saves a PTTL on every call.
+for _, d in ipairs(others) do
+  if d.algo == 's' and slot + d.window > hold then hold = slot + d.window end
+end
 local expiry = nil
 if hold + 60000 > (tonumber(values[3]) or 0) then
   expiry = math.ceil(hold + 120000)

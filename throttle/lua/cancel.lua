@@ -26,6 +26,7 @@ local state_key, marker_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
 local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
 local entries, admitted_at = record_entries(ARGV[#ARGV])
+if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000)} end
 local multiplier = tonumber(rcall('HGET', state_key, 'm')) or 1
 for i = 1, g do

@@ -29,13 +29,16 @@ local epoch, factor, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV
 local now = server_now_ms()
 local values = rcall('HMGET', state_key, 'pause', 'm', 'q')
 local current, multiplier = tonumber(values[1]) or 0, tonumber(values[2]) or 1
-local decreased = 0
+local decreased, furthest = 0, now
 local heard = false
 for at = 5, #ARGV, 2 do heard = heard or rcall('HEXISTS', state_key, 'k:' .. ARGV[at]) == 1 end
 if epoch >= 0 and not heard and now >= (tonumber(values[3]) or -1) then
   local lowered = math.max(floor, multiplier * factor)
   rcall('HSET', state_key, 'm', lowered, 'd', now, 'q', math.max(current, now + duration) + epoch)
-  for at = 5, #ARGV, 2 do rescale_tat(state_key, ARGV[at], now, ARGV[at + 1], multiplier / lowered) end
+  for at = 5, #ARGV, 2 do
+    local tat = rescale_tat(state_key, ARGV[at], now, ARGV[at + 1], multiplier / lowered)
+    furthest = math.max(furthest, tat)
+  end
   rescale_parked(KEYS[2], now, multiplier / lowered)
   multiplier, decreased = lowered, 1
 end
@@ -44,5 +47,5 @@ if wanted > current then
   rcall('HSET', state_key, 'pause', wanted)
   current, extended = wanted, 1
 end
-keep_for(state_key, current - now + 60000)
+keep_for(state_key, math.max(current, furthest) - now + 60000)
 return {extended, math.floor(current * 1000), math.floor(now * 1000), decreased, math.floor(multiplier * 1e6)}

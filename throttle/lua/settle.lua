@@ -47,7 +47,9 @@ local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
 local increase, clean_window, auto_ceiling = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
 local now = server_now_ms()
 local entries = record_entries(ARGV[#ARGV])
+if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000), -1} end
+local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
 local head = rcall('HMGET', state_key, 'm', 'd', 'i')
 local multiplier = tonumber(head[1]) or 1
 local ceiling = 1
@@ -90,6 +92,7 @@ for i = 1, g do
     if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
   if after ~= tat then rcall('HSET', state_key, 't:' .. name, tat_text(after)) end
+  furthest = math.max(furthest, after)
 end
 for j = 1, o do
   local at = 4 + 9 * g + 3 * j
@@ -121,7 +124,9 @@ if queue_factor ~= 1 then
     -- slots had pushed along (a start slot debits every dimension at that slot).
     for i = 1, g do
       local at = -2 + 9 * i
-      if not changed[i] then rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], queue_factor) end
+      if not changed[i] then
+        furthest = math.max(furthest, rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], queue_factor))
+      end
     end
   end
 end
@@ -145,12 +150,15 @@ elseif multiplier < ceiling then
       local capacity, auto = tonumber(ARGV[at + 2]), ARGV[at + 3] == '1'
       local factor = effective_capacity(capacity, auto, learned_of[i], multiplier)
         / effective_capacity(capacity, auto, learned_of[i], raised)
-      if factor ~= 1 then rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], factor) end
+      if factor ~= 1 then
+        furthest = math.max(furthest, rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], factor))
+      end
       queue = math.max(queue, factor)
     end
     if queue > 0 and queue ~= 1 then rescale_parked(KEYS[4], now, queue) end
     multiplier = raised
   end
 end
+if furthest > now then keep_for(state_key, furthest - now + 60000) end
 rcall('ZREM', leases_key, ARGV[1])
 return {1, math.floor(now * 1000), math.floor(multiplier * 1e6)}

@@ -20,6 +20,24 @@ local function record_entries(raw)
   return entries, multiplier
 end
 
+-- The error a malformed record gets, before anything is written (throttle/limiter.py
+-- turns it into ReservationHandleError).
+local MALFORMED_RECORD = 'malformed reservation record'
+
+-- Whether a record has the shape of this group's: g GCRA entries of three pieces, then o
+-- entries of two, each with a cost naming where it went.
+local function record_fits(entries, g, o)
+  if #entries ~= g + o then return false end
+  for i = 1, g do
+    if #entries[i] ~= 3 then return false end
+  end
+  for j = g + 1, g + o do
+    local entry = entries[j]
+    if #entry ~= 2 or (entry[1] > 0 and entry[2] == '') then return false end
+  end
+  return true
+end
+
 -- Marks the reservation finished; false if it already was, or its record has expired.
 local function finish_once(marker_key, expiry, now)
   expiry = tonumber(expiry)

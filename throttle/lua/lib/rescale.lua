@@ -10,10 +10,15 @@ local function rescaled_tat(tat, now, tolerance, factor)
   return now + tolerance + (tat - now - tolerance) * factor
 end
 
+-- Returns the bucket's TAT after the change (0 if it has none).
 local function rescale_tat(state_key, name, now, tolerance, factor)
   local field = 't:' .. name
   local tat = tat_ms(rcall('HGET', state_key, field))
-  if tat and tat > now then rcall('HSET', state_key, field, tat_text(rescaled_tat(tat, now, tolerance, factor))) end
+  if tat and tat > now then
+    tat = rescaled_tat(tat, now, tolerance, factor)
+    rcall('HSET', state_key, field, tat_text(tat))
+  end
+  return tat or 0
 end
 
 local function rescale_parked(parked_key, now, factor)
