@@ -80,7 +80,8 @@ local tats, emissions, costs = {}, {}, {}
 for i = 1, g do
   local n = 2 * g + 4 * i - 1
   local tolerance = spec[n + 3]
-  local capacity = effective_capacity(spec[n + 2], spec[n + 4] == 1, tonumber(values[2 * i + 3]), multiplier)
+  local learned = tonumber(values[2 * i + 3])
+  local capacity = effective_capacity(spec[n + 2], spec[n + 4] == 1, learned, multiplier)
   local emission = spec[n + 1] / capacity
   local tat = tonumber(values[2 * i + 2])
   if tat then tat = tat / 1000 else tat = now + tolerance * (1 - cold) end

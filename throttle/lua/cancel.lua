@@ -55,7 +55,9 @@ for j = 1, o do
   local cost, where, key = entries[g + j][1], entries[g + j][2], KEYS[4 + j]
   if cost > 0 then
     if ARGV[at + 1] == 's' then
-      if rcall('ZREM', key, where) == 1 then rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], -cost) end
+      if rcall('ZREM', key, where) == 1 then
+        rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], -cost)
+      end
     elseif rcall('HEXISTS', key, where) == 1 then
       rcall('HINCRBYFLOAT', key, where, -cost)
     end

@@ -48,4 +48,5 @@ if wanted > current then
   current, extended = wanted, 1
 end
 keep_for(state_key, math.max(current, furthest) - now + 60000)
-return {extended, math.floor(current * 1000), math.floor(now * 1000), decreased, math.floor(multiplier * 1e6)}
+return {extended, math.floor(current * 1000), math.floor(now * 1000), decreased,
+        math.floor(multiplier * 1e6)}

@@ -50,7 +50,15 @@ local entries = record_entries(ARGV[#ARGV])
 if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000), -1} end
 local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
-local head = rcall('HMGET', state_key, 'm', 'd', 'i')
+-- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension;
+-- the buckets' writes go out together after the loop below.
+local fields = {'m', 'd', 'i'}
+for i = 1, g do
+  local name = ARGV[-2 + 9 * i]
+  fields[2 + 2 * i], fields[3 + 2 * i] = 't:' .. name, 'k:' .. name
+end
+local head = rcall('HMGET', state_key, unpack(fields))
+local writes = {}
 local multiplier = tonumber(head[1]) or 1
 local ceiling = 1
 local learned_of, changed = {}, {}
@@ -63,11 +71,10 @@ for i = 1, g do
   local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
   local auto, delta = ARGV[at + 3] == '1', tonumber(ARGV[at + 4])
   local remaining, limit = tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6])
-  local values = rcall('HMGET', state_key, 't:' .. name, 'k:' .. name)
-  local tat, learned = tat_ms(values[1]) or 0, tonumber(values[2])
+  local tat, learned = tat_ms(head[2 + 2 * i]) or 0, tonumber(head[3 + 2 * i])
   local before = effective_capacity(capacity, auto, learned, multiplier)
   if limit > 0 and limit ~= learned then
-    rcall('HSET', state_key, 'k:' .. name, limit)
+    writes[#writes + 1], writes[#writes + 2] = 'k:' .. name, limit
     learned = limit
   end
   learned_of[i] = learned
@@ -91,9 +98,10 @@ for i = 1, g do
     local level = effective - (after - now) / emission
     if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
-  if after ~= tat then rcall('HSET', state_key, 't:' .. name, tat_text(after)) end
+  if after ~= tat then writes[#writes + 1], writes[#writes + 2] = 't:' .. name, tat_text(after) end
   furthest = math.max(furthest, after)
 end
+if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
 for j = 1, o do
   local at = 4 + 9 * g + 3 * j
   local delta, key = tonumber(ARGV[at + 2]), KEYS[4 + j]
@@ -125,7 +133,8 @@ if queue_factor ~= 1 then
     for i = 1, g do
       local at = -2 + 9 * i
       if not changed[i] then
-        furthest = math.max(furthest, rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], queue_factor))
+        local tat = rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], queue_factor)
+        furthest = math.max(furthest, tat)
       end
     end
   end
