@@ -253,7 +253,8 @@ def _cost_text(cost: float) -> str:
     return str(int(cost)) if float(cost).is_integer() else repr(float(cost))
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
+    """A Redis reply as text, whether or not the client decodes responses."""
     return value.decode() if isinstance(value, bytes) else value
 
 
@@ -401,7 +402,7 @@ class RedisLimiter:
             cost = vector[i]
             if cost > usable[i] + 1e-9:
                 raise CostExceedsCapacityError(group.name, plan.names[i], cost, usable[i])
-            texts.append(str(cost) if type(cost) is int else _cost_text(cost))
+            texts.append(_cost_text(cost))
         if reservation_id is not None and (
             not reservation_id or not _ID_FORBIDDEN.isdisjoint(reservation_id)
         ):
@@ -441,13 +442,13 @@ class RedisLimiter:
         return Admission(
             group.name,
             f"{rid}/{plan.tag}{os.urandom(4).hex()}/{reply[2] // 1000 + self.record_ttl_ms}"
-            f"/{_text(reply[6])}"
+            f"/{as_text(reply[6])}"
             if code_ == 0
             else rid,
             code_ == 0,
             max(0, wait_us) / 1e6,
-            EPOCH_MS + int(reply[2]) / 1000,
-            EPOCH_MS + int(reply[3]) / 1000,
+            _absolute_ms(reply[2]),
+            _absolute_ms(reply[3]),
             bool(int(reply[4])) or not group.concurrency,
             binding_name,
         )

@@ -25,7 +25,7 @@ import redis
 from throttle.config import Config, GroupSettings
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
-from throttle.limiter import EPOCH_MS
+from throttle.limiter import EPOCH_MS, as_text
 from throttle.limits import Algorithm, Dimension, effective_capacity
 
 
@@ -94,7 +94,7 @@ class GroupStatus:
 
 def decode_fields(raw: Mapping[bytes | str, bytes | str]) -> dict[str, str]:
     """A hash as redis-py returns it (bytes or str) as text."""
-    return {_text(key): _text(value) for key, value in raw.items()}
+    return {as_text(key): as_text(value) for key, value in raw.items()}
 
 
 def server_now_ms(seconds: int, micros: int) -> float:
@@ -295,10 +295,6 @@ def redact_url(url: str) -> str:
 
 
 # -- I/O -----------------------------------------------------------------------------
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def read_raw_states(

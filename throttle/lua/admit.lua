@@ -115,7 +115,7 @@ if o > 0 then
 end
 -- GCRA bounds are constants; the others only move the slot later: iterate to a fixed point.
 local settled = true
-for _ = 1, (o > 0) and 32 or 0 do
+for _ = 1, 32 do
   settled = true
   for j, d in ipairs(others) do
     local e = algorithms[d.algo].earliest(d, slot)
