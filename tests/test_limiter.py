@@ -245,3 +245,22 @@ def test_unreachable_redis_is_a_storage_error() -> None:
     limiter = RedisLimiter(client)
     with pytest.raises(StorageError, match="admission"):
         limiter.admit(LimitGroup.from_specs("g", {"r": "1/s"}), {"r": 1})
+
+
+def test_a_bounded_admission_joins_a_fair_queue_that_holds_work(
+    limiter: RedisLimiter, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """While the group's fair queue holds work ('b' > 0), an admission bounded by a
+    max wait reserves nothing and says so, however free the buckets are; an unbounded
+    one is still served, and the state it read is untouched by the refusal."""
+    group = LimitGroup.from_specs("queued", {"requests": "20/s", "tokens": "100k/s"})
+    state_key = KeyBuilder(key_prefix).state("queued")
+    assert limiter.admit(group, {"requests": 1}, max_wait_s=1.0).reserved
+    before = redis_client.hgetall(state_key)
+    redis_client.hset(state_key, "b", 3)
+    refused = limiter.admit(group, {"requests": 1}, max_wait_s=1.0)
+    assert (refused.reserved, refused.binding, refused.wait_s) == (False, "queue", 0.0)
+    assert redis_client.hgetall(state_key) == {**before, b"b": b"3"}
+    assert limiter.admit(group, {"requests": 1}).reserved
+    redis_client.hset(state_key, "b", 0)
+    assert limiter.admit(group, {"requests": 1}, max_wait_s=1.0).reserved

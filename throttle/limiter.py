@@ -72,7 +72,9 @@ class Admission:
     now_ms: float
     #: True when a concurrency lease is held, or the group has no concurrency cap.
     lease: bool
-    #: The dimension that set the slot, ``"pause"`` for the pause gate, None for "now".
+    #: The dimension that set the slot, ``"pause"`` for the pause gate, ``"queue"`` when
+    #: a bounded admission found work waiting in the group's fair queue (nothing was
+    #: reserved: join the queue), None for "now".
     binding: str | None
 
     @property
@@ -306,7 +308,7 @@ class RedisLimiter:
             capacity = repr(group.usable_capacity(dims[i]))
             admit_args.append((dims[i].name, code, capacity, repr(dims[i].period_ms)))
             undo_args.append((dims[i].name, code))
-        fields = ["pause", "m", "x"]
+        fields = ["pause", "m", "x", "b"]
         numbers: list[float] = []
         for i in gcra:
             fields += [f"t:{dims[i].name}", f"k:{dims[i].name}"]
@@ -435,6 +437,9 @@ class RedisLimiter:
             self._calendar_cache.clear()
             return self.admit(group, vector, max_wait_s=max_wait_s, reservation_id=rid)
         wait_us = int(reply[1])
+        if code_ == 4:  # work waits in the group's fair queue: a bounded caller joins it
+            now_ms = _absolute_ms(reply[3])
+            return Admission(group.name, rid, False, 0.0, now_ms, now_ms, False, "queue")
         if binding > 0:
             binding_name: str | None = plan.names[plan.order[binding - 1]]
         else:

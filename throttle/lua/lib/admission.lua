@@ -1,0 +1,139 @@
+-- The admission of one request over every dimension of a limit group: the body of
+-- admit.lua, kept apart so that the fair scheduler's script (issue 11) admits its
+-- choices with the same code.
+-- KEYS and ARGV are admit.lua's (see its header); the options:
+--   yield_to_queue  refuse (code 4) while the group has queued work ('b' > 0): a
+--                   request that may only wait briefly must not jump the fair queue
+--   take_lease      take a concurrency lease when the group has a cap
+--   lease_ahead     take it even when the slot is a little in the future (the
+--                   scheduler releases work just before its slot)
+
+-- Sliding-log and calendar helpers, built only for a group that has such dimensions.
+local function other_algorithms()
+--@include lib/sliding.lua
+--@include lib/calendar.lua
+  return {
+    s = {load = sliding_load, earliest = sliding_earliest, commit = sliding_commit},
+    c = {load = calendar_load, earliest = calendar_earliest, commit = calendar_commit},
+  }
+end
+
+
+local function admit_request(KEYS, ARGV, yield_to_queue, take_lease, lease_ahead)
+  local state_key, leases_key = KEYS[1], KEYS[2]
+  local id, max_wait = ARGV[1], tonumber(ARGV[2])
+  local cap, lease_ttl, g, o, cold, format, spec_at = struct.unpack('<ddddds', ARGV[3])
+  local spec = {struct.unpack(format, ARGV[3], spec_at)}
+  local now = server_now_ms()
+
+  -- spec[1 .. 4 + 2g]: the fields to read; spec[n + 1 .. n + 4], n = 4 + 2g + 4 (i - 1):
+  -- the i-th GCRA dimension's period, configured capacity, tolerance, auto
+  local values = rcall('HMGET', state_key, unpack(spec, 1, 4 + 2 * g))
+  if yield_to_queue and (tonumber(values[4]) or 0) > 0 then
+    return {4, 0, 0, math.floor(now * 1000), 0, 0}
+  end
+  local multiplier = tonumber(values[2]) or 1
+  local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
+  local tats, emissions, costs = {}, {}, {}
+  for i = 1, g do
+    local n = 2 * g + 4 * i
+    local tolerance = spec[n + 3]
+    local learned = tonumber(values[2 * i + 4])
+    local capacity = effective_capacity(spec[n + 2], spec[n + 4] == 1, learned, multiplier)
+    local emission = spec[n + 1] / capacity
+    local tat = tonumber(values[2 * i + 3])
+    if tat then tat = tat / 1000 else tat = now + tolerance * (1 - cold) end
+    local cost = tonumber(ARGV[3 + i])
+    tats[i], emissions[i], costs[i] = tat, emission, cost
+    -- A cost above a lowered capacity waits for a full bucket instead of never running.
+    local earliest = tat + math.min(cost * emission, tolerance) - tolerance
+    if earliest > slot then slot, binding = earliest, i end
+  end
+
+  local others, algorithms = {}, nil
+  if o > 0 then
+    algorithms = other_algorithms()
+    local others_at = 3 + g + o  -- ARGV[3 + i]: the i-th dimension's cost
+    for j = 1, o do
+      local at = others_at + 4 * j - 3
+      local d = {name = ARGV[at], algo = ARGV[at + 1], capacity = tonumber(ARGV[at + 2]),
+                 cost = tonumber(ARGV[3 + g + j]), key = KEYS[2 + j], now = now}
+      if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
+      if d.algo == 's' then
+        d.window = tonumber(ARGV[at + 3])
+        algorithms.s.load(d, state_key, now)
+      else
+        algorithms.c.load(d, ARGV[at + 3])
+        if now < tonumber(d.starts[1]) or now >= tonumber(d.starts[#d.starts]) then
+          return {3, 0, 0, 0, 0, g + j}
+        end
+      end
+      others[j] = d
+    end
+  end
+  -- GCRA bounds are constants; the others only move the slot later: iterate to a fixed point.
+  local settled = true
+  for _ = 1, 32 do
+    settled = true
+    for j, d in ipairs(others) do
+      local e = algorithms[d.algo].earliest(d, slot)
+      if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j} end
+      if e > slot then slot, binding, settled = e, g + j, false end
+    end
+    if settled then break end
+  end
+  local wait = slot - now
+  if not settled or (max_wait >= 0 and wait > max_wait) then
+    return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
+  end
+
+  local record, writes, hold = {values[2] or ''}, {}, slot
+  for i = 1, g do
+    local cost = costs[i]
+    local post = ''
+    if cost > 0 then
+      local exact = math.max(tats[i], slot) + cost * emissions[i]
+      post = tat_text(exact)
+      writes[#writes + 1] = spec[2 * i + 3]
+      writes[#writes + 1] = post
+      if exact > hold then hold = exact end
+    end
+    record[i + 1] = ARGV[3 + i] .. ',' .. post .. ',' .. (values[2 * i + 4] or '')
+  end
+  -- The state lives a minute past its furthest TAT and the end of every sliding window
+  -- whose sum it holds; 'x' saves a PTTL on every call.
+  for _, d in ipairs(others) do
+    if d.algo == 's' and slot + d.window > hold then hold = slot + d.window end
+  end
+  local expiry = nil
+  if hold + 60000 > (tonumber(values[3]) or 0) then
+    expiry = math.ceil(hold + 120000)
+    writes[#writes + 1] = 'x'
+    writes[#writes + 1] = expiry
+  end
+  if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
+  if expiry then rcall('PEXPIRE', state_key, expiry - math.floor(now)) end
+  for j, d in ipairs(others) do
+    local where = ''
+    if d.cost > 0 then
+      if d.algo == 's' then
+        where = algorithms.s.commit(d, state_key, slot, id)
+      else
+        where = algorithms.c.commit(d, slot)
+      end
+    end
+    record[g + j + 1] = ARGV[3 + g + j] .. ',' .. where
+  end
+
+  local lease = 0
+  if cap > 0 and take_lease and (wait <= 0 or lease_ahead) then
+    rcall('ZREMRANGEBYSCORE', leases_key, '-inf', now)
+    if rcall('ZCARD', leases_key) < cap then
+      rcall('ZADD', leases_key, now + lease_ttl, id)
+      keep_for(leases_key, lease_ttl + 1000)
+      lease = 1
+    end
+  end
+  return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding,
+          table.concat(record, '|')}
+end
