@@ -7,9 +7,14 @@ from typing import Any
 
 import pytest
 
-from throttle.config import config_from_dict, load_config, tenant_dimension
+from throttle.config import (
+    LIMIT_GROUP_CACHE_SIZE,
+    config_from_dict,
+    load_config,
+    tenant_dimension,
+)
 from throttle.errors import ConfigError, UnknownGroupError
-from throttle.limits import Algorithm
+from throttle.limits import Algorithm, Dimension
 
 GOOD = """
 [redis]
@@ -183,3 +188,41 @@ def test_broken_toml_and_missing_file(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[groups\n"), env={})
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml", env={})
+
+
+def test_tenant_names_are_kept_exactly_in_their_buckets() -> None:
+    """Distinct tenants never share a bucket, whatever their names hold; every name
+    gives a valid dimension name, and long ones stay bounded."""
+    names = [
+        "acme.com",
+        "acme_com",
+        "acme-com",
+        "acme com",
+        "ACME.com",
+        "",
+        "é",
+        "_c3_a9",
+        "x" * 200,
+        "x" * 199 + "y",
+        "{tag}|lane:1",
+    ]
+    dims = [tenant_dimension(name, "requests") for name in names]
+    assert len(set(dims)) == len(names)
+    for dim in dims:
+        Dimension(dim, 1, 60)  # a valid dimension name
+        assert len(dim) <= len("tenant..requests") + 64
+        assert dim.rsplit(".", 1)[-1] == "requests"
+    assert tenant_dimension("acme", "requests") == "tenant.acme.requests"
+
+
+def test_idle_tenants_do_not_stay_in_memory(tmp_path: Path) -> None:
+    """Each tenant's limit group is built once while it is active, and the cache stays
+    bounded however many tenants pass: the oldest are dropped and rebuilt on return."""
+    config = load_config(write(tmp_path, GOOD), env={})
+    settings = config.group_for("openai", "gpt-4o-mini")
+    first = config.limit_group(settings, "tenant-0")
+    for n in range(1, 3 * LIMIT_GROUP_CACHE_SIZE):
+        config.limit_group(settings, f"tenant-{n}")
+    assert len(config._limit_groups) <= LIMIT_GROUP_CACHE_SIZE
+    again = config.limit_group(settings, "tenant-0")
+    assert again is not first and again == first

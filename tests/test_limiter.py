@@ -13,7 +13,7 @@ from redis.retry import Retry
 
 from throttle.errors import CostExceedsCapacityError, ReservationHandleError, StorageError
 from throttle.keys import KeyBuilder
-from throttle.limiter import BeginOutcome, RedisLimiter
+from throttle.limiter import PLAN_CACHE_SIZE, BeginOutcome, RedisLimiter
 from throttle.limits import Algorithm, Dimension, LimitGroup
 from throttle.model import LimiterModel
 
@@ -264,3 +264,15 @@ def test_a_bounded_admission_joins_a_fair_queue_that_holds_work(
     assert limiter.admit(group, {"requests": 1}).reserved
     redis_client.hset(state_key, "b", 0)
     assert limiter.admit(group, {"requests": 1}, max_wait_s=1.0).reserved
+
+
+def test_plans_of_idle_groups_are_dropped(limiter: RedisLimiter) -> None:
+    """One plan per tenant's group: the cache stays bounded, and a group planned again
+    after it was dropped admits as before."""
+    first = LimitGroup.from_specs("tenant-0", {"requests": "20/s"})
+    assert limiter.admit(first, {"requests": 1}).reserved
+    for n in range(1, 3 * PLAN_CACHE_SIZE):
+        limiter._plan(LimitGroup.from_specs(f"tenant-{n}", {"requests": "20/s"}))
+    assert len(limiter._plans) <= PLAN_CACHE_SIZE
+    assert id(first) not in limiter._plans
+    assert limiter.admit(first, {"requests": 1}).reserved

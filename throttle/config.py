@@ -42,6 +42,7 @@ other key (the value is read as TOML when it parses, else as a string).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -90,6 +91,9 @@ _GROUP_OPTIONS = {
     "cold_start",
 }
 _POLICIES = ("closed", "open")
+#: Per-tenant limit groups kept built in one process; the oldest is dropped past this,
+#: so ten thousand tenants seen once cost no memory once they go idle.
+LIMIT_GROUP_CACHE_SIZE = 2048
 
 
 @dataclass(frozen=True)
@@ -228,6 +232,8 @@ class Config:
             group.cold_start,
         )
         with self._lock:
+            if len(self._limit_groups) >= LIMIT_GROUP_CACHE_SIZE:  # idle tenants go first
+                del self._limit_groups[next(iter(self._limit_groups))]
             self._limit_groups[key] = limit_group
         return limit_group
 
@@ -244,9 +250,27 @@ class Config:
         return spread
 
 
+#: Tenant names up to this many characters once escaped are spelled out in their
+#: dimension's name; longer ones are cut and end in a hash of the whole name.
+_TENANT_NAME_MAX = 64
+
+
 def tenant_dimension(tenant: str, dimension: str) -> str:
-    """Name of a tenant's own dimension: ``tenant.<tenant>.<dimension>``."""
-    safe = "".join(c if c.isalnum() or c in "_-" else "_" for c in tenant)[:64] or "_"
+    """Name of a tenant's own dimension: ``tenant.<escaped tenant>.<dimension>``.
+
+    The escape is one to one, so distinct tenants never share a bucket (``acme.com``
+    and ``acme_com`` stay apart): ASCII letters, digits and ``-`` are kept, and every
+    other UTF-8 byte, ``_`` and ``.`` included, is written ``_xx`` in hex. A name
+    longer than 64 characters once escaped (or empty) keeps its first 46 and ends in
+    ``_h`` (which no escape writes) and 16 hex digits of its SHA-256.
+    """
+    safe = "".join(
+        chr(b) if chr(b).isascii() and (chr(b).isalnum() or b == 0x2D) else f"_{b:02x}"
+        for b in tenant.encode("utf-8")
+    )
+    if len(safe) > _TENANT_NAME_MAX or not safe:
+        digest = hashlib.sha256(tenant.encode("utf-8")).hexdigest()[:16]
+        safe = f"{safe[: _TENANT_NAME_MAX - 18]}_h{digest}"
     return f"tenant.{safe}.{dimension}"
 
 

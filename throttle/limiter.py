@@ -52,6 +52,10 @@ _ALGORITHM_CODES = {Algorithm.GCRA: "g", Algorithm.SLIDING: "s", Algorithm.CALEN
 #: so times stay below 1e11 ms and keep the microsecond when Redis prints them.
 EPOCH_MS = 1_700_000_000_000
 
+#: Groups (one per tenant with a share) whose plans a limiter keeps; past this the
+#: oldest is dropped and planned again when it comes back.
+PLAN_CACHE_SIZE = 2048
+
 
 @dataclass(frozen=True, slots=True)
 class Admission:
@@ -350,6 +354,8 @@ class RedisLimiter:
             usable=tuple(group.usable_capacity(d) for d in dims),
             calendar=frozenset(i for i in other if dims[i].algorithm is Algorithm.CALENDAR),
         )
+        if len(self._plans) >= PLAN_CACHE_SIZE:  # one per tenant: drop the oldest
+            self._plans.pop(next(iter(self._plans)), None)
         self._plans[id(group)] = (group, plan)
         return plan
 
