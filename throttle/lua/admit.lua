@@ -61,4 +61,4 @@
 --@include lib/admission.lua
 
 local max_wait = tonumber(ARGV[2])
-return admit_request(KEYS, ARGV, max_wait >= 0, true, false)
+return admit_request(KEYS, ARGV, max_wait >= 0)

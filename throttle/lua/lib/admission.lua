@@ -1,12 +1,9 @@
 -- The admission of one request over every dimension of a limit group: the body of
 -- admit.lua, kept apart so that the fair scheduler's script (issue 11) admits its
 -- choices with the same code.
--- KEYS and ARGV are admit.lua's (see its header); the options:
---   yield_to_queue  refuse (code 4) while the group has queued work ('b' > 0): a
---                   request that may only wait briefly must not jump the fair queue
---   take_lease      take a concurrency lease when the group has a cap
---   lease_ahead     take it even when the slot is a little in the future (the
---                   scheduler releases work just before its slot)
+-- KEYS and ARGV are admit.lua's (see its header). yield_to_queue: refuse (code 4)
+-- while the group has queued work ('b' > 0), so that a request that may only wait
+-- briefly never jumps the fair queue.
 
 -- Sliding-log and calendar helpers, built only for a group that has such dimensions.
 local function other_algorithms()
@@ -19,7 +16,7 @@ local function other_algorithms()
 end
 
 
-local function admit_request(KEYS, ARGV, yield_to_queue, take_lease, lease_ahead)
+local function admit_request(KEYS, ARGV, yield_to_queue)
   local state_key, leases_key = KEYS[1], KEYS[2]
   local id, max_wait = ARGV[1], tonumber(ARGV[2])
   local cap, lease_ttl, g, o, cold, format, spec_at = struct.unpack('<ddddds', ARGV[3])
@@ -126,7 +123,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, take_lease, lease_ahead
   end
 
   local lease = 0
-  if cap > 0 and take_lease and (wait <= 0 or lease_ahead) then
+  if cap > 0 and wait <= 0 then
     rcall('ZREMRANGEBYSCORE', leases_key, '-inf', now)
     if rcall('ZCARD', leases_key) < cap then
       rcall('ZADD', leases_key, now + lease_ttl, id)
