@@ -23,7 +23,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from throttle.config import Config
-from throttle.errors import CostExceedsCapacityError, InvalidRequestError, StorageError
+from throttle.errors import ConfigError, CostExceedsCapacityError, InvalidRequestError, StorageError
 from throttle.providers.registry import get_profile
 from throttle.providers.request import Message
 from throttle.providers.tokens import TokenEstimator
@@ -48,11 +48,20 @@ def complete(
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     throttle_state: Mapping[str, Any] | None = None,
+    lane: str | None = None,
 ) -> Any:
     """Run one chat completion through the throttle; returns response, usage and the
     throttle's facts (seconds waited, attempts, 429s seen, parks)."""
     call = CompletionCall(
-        provider, model, messages, max_tokens, tenant, credential, params or {}, self.request.id
+        provider,
+        model,
+        messages,
+        max_tokens,
+        tenant,
+        credential,
+        params or {},
+        self.request.id,
+        lane,
     )
     result = self.run_completion(call, throttle_state)
     result["throttle"]["celery_retries"] = self.request.retries
@@ -69,10 +78,16 @@ def validate(
     max_tokens: int,
     params: Mapping[str, Any] | None = None,
     tenant: str | None = None,
+    lane: str | None = None,
 ) -> None:
     """Reject a request that could never run, before anything is queued: an unknown
-    provider or model, malformed messages or params, a cost above a limit's capacity."""
+    provider, model or lane, malformed messages or params, a cost above a limit's
+    capacity."""
     settings = config.group_for(provider, model)
+    try:
+        config.scheduler.lane(lane)
+    except ConfigError as exc:
+        raise InvalidRequestError(str(exc)) from None
     profile = get_profile(config.providers[settings.provider].profile)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be a positive integer: {max_tokens!r}")
@@ -101,6 +116,7 @@ def enqueue(
     messages: Sequence[Message],
     max_tokens: int,
     tenant: str | None = None,
+    lane: str | None = None,
     credential: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
@@ -108,12 +124,15 @@ def enqueue(
 ) -> AsyncResult:
     """Validate and queue one completion; returns its ``AsyncResult``.
 
+    ``tenant`` names whose share it uses, ``lane`` its priority (``[scheduler]`` in the
+    config; default the configured default lane).
+
     ``options`` go to ``apply_async`` (``task_id``, ``countdown``, ``expires``...).
     """
     from workers.app import app_config
 
     config = app_config(current_app)
-    validate(config, provider, model, messages, max_tokens, params, tenant)
+    validate(config, provider, model, messages, max_tokens, params, tenant, lane)
     kwargs = {
         "provider": provider,
         "model": model,
@@ -124,6 +143,8 @@ def enqueue(
         "metadata": dict(metadata) if metadata is not None else None,
         "params": dict(params) if params else None,
     }
+    if lane is not None:
+        kwargs["lane"] = lane
     try:
         return complete.apply_async(
             kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options

@@ -28,8 +28,19 @@ Example::
     tokens = "2M/min"
     requests_day = { limit = "10000/day", timezone = "America/Los_Angeles" }
     concurrency = 100
-    tenant = { requests = "500/min" }   # every tenant's own share, in the same admission
+    tenant = { requests = "500/min", weight = 1 }   # every tenant's default plan
+    tenants.acme = { weight = 3, requests = "1000/min" }   # a named tenant's own plan
     aimd = { decrease = 0.6, increase = 0.1, floor = 0.05 }  # reaction to 429s
+
+    [scheduler]
+    lanes = ["interactive", "batch"]   # priority lanes, highest first
+    min_share = { batch = 0.1 }        # a lower lane's share of the quota while it waits
+    default_lane = "interactive"
+
+A tenant's plan caps its own share (its dimensions join every admission of its
+requests) and weighs it against the other tenants when the group's quota is
+contended (``docs/fair-scheduler.md``). A named plan replaces the default's weight
+and those caps it names, and keeps the default's other caps.
 
 Any key of a group that is not an option is a dimension; its name says what it counts
 (``requests``, ``tokens``, ``input_tokens``, ``output_tokens``; ``requests_day`` and
@@ -44,6 +55,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -86,6 +98,7 @@ _GROUP_OPTIONS = {
     "headroom",
     "lease_ttl_s",
     "tenant",
+    "tenants",
     "failure_policy",
     "aimd",
     "cold_start",
@@ -139,7 +152,48 @@ class WorkerSettings:
     max_retry_after_s: float = 3600.0
     #: Error retries (transport errors, 5xx) per task; throttle waits never count.
     max_error_retries: int = 5
-    dispatcher_interval_s: float = 0.25
+    #: The longest a dispatcher sleeps without being woken (a push that brings a pass
+    #: forward, or a freed concurrency lease, wakes it at once).
+    dispatcher_interval_s: float = 2.0
+
+
+@dataclass(frozen=True)
+class Lane:
+    """A priority lane of the fair scheduler."""
+
+    name: str
+    #: The fraction of a contended quota this lane gets while it has work waiting,
+    #: whatever the higher lanes want (0: strict priority).
+    min_share: float = 0.0
+
+    @property
+    def credit_rate(self) -> float:
+        """Credit earned per unit released from higher lanes: min_share / (1 - min_share),
+        so that the lane's part of all releases is min_share."""
+        return self.min_share / (1.0 - self.min_share)
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    lanes: tuple[Lane, ...] = (Lane("interactive"), Lane("batch", 0.1))
+    default_lane: str = "interactive"
+
+    def lane(self, name: str | None) -> str:
+        """A task's lane; ConfigError for one not configured."""
+        if name is None:
+            return self.default_lane
+        if not any(lane.name == name for lane in self.lanes):
+            known = ", ".join(lane.name for lane in self.lanes)
+            raise ConfigError(f"unknown lane {name!r} (configured: {known})")
+        return name
+
+
+@dataclass(frozen=True)
+class TenantPlan:
+    """A tenant's share of a group: its weight among contending tenants and its caps."""
+
+    weight: float = 1.0
+    dimensions: tuple[Dimension, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +215,9 @@ class GroupSettings:
     #: What each dimension counts: dimension name -> one of COST_KINDS.
     counts: Mapping[str, str]
     tenant_dimensions: tuple[Dimension, ...] = ()
+    #: The default tenant plan's weight, and named tenants' own plans.
+    tenant_weight: float = 1.0
+    tenant_plans: Mapping[str, TenantPlan] = field(default_factory=dict)
     concurrency: int | None = None
     headroom: float = 0.02
     lease_ttl_s: float = 600.0
@@ -175,6 +232,7 @@ class Config:
     redis: RedisSettings = field(default_factory=RedisSettings)
     celery: CelerySettings = field(default_factory=CelerySettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
     groups: dict[str, GroupSettings] = field(default_factory=dict)
     _by_model: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
@@ -206,12 +264,14 @@ class Config:
 
     def limit_group(self, group: GroupSettings, tenant: str | None = None) -> LimitGroup:
         """The LimitGroup one request passes: the group's limits plus its tenant's share."""
-        key = (group.name, tenant if group.tenant_dimensions else None)
+        own = tenant is not None and (group.tenant_dimensions or tenant in group.tenant_plans)
+        key = (group.name, tenant if own else None)
         cached = self._limit_groups.get(key)
         if cached is not None:
             return cached
         dims = list(group.dimensions)
         if key[1] is not None:
+            plan = group.tenant_plans.get(key[1])
             dims += [
                 Dimension(
                     tenant_dimension(key[1], d.name),
@@ -220,7 +280,7 @@ class Config:
                     d.algorithm,
                     d.timezone,
                 )
-                for d in group.tenant_dimensions
+                for d in (plan.dimensions if plan else group.tenant_dimensions)
             ]
         limit_group = LimitGroup(
             group.name,
@@ -236,6 +296,10 @@ class Config:
                 del self._limit_groups[next(iter(self._limit_groups))]
             self._limit_groups[key] = limit_group
         return limit_group
+
+    def tenant_weight(self, group: GroupSettings, tenant: str | None) -> float:
+        plan = group.tenant_plans.get(tenant) if tenant is not None else None
+        return plan.weight if plan else group.tenant_weight
 
     def costs_for(
         self, group: GroupSettings, limit_group: LimitGroup, costs: Mapping[str, float]
@@ -347,7 +411,8 @@ def _section(cls: type[Any], raw: Any, where: str) -> Any:
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """Validate a parsed TOML document; every error names the offending key."""
-    unknown = sorted(set(raw) - {"redis", "celery", "worker", "providers", "groups"})
+    sections = {"redis", "celery", "worker", "scheduler", "providers", "groups"}
+    unknown = sorted(set(raw) - sections)
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}")
     redis_settings: RedisSettings = _section(RedisSettings, raw.get("redis"), "redis")
@@ -364,6 +429,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         redis=redis_settings,
         celery=_section(CelerySettings, raw.get("celery"), "celery"),
         worker=worker,
+        scheduler=_scheduler(raw.get("scheduler")),
     )
     for name, spec in _table(raw.get("providers"), "providers").items():
         config.providers[name] = _provider(name, spec)
@@ -377,6 +443,62 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
                     f"groups.{name}.models: {model!r} of {group.provider!r} is already in {owner!r}"
                 )
     return config
+
+
+_LANE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
+
+
+def _scheduler(raw: Any) -> SchedulerSettings:
+    spec = _table(raw, "scheduler")
+    unknown = sorted(set(spec) - {"lanes", "min_share", "default_lane"})
+    if unknown:
+        raise ConfigError(
+            f"scheduler: unknown key(s) {unknown}; known: default_lane, lanes, min_share"
+        )
+    names = spec.get("lanes", ["interactive", "batch"])
+    if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise ConfigError("scheduler.lanes: expected a non-empty list of lane names")
+    bad = [n for n in names if not _LANE_NAME.match(n)]
+    if bad or len(set(names)) != len(names):
+        raise ConfigError(
+            f"scheduler.lanes: names must be distinct, 1-32 of letters, digits, _ . - ({names!r})"
+        )
+    shares = _table(
+        spec.get("min_share", {"batch": 0.1} if "lanes" not in spec else {}), "scheduler.min_share"
+    )
+    lanes = []
+    for k, name in enumerate(names):
+        share = shares.pop(name, 0.0)
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+            raise ConfigError(f"scheduler.min_share.{name}: expected a number in [0, 1)")
+        if k == 0 and share:
+            raise ConfigError(f"scheduler.min_share.{name}: the highest lane needs no share")
+        lanes.append(Lane(name, float(share)))
+    if shares:
+        raise ConfigError(f"scheduler.min_share: no such lane(s) {sorted(shares)}")
+    if sum(lane.min_share for lane in lanes) >= 1:
+        raise ConfigError("scheduler.min_share: the shares must add up to less than 1")
+    default = spec.get("default_lane", names[0])
+    if not isinstance(default, str) or default not in names:
+        raise ConfigError(f"scheduler.default_lane: {default!r} is not in scheduler.lanes")
+    return SchedulerSettings(tuple(lanes), default)
+
+
+def _tenant_plan(
+    where: str, spec: Any, counts: dict[str, str], base: tuple[Dimension, ...] = ()
+) -> TenantPlan:
+    table = dict(_table(spec, where))
+    weight = table.pop("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight > 0:
+        raise ConfigError(f"{where}.weight: expected a positive number, got {weight!r}")
+    dims = {d.name: d for d in base}
+    for key, value in table.items():
+        dim, kind = _dimension(where, key, value)
+        if dim.auto:  # providers report no per-tenant limits to learn from
+            raise ConfigError(f"{where}.{key}: a tenant's share needs a number, not auto")
+        dims[key] = dim
+        counts[key] = kind
+    return TenantPlan(float(weight), tuple(dims.values()))
 
 
 def _table(value: Any, where: str) -> dict[str, Any]:
@@ -496,13 +618,11 @@ def _group(
         dim, kind = _dimension(where, key, value)
         dims.append(dim)
         counts[key] = kind
-    tenant_dims = []
-    for key, value in _table(spec.get("tenant"), f"{where}.tenant").items():
-        dim, kind = _dimension(f"{where}.tenant", key, value)
-        if dim.auto:  # providers report no per-tenant limits to learn from
-            raise ConfigError(f"{where}.tenant.{key}: a tenant's share needs a number, not auto")
-        tenant_dims.append(dim)
-        counts[key] = kind
+    default_plan = _tenant_plan(f"{where}.tenant", spec.get("tenant"), counts)
+    plans = {
+        tenant: _tenant_plan(f"{where}.tenants.{tenant}", plan, counts, default_plan.dimensions)
+        for tenant, plan in _table(spec.get("tenants"), f"{where}.tenants").items()
+    }
     policy = spec.get("failure_policy", default_policy)
     if policy not in _POLICIES:
         raise ConfigError(f"{where}.failure_policy: expected one of {_POLICIES}")
@@ -522,7 +642,9 @@ def _group(
         models=tuple(models),
         dimensions=tuple(dims),
         counts=counts,
-        tenant_dimensions=tuple(tenant_dims),
+        tenant_dimensions=default_plan.dimensions,
+        tenant_weight=default_plan.weight,
+        tenant_plans=plans,
         concurrency=concurrency,
         headroom=float(spec.get("headroom", 0.02)),
         lease_ttl_s=float(spec.get("lease_ttl_s", 600.0)),

@@ -24,6 +24,12 @@ class KeyBuilder:
     def _group(self, group: str) -> str:
         return f"{self.prefix}:{{{group}}}"
 
+    def group_prefix(self, group: str) -> str:
+        """What every key of a group starts with; the fair scheduler's script builds
+        its per-flow and per-lane keys from it (``fq:<flow>``, ``ready:<lane>``,
+        ``idle:<lane>``)."""
+        return f"{self._group(group)}:"
+
     def state(self, group: str) -> str:
         """Hash: GCRA TATs, sliding sums, the pause gate, adaptive state."""
         return f"{self._group(group)}:state"
@@ -56,3 +62,15 @@ class KeyBuilder:
     def releasing(self, group: str) -> str:
         """Zset of parked entries taken for publishing: member entry id, score taken at ms."""
         return f"{self._group(group)}:releasing"
+
+    def scheduler(self, group: str) -> str:
+        """Hash: the fair scheduler's counters, tags, credits, flows and item metas."""
+        return f"{self._group(group)}:sched"
+
+    def blocked(self, group: str) -> str:
+        """Zset of flows over their tenant's cap: member flow, score when it may go ms."""
+        return f"{self._group(group)}:blocked"
+
+    def wake(self, group: str) -> str:
+        """List a push writes to when the next scheduling pass came forward."""
+        return f"{self._group(group)}:wake"

@@ -93,6 +93,20 @@ class Admission:
         return self.wait_s > 0 or not self.lease
 
 
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A request's admission, kept for later by the fair scheduler: the group's packed
+    spec, the costs as admit.lua reads them, the other dimensions' keys and arguments,
+    which bindings are the tenant's own, and the request's dominant share of the group
+    (the largest cost / capacity over the group's own dimensions)."""
+
+    spec: bytes
+    cost_texts: tuple[str, ...]
+    others: str
+    tenant_bindings: str
+    dominant_share: float
+
+
 class BeginOutcome(Enum):
     GO = 0
     #: The group is paused: the reservation is void, admit again.
@@ -237,6 +251,8 @@ class _Plan:
     names: tuple[str, ...]
     usable: tuple[float, ...]
     calendar: frozenset[int]
+    #: Per dimension (the group's order): whether it is a tenant's own share.
+    tenant: tuple[bool, ...]
 
 
 @contextmanager
@@ -286,7 +302,7 @@ class RedisLimiter:
         self.client = client
         self.keys = keys or KeyBuilder()
         self.record_ttl_ms = int(record_ttl_s * 1000)
-        self._scripts = Scripts(client)
+        self.scripts = Scripts(client)
         self._plans: dict[int, tuple[LimitGroup, _Plan]] = {}
         self._calendar_cache: dict[tuple[float, str], list[int]] = {}
 
@@ -353,6 +369,7 @@ class RedisLimiter:
             names=tuple(d.name for d in dims),
             usable=tuple(group.usable_capacity(d) for d in dims),
             calendar=frozenset(i for i in other if dims[i].algorithm is Algorithm.CALENDAR),
+            tenant=tuple(d.name.startswith("tenant.") for d in dims),
         )
         if len(self._plans) >= PLAN_CACHE_SIZE:  # one per tenant: drop the oldest
             self._plans.pop(next(iter(self._plans)), None)
@@ -361,7 +378,8 @@ class RedisLimiter:
 
     def _keys(self, group: LimitGroup, plan: _Plan, token: str) -> list[str]:
         marker = self.keys.finished(group.name, token)
-        return [plan.state_key, marker, plan.leases_key, plan.parked_key, *plan.other_keys]
+        wake = self.keys.wake(group.name)
+        return [plan.state_key, marker, plan.leases_key, plan.parked_key, *plan.other_keys, wake]
 
     def _calendar_starts(self, dim: Dimension) -> str:
         """Window starts around now; recomputed once now nears either end of the list."""
@@ -403,14 +421,7 @@ class RedisLimiter:
         Raises CostExceedsCapacityError at once for a cost no bucket can ever hold.
         """
         plan = self._plan(group)
-        vector = self._costs(group, costs)
-        usable = plan.usable
-        texts = []
-        for i in plan.order:
-            cost = vector[i]
-            if cost > usable[i] + 1e-9:
-                raise CostExceedsCapacityError(group.name, plan.names[i], cost, usable[i])
-            texts.append(_cost_text(cost))
+        vector, texts = self._cost_texts(group, plan, costs)
         if reservation_id is not None and (
             not reservation_id or not _ID_FORBIDDEN.isdisjoint(reservation_id)
         ):
@@ -418,14 +429,10 @@ class RedisLimiter:
                 f"a reservation id must be non-empty, without / | or ,: {reservation_id!r}"
             )
         rid = reservation_id or os.urandom(10).hex()
-        others: Sequence[str] = plan.admit_others
-        if plan.calendar_at:
-            others = list(others)
-            for at, i in plan.calendar_at:
-                others[at] = self._calendar_starts(group.dimensions[i])
+        others = self._admit_others(group, plan)
         try:
-            reply = self._scripts.run(
-                self._scripts.admit,
+            reply = self.scripts.run(
+                self.scripts.admit,
                 plan.admit_keys,
                 rid,
                 -1 if max_wait_s is None else max_wait_s * 1000,
@@ -452,10 +459,7 @@ class RedisLimiter:
             binding_name = "pause" if wait_us > 0 else None
         return Admission(
             group.name,
-            f"{rid}/{plan.tag}{os.urandom(4).hex()}/{reply[2] // 1000 + self.record_ttl_ms}"
-            f"/{as_text(reply[6])}"
-            if code_ == 0
-            else rid,
+            self._handle(plan, rid, int(reply[2]), reply[6]) if code_ == 0 else rid,
             code_ == 0,
             max(0, wait_us) / 1e6,
             _absolute_ms(reply[2]),
@@ -463,6 +467,62 @@ class RedisLimiter:
             bool(int(reply[4])) or not group.concurrency,
             binding_name,
         )
+
+    def _handle(self, plan: _Plan, rid: str, slot_us: int, record: bytes | str) -> str:
+        expiry_ms = slot_us // 1000 + self.record_ttl_ms
+        return f"{rid}/{plan.tag}{os.urandom(4).hex()}/{expiry_ms}/{as_text(record)}"
+
+    def _cost_texts(
+        self, group: LimitGroup, plan: _Plan, costs: Mapping[str, float] | Sequence[float]
+    ) -> tuple[Sequence[float], list[str]]:
+        vector = self._costs(group, costs)
+        usable = plan.usable
+        texts = []
+        for i in plan.order:
+            cost = vector[i]
+            if cost > usable[i] + 1e-9:
+                raise CostExceedsCapacityError(group.name, plan.names[i], cost, usable[i])
+            texts.append(_cost_text(cost))
+        return vector, texts
+
+    def _admit_others(self, group: LimitGroup, plan: _Plan) -> Sequence[str]:
+        others: Sequence[str] = plan.admit_others
+        if plan.calendar_at:
+            others = list(others)
+            for at, i in plan.calendar_at:
+                others[at] = self._calendar_starts(group.dimensions[i])
+        return others
+
+    def queue_entry(
+        self, group: LimitGroup, costs: Mapping[str, float] | Sequence[float]
+    ) -> QueueEntry:
+        """What the fair scheduler (``throttle/scheduler.py``) stores to admit a request
+        later with exactly :meth:`admit`'s checks. Raises CostExceedsCapacityError at
+        once for a cost no bucket can ever hold."""
+        plan = self._plan(group)
+        vector, texts = self._cost_texts(group, plan, costs)
+        others = self._admit_others(group, plan)
+        parts: list[str] = []
+        for j, key in enumerate(plan.other_keys):
+            parts += [key, *others[4 * j : 4 * j + 4]]
+        tenant_at = [k + 1 for k, i in enumerate(plan.order) if plan.tenant[i]]
+        shares = [
+            vector[i] / plan.usable[i]
+            for i in plan.order
+            if not plan.tenant[i] and plan.usable[i] > 0
+        ]
+        return QueueEntry(
+            spec=plan.admit_spec,
+            cost_texts=tuple(texts),
+            others="\x1f".join(parts),
+            tenant_bindings="," + "".join(f"{k}," for k in tenant_at),
+            dominant_share=max(shares, default=0.0),
+        )
+
+    def handle_for(self, group: LimitGroup, reservation_id: str, slot_us: int, record: str) -> str:
+        """The handle of a reservation the fair scheduler made (as :meth:`admit` returns
+        it in :attr:`Admission.reservation`)."""
+        return self._handle(self._plan(group), reservation_id, slot_us, record)
 
     def begin(self, group: LimitGroup, reservation: str) -> Begin:
         """At a future slot: check the pause gate and take the concurrency lease."""
@@ -473,7 +533,7 @@ class RedisLimiter:
         ]
         plan = self._plan(group)
         with _storage_errors("begin"):
-            code, wait_us, now_us = self._scripts.begin(
+            code, wait_us, now_us = self.scripts.begin(
                 keys=[plan.state_key, plan.leases_key], args=args
             )
         return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, _absolute_ms(now_us))
@@ -495,7 +555,7 @@ class RedisLimiter:
             args += undo
         args += [handle.expiry_ms, handle.record]
         with _storage_errors("cancel"):
-            done, now_us = self._scripts.cancel(
+            done, now_us = self.scripts.cancel(
                 keys=self._keys(group, plan, handle.token), args=args
             )
         return _absolute_ms(now_us) if int(done) else None
@@ -538,7 +598,7 @@ class RedisLimiter:
                 args += [*plan.undo_args[k], repr(vector[i])]
         args += [handle.expiry_ms, handle.record]
         with _storage_errors("settle"):
-            done, now_us, multiplier_e6 = self._scripts.settle(
+            done, now_us, multiplier_e6 = self.scripts.settle(
                 keys=self._keys(group, plan, handle.token), args=args
             )
         if not int(done):
@@ -564,7 +624,7 @@ class RedisLimiter:
         for k in range(plan.gcra_count):
             args += [plan.admit_args[k][0], plan.admit_args[k][3]]
         with _storage_errors("pause"):
-            _extended, until_us, now_us, decreased, multiplier_e6 = self._scripts.pause(
+            _extended, until_us, now_us, decreased, multiplier_e6 = self.scripts.pause(
                 keys=[plan.state_key, plan.parked_key], args=args
             )
         return Pause(

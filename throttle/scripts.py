@@ -52,6 +52,7 @@ class Scripts:
         self.pause: Script = client.register_script(script_source("pause.lua"))
         self.release: Script = client.register_script(script_source("release.lua"))
         self.claim: Script = client.register_script(script_source("claim.lua"))
+        self.schedule: Script = client.register_script(script_source("schedule.lua"))
         self._client = client
 
     def run(self, script: Script, keys: list[str], *args: object) -> Any:

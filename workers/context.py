@@ -18,6 +18,7 @@ from throttle.config import Config
 from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.parking import ParkingLot
+from throttle.scheduler import FairScheduler
 from throttle.scripts import Scripts
 from workers.runtime import ClientPool, CompletionRunner, SleeperGate
 
@@ -37,6 +38,7 @@ class WorkerContext:
     limiter: RedisLimiter
     parking: ParkingLot
     runner: CompletionRunner
+    scheduler: FairScheduler
 
 
 _lock = threading.Lock()
@@ -63,7 +65,25 @@ def build_context(config: Config) -> WorkerContext:
     runner = CompletionRunner(
         config, limiter, ClientPool(pool_size=max(4, _pool_threads)), sleepers=sleepers
     )
-    return WorkerContext(config, client, limiter, ParkingLot(client, keys, scripts), runner)
+    return WorkerContext(
+        config,
+        client,
+        limiter,
+        ParkingLot(client, keys, scripts),
+        runner,
+        fair_scheduler(config, limiter),
+    )
+
+
+def fair_scheduler(config: Config, limiter: RedisLimiter) -> FairScheduler:
+    worker = config.worker
+    return FairScheduler(
+        limiter,
+        config.scheduler.lanes,
+        release_lead_s=worker.release_lead_s,
+        # items give up at their throttle deadline; their keys outlive it
+        queue_ttl_s=worker.throttle_deadline_s + config.celery.visibility_timeout_s + 3600,
+    )
 
 
 def worker_context(app: Celery) -> WorkerContext:

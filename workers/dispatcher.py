@@ -1,20 +1,21 @@
-"""The dispatcher: publishes parked tasks again just before their slot.
+"""The dispatcher: runs the fair scheduler's passes and publishes what they release.
 
-Every worker runs one (a bootstep thread); the atomic take in Redis keeps any number of
-them from releasing one task twice. It sleeps until the earliest parked slot (minus the
-release lead), capped by ``dispatcher_interval_s`` so newly parked tasks are seen soon.
+Every worker runs one (a bootstep thread); the atomic scripts in Redis keep any number
+of them from releasing one item twice. Each group's next pass is due when its last
+pass said (the slot at which the group's limits take the next item, minus the release
+lead); a push that brings it forward, or a settle that frees a concurrency lease while
+work is queued, wakes one dispatcher through the group's wake list (``BLPOP``). While
+nothing is queued a dispatcher only wakes every ``dispatcher_interval_s``: no poll.
 
-A parked task's slot is its score in the parked zset, which a change of the group's rate
-moves (``throttle/lua/lib/rescale.lua``); the slot in its payload is the one it was
-parked with. A task taken is due within the release lead by its score, so it never
-waits longer than the lead: after the queue sped up (a learned rise, an AIMD increase)
-it must not sleep, or park again, until its old, later slot.
+It also drains the parking lot of older versions (tasks parked with a reserved slot,
+and released items that no worker claimed in time), at that same slow interval.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -23,42 +24,85 @@ from celery import bootsteps
 from throttle.config import Config
 from throttle.errors import StorageError
 from throttle.parking import ParkingLot
+from throttle.scheduler import FairScheduler
 
 log = logging.getLogger(__name__)
 
-#: publish(payload, wait_at_release_s, group, entry_id): the worker that receives the
-#: task claims ``entry_id`` in ``group`` (ParkingLot.claim).
-Publish = Callable[[Mapping[str, Any], float, str, str], None]
+#: publish(payload, wait_at_release_s, group, entry_id, reservation, slot_ms): the
+#: worker that receives the task claims ``entry_id`` in ``group`` (ParkingLot.claim).
+Publish = Callable[..., None]
 
 
 class Dispatcher:
-    """Releases due parked tasks of every configured group, in slot order."""
+    """Releases queued work of every configured group, fairly and on time."""
 
-    def __init__(self, config: Config, parking: ParkingLot, publish: Publish) -> None:
+    def __init__(
+        self,
+        config: Config,
+        parking: ParkingLot,
+        publish: Publish,
+        scheduler: FairScheduler | None = None,
+    ) -> None:
         self.config = config
         self.parking = parking
         self.publish = publish
+        self.scheduler = scheduler
         self.released = 0
 
+    def _publish(
+        self,
+        payload: Mapping[str, Any],
+        wait_s: float,
+        group: str,
+        entry: str,
+        reservation: str | None = None,
+        slot_ms: float | None = None,
+    ) -> bool:
+        try:
+            if reservation is None:
+                self.publish(payload, wait_s, group, entry)
+            else:
+                self.publish(payload, wait_s, group, entry, reservation, slot_ms)
+        except Exception:  # a broken payload must not block the others; it goes stale
+            log.exception("could not publish entry %s of %s", entry, group)
+            return False
+        self.released += 1
+        return True
+
+    def run_pass(self, group: str) -> float:
+        """One scheduling pass of ``group``; returns seconds until its next one."""
+        from kombu.utils import json
+
+        assert self.scheduler is not None
+        worker = self.config.worker
+        limit_group = self.config.limit_group(self.config.groups[group])
+        done = self.scheduler.run_pass(limit_group)
+        for item in done.released:
+            self._publish(
+                json.loads(item.payload),
+                item.wait_s,
+                group,
+                item.item_id,
+                item.reservation,
+                item.slot_ms,
+            )
+        due_in_s = done.due_in_s
+        if due_in_s is None:
+            return worker.dispatcher_interval_s
+        return min(worker.dispatcher_interval_s, max(0.0, due_in_s - worker.release_lead_s))
+
     def run_once(self) -> float:
-        """Release what is due; return how long to sleep before the next round (s)."""
+        """Release what is due in the parking lot; return how long to sleep (s)."""
         worker = self.config.worker
         sleep_s = worker.dispatcher_interval_s
         for group in self.config.groups:
             batch = self.parking.take_due(
                 group, lead_s=worker.release_lead_s, limit=500, stale_s=worker.release_stale_s
             )
-            published = 0  # each stays in `releasing` until its worker claims it
             for entry_id, payload in batch.entries:
                 slot_ms = float(payload.get("slot_ms", batch.now_ms))
                 wait_s = min(max(0.0, slot_ms - batch.now_ms) / 1000, worker.release_lead_s)
-                try:
-                    self.publish(payload, wait_s, group, entry_id)
-                except Exception:  # a broken payload must not block the others
-                    log.exception("could not publish parked entry %s of %s", entry_id, group)
-                    continue
-                published += 1
-            self.released += published
+                self._publish(payload, wait_s, group, entry_id)
             if len(batch.entries) == 500:
                 sleep_s = 0.0
             elif batch.next_slot_ms is not None:
@@ -67,13 +111,28 @@ class Dispatcher:
         return sleep_s
 
     def run(self, stop: threading.Event) -> None:
+        groups = list(self.config.groups)
+        due = dict.fromkeys(groups, 0.0)  # monotonic time of each group's next pass
+        parked_at = 0.0
         while not stop.is_set():
             try:
-                sleep_s = self.run_once()
+                now = time.monotonic()
+                if self.scheduler is not None:
+                    for group in groups:
+                        if due[group] <= now:
+                            due[group] = now + self.run_pass(group)
+                if parked_at <= now:
+                    parked_at = now + self.run_once()
+                wait_s = min([parked_at, *due.values()]) - time.monotonic()
+                if self.scheduler is None or wait_s <= 0.002:
+                    stop.wait(max(0.0, wait_s))
+                    continue
+                woken = self.scheduler.wait_for_wake(groups, wait_s)
+                if woken is not None:
+                    due[woken] = 0.0
             except StorageError as exc:
                 log.warning("dispatcher: %s; retrying in 1 s", exc)
-                sleep_s = 1.0
-            stop.wait(max(0.002, sleep_s))
+                stop.wait(1.0)
 
 
 class DispatcherStep(bootsteps.StartStopStep):
@@ -100,7 +159,9 @@ class DispatcherStep(bootsteps.StartStopStep):
 
         app = worker.app
         context = worker_context(app)
-        dispatcher = Dispatcher(app_config(app), context.parking, republisher(app))
+        dispatcher = Dispatcher(
+            app_config(app), context.parking, republisher(app), context.scheduler
+        )
         self._thread = threading.Thread(
             target=dispatcher.run, args=(self._stop,), name="llm-throttle-dispatcher", daemon=True
         )

@@ -13,29 +13,49 @@ COMPLETE_TASK = "llm_throttle.complete"
 
 def kwargs_repr(kwargs: Mapping[str, Any]) -> str:
     """What monitoring shows instead of the kwargs: no messages, no params."""
-    shown = {k: kwargs.get(k) for k in ("provider", "model", "max_tokens", "tenant") if k in kwargs}
+    shown = {
+        k: kwargs.get(k)
+        for k in ("provider", "model", "max_tokens", "tenant", "lane")
+        if k in kwargs
+    }
     messages = kwargs.get("messages")
     if isinstance(messages, list):
         shown["messages"] = f"<{len(messages)} hidden>"
     return repr(shown)
 
 
+#: Options of a stored task that routing sets anew when it is published again.
+_ROUTING_OPTIONS = ("queue", "exchange", "routing_key", "task_id")
+
+
 def republisher(app: Celery) -> Any:
-    """A dispatcher ``publish`` callable sending parked tasks to the released queue."""
+    """A ``publish`` callable sending released (or parked) tasks to the released queue
+    with every option their caller gave (``link``, ``link_error``, canvas, ``expires``,
+    ``priority``, headers, ``task_id``: the payload's ``options``)."""
     from workers.app import app_config, released_queue
 
     queue = released_queue(app_config(app))
 
     def publish(
-        payload: Mapping[str, Any], wait_at_release_s: float, group: str, entry_id: str
+        payload: Mapping[str, Any],
+        wait_at_release_s: float,
+        group: str,
+        entry_id: str,
+        reservation: str | None = None,
+        slot_ms: float | None = None,
     ) -> None:
         kwargs = dict(payload["kwargs"])
         state = dict(payload["state"])
         state["wait_at_release_s"] = wait_at_release_s
+        if reservation is not None:
+            state["reservation"], state["slot_ms"] = reservation, slot_ms
         # What the receiving worker claims; the token tells this release's message
         # from another release's.
         state["release"] = {"group": group, "entry": entry_id, "token": uuid.uuid4().hex}
         kwargs["throttle_state"] = state
+        options = {
+            k: v for k, v in dict(payload.get("options") or {}).items() if k not in _ROUTING_OPTIONS
+        }
         app.send_task(
             payload.get("task", COMPLETE_TASK),
             kwargs=kwargs,
@@ -43,6 +63,7 @@ def republisher(app: Celery) -> Any:
             queue=queue,
             argsrepr="()",
             kwargsrepr=kwargs_repr(kwargs),
+            **{k: v for k, v in options.items() if v is not None},
         )
 
     return publish

@@ -31,7 +31,7 @@ from throttle.errors import (
     ThrottleError,
     TransportError,
 )
-from throttle.limiter import BeginOutcome, Observed, RedisLimiter
+from throttle.limiter import Admission, BeginOutcome, Observed, RedisLimiter
 from throttle.limits import LimitGroup
 from throttle.providers.accounting import Reservation, rejected_deltas
 from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
@@ -55,6 +55,8 @@ class CompletionCall:
     #: Sent as ``x-client-request-id`` so the provider (and our emulator) can tell a
     #: retried request from a new one; the Celery task id.
     request_id: str | None = None
+    #: The fair scheduler's priority lane (None: the configured default).
+    lane: str | None = None
 
 
 @dataclass
@@ -142,6 +144,22 @@ class Parked:
 
 
 @dataclass(frozen=True)
+class Queued:
+    """The task cannot start within the hold horizon (or work is queued before it):
+    it joins its flow in the group's fair queue (:mod:`throttle.scheduler`), which
+    releases it when the group's limits can take it. The costs to reserve then are
+    in ``state``; ``deadline_ms`` is its throttle deadline on the server's clock."""
+
+    group: LimitGroup
+    lane: str
+    tenant: str | None
+    weight: float
+    deadline_ms: float
+    wait_s: float
+    state: ThrottleState
+
+
+@dataclass(frozen=True)
 class RetryLater:
     """Send the task again after ``countdown_s`` because of ``error`` (Redis down, a
     transport failure)."""
@@ -151,7 +169,7 @@ class RetryLater:
     state: ThrottleState
 
 
-Outcome = Completed | Parked | RetryLater
+Outcome = Completed | Parked | Queued | RetryLater
 
 
 class SleeperGate:
@@ -326,51 +344,50 @@ class CompletionRunner:
                     input_tokens=estimate, max_tokens=call.max_tokens, params=call.params
                 )
                 costs = self.config.costs_for(settings, group, reservation.costs)
-                try:
-                    admission = self.limiter.admit(group, costs, max_wait_s=remaining)
-                except StorageError as exc:
-                    if settings.failure_policy == "open":
-                        return self._call_unthrottled(call, client, request, state)
-                    return RetryLater(self._backoff_s(state.error_retries + 1), exc, state)
-                if not admission.reserved:
-                    raise ThrottleDeadlineError(
-                        f"{group.name}: the next slot is {admission.wait_s:.1f} s away,"
-                        f" past this task's throttle deadline"
-                    )
-                state.reservation = admission.reservation
-                state.slot_ms = admission.slot_ms
                 state.costs = dict(costs)
                 state.provider_costs = dict(reservation.costs)
                 state.input_tokens = reservation.input_tokens
                 state.output_tokens = reservation.output_tokens
-                metrics.admitted(group.name, costs)
-                wait_s, needs_begin, slot_ms = (
-                    admission.wait_s,
-                    admission.needs_begin,
-                    admission.slot_ms,
-                )
-                released = False
+                # A slot within the hold horizon is slept on here, while this process
+                # has a sleeper place free; anything later waits in the fair queue.
+                sleeping = self.sleepers.try_enter()
+                try:
+                    horizon_s = self.config.worker.hold_horizon_s if sleeping else 0.0
+                    try:
+                        admission = self.limiter.admit(
+                            group, costs, max_wait_s=min(remaining, horizon_s)
+                        )
+                    except StorageError as exc:
+                        if settings.failure_policy == "open":
+                            return self._call_unthrottled(call, client, request, state)
+                        return RetryLater(self._backoff_s(state.error_retries + 1), exc, state)
+                    if not admission.reserved:
+                        return self._queued(call, settings, group, state, admission, remaining)
+                    state.reservation = admission.reservation
+                    state.slot_ms = admission.slot_ms
+                    metrics.admitted(group.name, costs)
+                    needs_begin = admission.needs_begin
+                    if admission.wait_s > 0:
+                        self._sleep(admission.wait_s)
+                        state.waited_s += admission.wait_s
+                finally:
+                    if sleeping:
+                        self.sleepers.leave()
             else:
+                # Released by the fair scheduler (or parked by an older version) with
+                # its slot at most the release lead away.
                 wait_s, needs_begin = state.wait_at_release_s or 0.0, True
                 slot_ms = state.slot_ms or 0.0
                 state.wait_at_release_s = None
-                released = True
-
-            if wait_s > 0:
-                if released and wait_s <= 2 * self.config.worker.release_lead_s + 0.05:
-                    self._sleep(wait_s)  # released just in time: its slot is now
-                elif wait_s <= self.config.worker.hold_horizon_s and self.sleepers.try_enter():
-                    try:
-                        self._sleep(wait_s)
-                    finally:
-                        self.sleepers.leave()
-                else:
+                if wait_s > 2 * self.config.worker.release_lead_s + 0.05:
                     state.parks += 1
                     state.parked_at_s = self._wall()
                     metrics.parked(group.name)
                     slot_ms = slot_ms or self.limiter.server_time_ms() + wait_s * 1000
                     return Parked(group.name, slot_ms, wait_s, state)
-                state.waited_s += wait_s
+                if wait_s > 0:
+                    self._sleep(wait_s)
+                    state.waited_s += wait_s
 
             if needs_begin and not self._begin(group, state):
                 continue  # paused after the reservation was made: re-admit
@@ -378,6 +395,28 @@ class CompletionRunner:
             outcome = self._call(call, client, request, group, settings, state)
             if outcome is not None:
                 return outcome
+
+    def _queued(
+        self,
+        call: CompletionCall,
+        settings: GroupSettings,
+        group: LimitGroup,
+        state: ThrottleState,
+        admission: Admission,
+        remaining_s: float,
+    ) -> Queued:
+        state.parks += 1
+        state.parked_at_s = self._wall()
+        metrics.parked(group.name)
+        return Queued(
+            group,
+            self.config.scheduler.lane(call.lane),
+            call.tenant,
+            self.config.tenant_weight(settings, call.tenant),
+            admission.now_ms + remaining_s * 1000,
+            admission.wait_s,
+            state,
+        )
 
     def _begin(self, group: LimitGroup, state: ThrottleState) -> bool:
         """At the slot: False if the group was paused since (the reservation is void and

@@ -22,10 +22,13 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
+from kombu.utils import json
 
-from workers.context import worker_context
-from workers.publish import kwargs_repr
-from workers.runtime import Completed, CompletionCall, Parked, ThrottleState
+from throttle.errors import ThrottleError
+from throttle.scheduler import QueuedItem, ReleasedItem, SchedulePass
+from workers.context import WorkerContext, worker_context
+from workers.publish import kwargs_repr, republisher
+from workers.runtime import Completed, CompletionCall, Parked, Queued, RetryLater, ThrottleState
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +51,8 @@ class ThrottledTask(Task):
         else:
             state = ThrottleState.new(context.config.worker.throttle_deadline_s)
         if state.release is not None:
-            # Released from the parked queue: claim the entry, unless another release's
-            # copy of this task (released again when it looked lost) has it.
+            # Released from the queue: claim the entry, unless another release's copy
+            # of this task (released again when it looked lost) has it.
             release, state.release = state.release, None
             celery = context.config.celery
             marker_ttl_s = (
@@ -60,33 +63,24 @@ class ThrottledTask(Task):
             ):
                 log.info("task %s: released twice; this copy is dropped", self.request.id)
                 raise Ignore()
-        outcome = context.runner.run(call, state)
-        if isinstance(outcome, Completed):
-            return outcome.result
         kwargs = {k: v for k, v in self.request.kwargs.items() if k != "throttle_state"}
-        if isinstance(outcome, Parked):
-            payload = {
-                "task": self.name,
-                "task_id": self.request.id,
-                "kwargs": kwargs,
-                "state": outcome.state.to_json(),
-                "slot_ms": outcome.slot_ms,
-            }
-            # One entry per park: a task parked again before the dispatcher forgot its
-            # previous entry must not lose its new payload.
-            entry_id = f"{self.request.id}.{outcome.state.parks}"
-            context.parking.park(outcome.group, entry_id, outcome.slot_ms, payload)
-            facts = {
-                "group": outcome.group,
-                "slot_in_s": round(outcome.wait_s, 3),
-                **outcome.state.facts(),
-                "slot_ms": outcome.slot_ms,
-            }
-            self.update_state(state=PARKED, meta=facts)
-            # A custom event sets the custom state in event monitors; of its fields Flower
-            # shows only Celery's own, so the facts also go as the result, as in the backend.
-            self.send_event("task-parked", result=repr(facts), **facts)
+        for _ in range(8):  # a released own item that cannot run re-queues; bounded
+            outcome = context.runner.run(call, state)
+            if isinstance(outcome, Completed):
+                return outcome.result
+            if not isinstance(outcome, Queued):
+                break
+            own = self._queue(context, outcome, kwargs)
+            if own is None:
+                raise Ignore()
+            state = outcome.state
+            state.reservation, state.slot_ms = own.reservation, own.slot_ms
+            state.wait_at_release_s = own.wait_s
+        if isinstance(outcome, Parked):  # released with a far slot by an older version
+            self._park(context, outcome, kwargs)
             raise Ignore()
+        if not isinstance(outcome, RetryLater):
+            raise ThrottleError(f"task {self.request.id}: re-queued too often")
         log.info(
             "task %s: retry in %.1f s (%s)", self.request.id, outcome.countdown_s, outcome.error
         )
@@ -99,3 +93,86 @@ class ThrottledTask(Task):
             argsrepr="()",
             kwargsrepr=kwargs_repr(kwargs),
         )
+
+    def _payload(self, kwargs: Mapping[str, Any], state: ThrottleState) -> dict[str, Any]:
+        """What publishing this task again needs: its kwargs and state, and every option
+        its caller gave (Celery's own view of them, as ``Task.retry`` uses)."""
+        options = dict(self.signature_from_request(self.request, (), kwargs).options)
+        return {
+            "task": self.name,
+            "task_id": self.request.id,
+            "kwargs": dict(kwargs),
+            "state": state.to_json(),
+            "options": options,
+        }
+
+    def _queue(
+        self, context: WorkerContext, outcome: Queued, kwargs: Mapping[str, Any]
+    ) -> ReleasedItem | None:
+        """Push the task into its flow; publish what the push's pass released. Returns
+        this task's own item when the pass released it (run it here), else None: the
+        task waits in the queue and its message can be acknowledged."""
+        state = outcome.state
+        item = QueuedItem(
+            item_id=f"{self.request.id}.{state.parks}",
+            costs=state.costs,
+            lane=outcome.lane,
+            tenant=outcome.tenant,
+            weight=outcome.weight,
+            deadline_ms=outcome.deadline_ms,
+            payload=json.dumps(self._payload(kwargs, state)),
+        )
+        done = context.scheduler.push(outcome.group, item)
+        own = publish_released(self.app, outcome.group.name, done)
+        if own is not None:
+            return own
+        facts = {
+            "group": outcome.group.name,
+            "lane": outcome.lane,
+            "tenant": outcome.tenant,
+            "slot_in_s": round(outcome.wait_s, 3),
+            **state.facts(),
+        }
+        self.update_state(state=PARKED, meta=facts)
+        # A custom event sets the custom state in event monitors; of its fields Flower
+        # shows only Celery's own, so the facts also go as the result, as in the backend.
+        self.send_event("task-parked", result=repr(facts), **facts)
+        return None
+
+    def _park(self, context: WorkerContext, outcome: Parked, kwargs: Mapping[str, Any]) -> None:
+        payload = {**self._payload(kwargs, outcome.state), "slot_ms": outcome.slot_ms}
+        # One entry per park: a task parked again before the dispatcher forgot its
+        # previous entry must not lose its new payload.
+        entry_id = f"{self.request.id}.{outcome.state.parks}"
+        context.parking.park(outcome.group, entry_id, outcome.slot_ms, payload)
+        facts = {
+            "group": outcome.group,
+            "slot_in_s": round(outcome.wait_s, 3),
+            **outcome.state.facts(),
+            "slot_ms": outcome.slot_ms,
+        }
+        self.update_state(state=PARKED, meta=facts)
+        self.send_event("task-parked", result=repr(facts), **facts)
+
+
+def publish_released(app: Any, group: str, done: SchedulePass) -> ReleasedItem | None:
+    """Publish the items a scheduling pass released; returns the pushed item itself if
+    the pass released it (its caller runs it in place)."""
+    publish = republisher(app)
+    own = None
+    for item in done.released:
+        if item.own:
+            own = item
+            continue
+        try:
+            publish(
+                json.loads(item.payload),
+                item.wait_s,
+                group,
+                item.item_id,
+                item.reservation,
+                item.slot_ms,
+            )
+        except Exception:  # a broken payload must not block the others; it goes stale
+            log.exception("could not publish released item %s of %s", item.item_id, group)
+    return own

@@ -48,7 +48,8 @@
   Returns {code, wait_us, slot_us, now_us, lease, binding, record}
     code 0 reserved, 1 beyond max wait (nothing reserved), 2 cost above capacity of
     dimension `binding` (nothing reserved), 3 calendar starts do not cover now,
-    4 work waits in the fair queue (nothing reserved: join it)
+    4 work waits in the fair queue (nothing reserved: join it), 5 (only for the fair
+    scheduler, schedule.lua) no concurrency lease free
     binding: 1-based index (GCRA dimensions first) of the dimension that set the
     slot; 0 for none or the pause gate
     record (code 0 only; lib/record.lua): 'multiplier as read' then 'cost,post

@@ -10,6 +10,7 @@
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
+  KEYS[#KEYS] the group's wake list (unused here: settle.lua's keys are the same)
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions

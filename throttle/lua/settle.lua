@@ -24,6 +24,8 @@
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
+  KEYS[#KEYS] the group's wake list: a freed lease while items are ready in the fair
+             queue ('b' > 0) wakes a dispatcher (schedule.lua)
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
@@ -50,13 +52,14 @@ local entries = record_entries(ARGV[#ARGV])
 if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000), -1} end
 local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
--- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension;
+-- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension, 'b';
 -- the buckets' writes go out together after the loop below.
 local fields = {'m', 'd', 'i'}
 for i = 1, g do
   local name = ARGV[-2 + 9 * i]
   fields[2 + 2 * i], fields[3 + 2 * i] = 't:' .. name, 'k:' .. name
 end
+fields[4 + 2 * g] = 'b'
 local head = rcall('HMGET', state_key, unpack(fields))
 local writes = {}
 local multiplier = tonumber(head[1]) or 1
@@ -169,5 +172,8 @@ elseif multiplier < ceiling then
   end
 end
 if furthest > now then keep_for(state_key, furthest - now + 60000) end
-rcall('ZREM', leases_key, ARGV[1])
+if rcall('ZREM', leases_key, ARGV[1]) == 1 and (tonumber(head[4 + 2 * g]) or 0) > 0 then
+  rcall('LPUSH', KEYS[#KEYS], '1')
+  rcall('LTRIM', KEYS[#KEYS], 0, 0)
+end
 return {1, math.floor(now * 1000), math.floor(multiplier * 1e6)}

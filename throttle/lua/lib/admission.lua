@@ -3,7 +3,10 @@
 -- choices with the same code.
 -- KEYS and ARGV are admit.lua's (see its header). yield_to_queue: refuse (code 4)
 -- while the group has queued work ('b' > 0), so that a request that may only wait
--- briefly never jumps the fair queue.
+-- briefly never jumps the fair queue. lease_ahead_ms (nil for none): under a
+-- concurrency cap, a slot at most this far away takes its lease now, and no free lease
+-- means nothing is reserved (code 5): the fair scheduler releases an item only with
+-- its lease.
 
 -- Sliding-log and calendar helpers, built only for a group that has such dimensions.
 local function other_algorithms()
@@ -16,7 +19,7 @@ local function other_algorithms()
 end
 
 
-local function admit_request(KEYS, ARGV, yield_to_queue)
+local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
   local state_key, leases_key = KEYS[1], KEYS[2]
   local id, max_wait = ARGV[1], tonumber(ARGV[2])
   local cap, lease_ttl, g, o, cold, format, spec_at = struct.unpack('<ddddds', ARGV[3])
@@ -84,6 +87,17 @@ local function admit_request(KEYS, ARGV, yield_to_queue)
     return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
   end
 
+  local take_lease = cap > 0 and (wait <= 0 or (lease_ahead_ms ~= nil and wait <= lease_ahead_ms))
+  if take_lease then
+    rcall('ZREMRANGEBYSCORE', leases_key, '-inf', now)
+    if rcall('ZCARD', leases_key) >= cap then
+      if lease_ahead_ms ~= nil then
+        return {5, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
+      end
+      take_lease = false
+    end
+  end
+
   local record, writes, hold = {values[2] or ''}, {}, slot
   for i = 1, g do
     local cost = costs[i]
@@ -123,13 +137,10 @@ local function admit_request(KEYS, ARGV, yield_to_queue)
   end
 
   local lease = 0
-  if cap > 0 and wait <= 0 then
-    rcall('ZREMRANGEBYSCORE', leases_key, '-inf', now)
-    if rcall('ZCARD', leases_key) < cap then
-      rcall('ZADD', leases_key, now + lease_ttl, id)
-      keep_for(leases_key, lease_ttl + 1000)
-      lease = 1
-    end
+  if take_lease then
+    rcall('ZADD', leases_key, now + lease_ttl, id)
+    keep_for(leases_key, lease_ttl + 1000)
+    lease = 1
   end
   return {0, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), lease, binding,
           table.concat(record, '|')}

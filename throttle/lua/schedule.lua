@@ -1,0 +1,290 @@
+--[[ schedule: the fair scheduler of one limit group (docs/fair-scheduler.md).
+
+  Queues one item (optional) and runs one scheduling pass: releases, in fair order,
+  every queued item the group's limits can start within the release lead, each with
+  its reservation made by the same admission as admit.lua (lib/admission.lua), all in
+  this one atomic step on the server's clock. Nothing queued holds capacity, so a
+  pause, a rate change or a cancel can never give two items the same capacity.
+
+  Flows: one per (lane, tenant), a FIFO list of item ids. Between the flows of a lane,
+  start-time fair queueing: a flow's head has start tag S = max(V, F) (V the lane's
+  virtual time, F the flow's finish tag); the lowest S goes first; releasing it sets
+  F = S + cost / weight and V = S. cost is the item's dominant share (the largest
+  cost / capacity over the group's own dimensions). A flow that empties keeps its F in
+  the lane's idle zset until V passes it: a tenant cannot earn credit by going idle.
+  Lanes: strict priority, highest first, except that a lower lane earns credit
+  (credit rate x cost of every release above it, capped at 1) while it has ready work,
+  and goes first when its credit covers its head's cost.
+  A flow whose own tenant dimension binds moves to the blocked zset until its slot and
+  the pass goes on with the others; a group dimension, the pause gate or the lease cap
+  binding ends the pass (the group is saturated) and tells when to run the next one.
+  Items past their deadline, or that can never be admitted, are released without a
+  reservation (the worker fails or re-admits them).
+
+  KEYS[1]  state hash of the group (admit.lua's KEYS[1]); this script keeps its 'b',
+           the number of items in ready flows, which makes bounded admissions queue
+  KEYS[2]  concurrency leases zset
+  KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
+           'd' the next pass's due time as last told (µs), 'v:<lane>' virtual time,
+           'c:<lane>' credit; per flow 'f:<flow>' finish
+           tag, 'w:<flow>' weight, 'p:<flow>' packed spec, 'o:<flow>' other dimensions
+           (key and four admission args each, joined by \31), 'i:<flow>' the binding
+           indices of tenant dimensions (',3,4,'); per item 'm:<id>': 'cost,deadline
+           ms,cost texts...' (comma-separated)
+  KEYS[4]  payloads hash: item id -> payload (shared with the parking lot)
+  KEYS[5]  releasing zset: released item ids not yet claimed, score release time ms
+  KEYS[6]  blocked zset: flows over their tenant cap, score when they may go again ms
+  KEYS[7]  wake list (a push that leaves work queued wakes the dispatchers)
+  ARGV[1]  prefix of the group's keys ('<prefix>:{<group>}:'): flow lists are
+           <prefix>fq:<flow>, ready zsets <prefix>ready:<lane>, idle zsets
+           <prefix>idle:<lane>
+  ARGV[2]  lanes, highest priority first: 'name,credit rate;name,credit rate'
+  ARGV[3]  release lead ms: release an item whose slot is at most this far away
+  ARGV[4]  most items to release in this pass
+  ARGV[5]  ttl ms of the queue's keys (longer than any item's deadline)
+  ARGV[6]  id of the item to push, '' for a pass only
+  for a push:
+  ARGV[7]  lane        ARGV[8]  flow ('<lane>|<tenant>')   ARGV[9]  weight
+  ARGV[10] item meta ('cost,deadline ms,cost texts...')    ARGV[11] payload
+  ARGV[12] packed spec (admit.lua's ARGV[3])   ARGV[13] other dimensions (as 'o:')
+  ARGV[14] tenant binding indices (as 'i:')
+  Returns {now_us, due_us, count, then 7 per released item: id, payload, slot_us,
+    lease (1/0), record ('' when released without a reservation), reason, self}
+    due_us: when the next pass should run (-1: when woken); reason: 'ok', 'expired',
+    'refused'; self: 1 for the pushed item itself (not stored: its caller runs it)
+]]
+--@include lib/common.lua
+--@include lib/admission.lua
+
+local state_key, leases_key, sched_key, payloads_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local releasing_key, blocked_key, wake_key = KEYS[5], KEYS[6], KEYS[7]
+local prefix, lead, max_items, ttl = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local pushed = ARGV[6]
+local now = server_now_ms()
+
+local function split(text, sep)
+  local out, at = {}, 1
+  while true do
+    local i = string.find(text, sep, at, true)
+    if not i then out[#out + 1] = string.sub(text, at); return out end
+    out[#out + 1] = string.sub(text, at, i - 1)
+    at = i + #sep
+  end
+end
+
+local lanes, lane_of = {}, {}
+for k, text in ipairs(split(ARGV[2], ';')) do
+  local parts = split(text, ',')
+  lanes[k] = {name = parts[1], rate = tonumber(parts[2]), ready = prefix .. 'ready:' .. parts[1],
+              idle = prefix .. 'idle:' .. parts[1]}
+  lane_of[parts[1]] = k
+end
+local counters = rcall('HMGET', sched_key, 'r', 'n', 'e', 'd')
+local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
+local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
+local b_before = ready_n
+local vnames = {}
+for k, lane in ipairs(lanes) do
+  vnames[2 * k - 1], vnames[2 * k] = 'v:' .. lane.name, 'c:' .. lane.name
+end
+local vc = rcall('HMGET', sched_key, unpack(vnames))
+for k, lane in ipairs(lanes) do
+  lane.v, lane.credit = tonumber(vc[2 * k - 1]) or 0, tonumber(vc[2 * k]) or 0
+end
+
+local function lane_of_flow(flow)
+  return lanes[lane_of[string.sub(flow, 1, string.find(flow, '|', 1, true) - 1)]]
+end
+
+-- A flow becomes ready (after a push into it while empty, or when unblocked).
+local function make_ready(lane, flow, finish)
+  rcall('ZADD', lane.ready, math.max(lane.v, finish), flow)
+end
+
+-- A flow emptied: forget its settings, keep its finish tag while it is ahead of V.
+local function retire(lane, flow, finish)
+  rcall('ZREM', lane.ready, flow)
+  rcall('HDEL', sched_key, 'f:' .. flow, 'w:' .. flow, 'p:' .. flow, 'o:' .. flow, 'i:' .. flow)
+  if finish > lane.v then rcall('ZADD', lane.idle, finish, flow) end
+end
+
+-- -- the push ----------------------------------------------------------------------
+if pushed ~= '' then
+  local lane, flow = lanes[lane_of[ARGV[7]]], ARGV[8]
+  if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[7]) end
+  rcall('HSET', payloads_key, pushed, ARGV[11])
+  rcall('HSET', sched_key, 'm:' .. pushed, ARGV[10], 'w:' .. flow, ARGV[9], 'p:' .. flow, ARGV[12],
+        'o:' .. flow, ARGV[13], 'i:' .. flow, ARGV[14])
+  local flow_key = prefix .. 'fq:' .. flow
+  local length = rcall('RPUSH', flow_key, pushed)
+  rcall('PEXPIRE', flow_key, ttl)
+  all_n = all_n + 1
+  if length == 1 then
+    local finish = tonumber(rcall('ZSCORE', lane.idle, flow)) or lane.v
+    rcall('ZREM', lane.idle, flow)
+    rcall('HSET', sched_key, 'f:' .. flow, finish)
+    make_ready(lane, flow, finish)
+    ready_n = ready_n + 1
+  elseif not rcall('ZSCORE', blocked_key, flow) then
+    ready_n = ready_n + 1
+  end
+  if now + ttl > expiry + 60000 then
+    expiry = now + ttl + 120000
+    local keys = {sched_key, payloads_key, releasing_key, blocked_key}
+    for _, l in ipairs(lanes) do keys[#keys + 1] = l.ready; keys[#keys + 1] = l.idle end
+    for _, key in ipairs(keys) do rcall('PEXPIRE', key, expiry - now) end
+  end
+end
+
+-- -- the pass ----------------------------------------------------------------------
+for _, flow in ipairs(rcall('ZRANGEBYSCORE', blocked_key, '-inf', now + lead)) do
+  rcall('ZREM', blocked_key, flow)
+  local lane = lane_of_flow(flow)
+  local length = rcall('LLEN', prefix .. 'fq:' .. flow)
+  if lane and length > 0 then
+    make_ready(lane, flow, tonumber(rcall('HGET', sched_key, 'f:' .. flow)) or lane.v)
+    ready_n = ready_n + length
+  end
+end
+for _, lane in ipairs(lanes) do rcall('ZREMRANGEBYSCORE', lane.idle, '-inf', lane.v) end
+
+local out, released, due = {math.floor(now * 1000), -1, 0}, 0, -1
+
+local function emit(id, slot_us, lease, record, reason)
+  local mine = id == pushed
+  local payload = rcall('HGET', payloads_key, id) or ''
+  rcall('HDEL', sched_key, 'm:' .. id)
+  if mine then rcall('HDEL', payloads_key, id) else rcall('ZADD', releasing_key, now, id) end
+  for _, v in ipairs({id, payload, slot_us, lease, record, reason, mine and 1 or 0}) do
+    out[#out + 1] = v
+  end
+  released = released + 1
+end
+
+-- The head of a lane's best flow: flow, start tag, item id, meta fields.
+local function head(lane)
+  local best = rcall('ZRANGE', lane.ready, 0, 0, 'WITHSCORES')
+  if not best[1] then return nil end
+  local id = rcall('LINDEX', prefix .. 'fq:' .. best[1], 0)
+  if not id then  -- emptied elsewhere (its list expired): drop the flow
+    rcall('ZREM', lane.ready, best[1])
+    return head(lane)
+  end
+  local meta = split(rcall('HGET', sched_key, 'm:' .. id) or '0,0', ',')
+  return {flow = best[1], start = tonumber(best[2]), id = id, meta = meta,
+          cost = tonumber(meta[1]) or 0}
+end
+
+local function pop(lane, h)
+  local flow_key = prefix .. 'fq:' .. h.flow
+  rcall('LPOP', flow_key)
+  ready_n, all_n = ready_n - 1, all_n - 1
+  local weight = tonumber(rcall('HGET', sched_key, 'w:' .. h.flow)) or 1
+  local finish = h.start + h.cost / weight
+  lane.v = h.start
+  if rcall('LLEN', flow_key) > 0 then
+    rcall('HSET', sched_key, 'f:' .. h.flow, finish)
+    rcall('ZADD', lane.ready, finish, h.flow)
+  else
+    retire(lane, h.flow, finish)
+  end
+end
+
+local function admit_head(h)
+  local spec = rcall('HGET', sched_key, 'p:' .. h.flow)
+  local others = rcall('HGET', sched_key, 'o:' .. h.flow) or ''
+  local keys, args = {state_key, leases_key}, {h.id, lead, spec}
+  for j = 3, #h.meta do args[#args + 1] = h.meta[j] end
+  if others ~= '' then
+    local parts = split(others, '\31')
+    for j = 1, #parts, 5 do
+      keys[#keys + 1] = parts[j]
+      for m = 1, 4 do args[#args + 1] = parts[j + m] end
+    end
+  end
+  return admit_request(keys, args, false, lead)
+end
+
+while released < max_items do
+  -- strict priority, except a lower lane whose credit covers its head's cost
+  local chosen, h, by_credit = nil, nil, false
+  local heads = {}
+  for k, lane in ipairs(lanes) do
+    if not chosen or lane.rate > 0 then heads[k] = head(lane) end
+    if heads[k] then
+      if not chosen then
+        chosen, h = k, heads[k]
+      elseif lane.credit > 0 and lane.credit >= heads[k].cost then
+        chosen, h, by_credit = k, heads[k], true
+        break
+      end
+    elseif lane.credit > 0 and (not chosen or lane.rate > 0) then
+      lane.credit = 0  -- nothing ready: credit is not saved up
+    end
+  end
+  if not chosen then break end
+  local lane = lanes[chosen]
+  local deadline = tonumber(h.meta[2]) or 0
+  if deadline > 0 and deadline <= now then
+    pop(lane, h)
+    emit(h.id, 0, 0, '', 'expired')
+  else
+    local reply = admit_head(h)
+    local code = reply[1]
+    if code == 1 and reply[2] < 0 then code = 2 end  -- a sliding window never fits it
+    if code == 0 then
+      pop(lane, h)
+      emit(h.id, reply[3], reply[5], reply[7], 'ok')
+      if by_credit then lane.credit = math.max(0, lane.credit - h.cost) end
+      for k = chosen + 1, #lanes do
+        if heads[k] then lanes[k].credit = math.min(1, lanes[k].credit + lanes[k].rate * h.cost) end
+      end
+    elseif code == 1 and string.find(rcall('HGET', sched_key, 'i:' .. h.flow) or '',
+                                     ',' .. reply[6] .. ',', 1, true) then
+      -- over its own tenant's cap: it waits alone
+      rcall('ZREM', lane.ready, h.flow)
+      rcall('ZADD', blocked_key, math.floor(reply[3] / 1000), h.flow)
+      ready_n = ready_n - rcall('LLEN', prefix .. 'fq:' .. h.flow)
+    elseif code == 1 then
+      due = reply[3]  -- the group is saturated until then
+      break
+    elseif code == 5 then
+      local first = rcall('ZRANGE', leases_key, 0, 0, 'WITHSCORES')
+      if first[2] then due = math.floor(tonumber(first[2]) * 1000) end
+      break  -- every lease is held: a settle wakes the next pass
+    else  -- cost above capacity, or the calendar does not cover now: the worker decides
+      pop(lane, h)
+      emit(h.id, 0, 0, '', 'refused')
+    end
+  end
+end
+if released >= max_items then
+  due = math.floor(now * 1000)  -- more may be ready at once
+elseif due < 0 then
+  local soonest = rcall('ZRANGE', blocked_key, 0, 0, 'WITHSCORES')
+  if soonest[2] then due = math.floor(tonumber(soonest[2]) * 1000) end
+end
+out[2], out[3] = due, released
+
+local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due}
+for k, lane in ipairs(lanes) do
+  writes[#writes + 1] = 'v:' .. lane.name
+  writes[#writes + 1] = lane.v
+  writes[#writes + 1] = 'c:' .. lane.name
+  writes[#writes + 1] = lane.credit
+end
+rcall('HSET', sched_key, unpack(writes))
+if ready_n ~= b_before or pushed ~= '' then
+  if ready_n > 0 then
+    rcall('HSET', state_key, 'b', ready_n)
+    if rcall('PTTL', state_key) < 0 then rcall('PEXPIRE', state_key, ttl) end
+  else
+    rcall('HDEL', state_key, 'b')
+  end
+end
+-- A push that brought the next pass forward wakes a dispatcher (one BLPOP takes it).
+if pushed ~= '' and due >= 0 and (last_due < 0 or due < last_due) then
+  rcall('LPUSH', wake_key, '1')
+  rcall('LTRIM', wake_key, 0, 0)
+end
+return out
