@@ -226,3 +226,64 @@ def test_idle_tenants_do_not_stay_in_memory(tmp_path: Path) -> None:
     assert len(config._limit_groups) <= LIMIT_GROUP_CACHE_SIZE
     again = config.limit_group(settings, "tenant-0")
     assert again is not first and again == first
+
+
+def test_tenant_plans_and_lanes(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        'tenant = { requests = "500/min" }',
+        'tenant = { requests = "500/min", tokens = "100k/min", weight = 2 }\n'
+        'tenants.acme = { weight = 3, requests = "1000/min" }',
+    )
+    text += '\n[scheduler]\nlanes = ["now", "soon", "later"]\n'
+    text += "min_share = { soon = 0.2, later = 0.05 }\n"
+    config = load_config(write(tmp_path, text), env={})
+    settings = config.group_for("openai", "gpt-4o-mini")
+    assert config.tenant_weight(settings, "acme") == 3.0
+    assert config.tenant_weight(settings, "other") == 2.0
+    caps = {d.name: d.capacity for d in config.limit_group(settings, "acme").dimensions}
+    assert caps[tenant_dimension("acme", "requests")] == 1000, "the named plan's own cap"
+    assert caps[tenant_dimension("acme", "tokens")] == 100_000, "the default's other caps"
+    lanes = config.scheduler.lanes
+    assert [(lane.name, lane.min_share) for lane in lanes] == [
+        ("now", 0.0),
+        ("soon", 0.2),
+        ("later", 0.05),
+    ]
+    assert lanes[1].credit_rate == pytest.approx(0.25)
+    assert config.scheduler.lane(None) == "now"
+    with pytest.raises(ConfigError, match="unknown lane 'batch'"):
+        config.scheduler.lane("batch")
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "message"),
+    [
+        ({"lanes": []}, "scheduler.lanes: expected a non-empty list"),
+        ({"lanes": ["a", "a"]}, "names must be distinct"),
+        ({"lanes": ["a|b"]}, "names must be distinct"),
+        ({"lanes": ["a", "b"], "min_share": {"a": 0.1}}, "the highest lane needs no share"),
+        ({"lanes": ["a", "b"], "min_share": {"b": 1.0}}, r"min_share.b: expected a number"),
+        ({"lanes": ["a", "b"], "min_share": {"c": 0.1}}, "no such lane"),
+        ({"lanes": ["a", "b"], "default_lane": "c"}, "default_lane"),
+        ({"lane": ["a"]}, "unknown key"),
+    ],
+)
+def test_bad_scheduler_sections_are_named(scheduler: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"scheduler": scheduler})
+
+
+def test_a_bad_tenant_weight_is_named() -> None:
+    raw = {
+        "providers": {"openai": {"base_url": "https://api.openai.com"}},
+        "groups": {
+            "g": {
+                "provider": "openai",
+                "models": ["m"],
+                "requests": "10/min",
+                "tenants": {"acme": {"weight": 0}},
+            }
+        },
+    }
+    with pytest.raises(ConfigError, match=r"groups\.g\.tenants\.acme\.weight: expected a positive"):
+        config_from_dict(raw)

@@ -188,6 +188,15 @@ def held_messages(stack: LocalStack) -> dict[str, int]:
     return counts
 
 
+def fair_queued(stack: LocalStack, group: str = "emu:mini") -> int:
+    """Items waiting in a group's fair queue (throttle/scheduler.py)."""
+    from throttle.keys import KeyBuilder
+
+    assert stack.config is not None
+    client = redis.Redis.from_url(stack.config.redis.url)
+    return int(client.hget(KeyBuilder().scheduler(group), "n") or 0)
+
+
 def test_backlog_of_5000_is_parked_and_released_in_slot_order(stacks: list[LocalStack]) -> None:
     concurrency = 8
     stack = start(
@@ -199,24 +208,19 @@ def test_backlog_of_5000_is_parked_and_released_in_slot_order(stacks: list[Local
     )
     results = enqueue_many(stack, 5000, "gpt-4o-mini", max_tokens=16)
     stack.start_workers(2, pool="threads", concurrency=concurrency)
-    from throttle.keys import KeyBuilder
-    from throttle.parking import ParkingLot
-
-    assert stack.config is not None
-    lot = ParkingLot(redis.Redis.from_url(stack.config.redis.url), KeyBuilder())
-    peak_held, peak_parked = 0, 0
+    peak_held, peak_queued = 0, 0
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         held = held_messages(stack)
         peak_held = max([peak_held, *held.values()])
-        peak_parked = max(peak_parked, lot.backlog("emu:mini"))
+        peak_queued = max(peak_queued, fair_queued(stack))
     # prefetch multiplier 1: at most one message per pool thread waiting, plus the running
     assert peak_held <= concurrency + concurrency, f"a worker held {peak_held} messages"
-    # The rest waits in Redis: parked by slot, or still in the broker's list.
-    assert peak_parked >= 1, "far slots should be parked in Redis"
+    # The rest waits in Redis: in the group's fair queue, or still in the broker's list.
+    assert peak_queued >= 1, "far slots should wait in the fair queue"
     assert stack.config is not None
     waiting = redis.Redis.from_url(stack.config.broker_url).llen(stack.config.celery.queue)
-    assert waiting + lot.backlog("emu:mini") > 1000, "the backlog is in Redis, not in workers"
+    assert waiting + fair_queued(stack) > 1000, "the backlog is in Redis, not in workers"
     done = [r.result for r in results if r.successful()]
     released = [d["throttle"] for d in done if d["throttle"]["parks"] > 0]
     assert len(released) > 50
@@ -266,7 +270,8 @@ def test_a_release_no_worker_claimed_goes_out_again_and_runs_once(
     or popped by a worker killed before it recorded the message) are released again
     after ``release_stale_s``, and each task still runs exactly once."""
     from throttle.keys import KeyBuilder
-    from throttle.parking import ParkingLot
+    from throttle.limiter import RedisLimiter
+    from throttle.scheduler import FairScheduler
 
     stack = start(
         stacks,
@@ -279,14 +284,21 @@ def test_a_release_no_worker_claimed_goes_out_again_and_runs_once(
     results = enqueue_many(stack, 40, "gpt-4o-mini")
     stack.start_workers(1, pool="threads", concurrency=4)
     assert stack.config is not None
-    lot = ParkingLot(redis.Redis.from_url(stack.config.redis.url), KeyBuilder())
     deadline = time.monotonic() + 30
-    while lot.backlog("emu:mini") < 20:
-        assert time.monotonic() < deadline, "tasks should be parked"
+    while fair_queued(stack) < 20:
+        assert time.monotonic() < deadline, "tasks should wait in the fair queue"
         time.sleep(0.1)
     stack.stop_workers()
-    lost = lot.take_due("emu:mini", lead_s=3600, limit=1000)  # published nowhere
-    assert len(lost.entries) >= 20
+    # A dispatcher that dies right after its pass: what it released is published nowhere.
+    client = redis.Redis.from_url(stack.config.redis.url)
+    scheduler = FairScheduler(RedisLimiter(client, keys=KeyBuilder()), stack.config.scheduler.lanes)
+    group = stack.config.limit_group(stack.config.groups["emu:mini"])
+    lost = 0
+    deadline = time.monotonic() + 10
+    while lost < 3 and time.monotonic() < deadline:
+        lost += len(scheduler.run_pass(group).released)
+        time.sleep(0.2)
+    assert lost >= 3
     stack.start_workers(1, pool="threads", concurrency=4)
     wait_all(results, timeout_s=90)
     assert all(r.successful() for r in results)

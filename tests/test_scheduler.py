@@ -1,0 +1,153 @@
+"""The fair scheduler (throttle/lua/schedule.lua) against a real redis-server.
+
+The order of releases under a backlog does not depend on timing: every flow is
+backlogged, so each pass releases what start-time fair queueing says. The tests run
+passes until enough items are released and check who got them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import time
+
+import pytest
+import redis
+
+from throttle.config import Lane
+from throttle.errors import CostExceedsCapacityError
+from throttle.keys import KeyBuilder
+from throttle.limiter import RedisLimiter
+from throttle.limits import LimitGroup
+from throttle.scheduler import FairScheduler, QueuedItem, SchedulePass
+
+pytestmark = pytest.mark.integration
+
+LANES = [Lane("interactive"), Lane("batch", 0.2)]
+
+
+@pytest.fixture
+def scheduler(redis_client: redis.Redis, key_prefix: str) -> FairScheduler:
+    return FairScheduler(RedisLimiter(redis_client, keys=KeyBuilder(key_prefix)), LANES)
+
+
+def item(name: str, tenant: str, *, weight: float = 1.0, lane: str = "interactive") -> QueuedItem:
+    return QueuedItem(name, {"requests": 1}, lane, tenant, weight, 0, f"{lane}/{tenant}")
+
+
+def drain(
+    scheduler: FairScheduler, group: LimitGroup, count: int, first: SchedulePass
+) -> list[str]:
+    """Run passes (at their due times) until ``count`` more items are released."""
+    released = [r.payload for r in first.released]
+    due_s = first.due_in_s
+    give_up = time.monotonic() + 60
+    while len(released) < count and time.monotonic() < give_up:
+        time.sleep(min(0.2, due_s if due_s is not None else 0.01))
+        done = scheduler.run_pass(group)
+        released += [r.payload for r in done.released]
+        due_s = done.due_in_s
+    return released
+
+
+def saturated(name: str, rate: str = "40/s") -> LimitGroup:
+    """A group whose bucket starts empty: nothing is released at once."""
+    return dataclasses.replace(LimitGroup.from_specs(name, {"requests": rate}), cold_start=0.01)
+
+
+def full(name: str, specs: dict[str, str]) -> LimitGroup:
+    """A group whose buckets start full."""
+    return dataclasses.replace(LimitGroup.from_specs(name, specs), cold_start=1.0)
+
+
+def test_weights_share_a_contended_quota(scheduler: FairScheduler) -> None:
+    group = saturated("weights")
+    early: list[str] = []
+    for n in range(60):
+        for tenant, weight in (("a", 1.0), ("b", 1.0), ("c", 2.0)):
+            last = scheduler.push(group, item(f"{tenant}{n}", tenant, weight=weight))
+            early += [r.payload for r in last.released]
+    got = collections.Counter((early + drain(scheduler, group, 80, last))[:80])
+    assert got["interactive/a"] == pytest.approx(20, abs=1), got
+    assert got["interactive/b"] == pytest.approx(20, abs=1), got
+    assert got["interactive/c"] == pytest.approx(40, abs=1), got
+
+
+def test_a_tenant_over_its_own_cap_waits_alone(scheduler: FairScheduler, key_prefix: str) -> None:
+    """Tenant "hog" has 200 items and a cap of 4/s; nine others have 5 each. The group
+    (100/s) serves the others at once and never holds a gap for the hog's far slots."""
+    base = {"requests": "100/s"}
+    hog = full("iso", {**base, "tenant.hog.requests": "4/s"})
+    push = scheduler.push(
+        hog,
+        QueuedItem(
+            "h0", {"requests": 1, "tenant.hog.requests": 1}, "interactive", "hog", 1.0, 0, "hog"
+        ),
+    )
+    released = [r.payload for r in push.released]
+    for n in range(1, 200):
+        costs = {"requests": 1, "tenant.hog.requests": 1}
+        push = scheduler.push(hog, QueuedItem(f"h{n}", costs, "interactive", "hog", 1.0, 0, "hog"))
+        released += [r.payload for r in push.released]
+    for t in range(9):
+        name = f"t{t}"
+        other = full("iso", {**base, f"tenant.{name}.requests": "10/s"})
+        for n in range(5):
+            costs = {"requests": 1, f"tenant.{name}.requests": 1}
+            push = scheduler.push(
+                other, QueuedItem(f"{name}.{n}", costs, "interactive", name, 1.0, 0, name)
+            )
+            released += [r.payload for r in push.released]
+    others = [p for p in released if p != "hog"]
+    assert released.count("hog") <= 5, "the hog is held to its own cap"
+    assert len(others) == 45, "everyone else within its share starts at once"
+
+
+def test_a_lower_lane_gets_its_minimum_share(scheduler: FairScheduler) -> None:
+    group = saturated("lanes")
+    early: list[str] = []
+    for n in range(100):
+        for one in (item(f"i{n}", "web"), item(f"b{n}", "etl", lane="batch")):
+            last = scheduler.push(group, one)
+            early += [r.payload for r in last.released]
+    got = collections.Counter((early + drain(scheduler, group, 50, last))[:50])
+    assert got["batch/etl"] == pytest.approx(10, abs=1), got  # min share 0.2
+    assert got["interactive/web"] == pytest.approx(40, abs=1), got
+
+
+def test_expired_items_are_released_without_a_reservation(scheduler: FairScheduler) -> None:
+    group = saturated("expiry", "1/min")
+    now_ms = scheduler.limiter.server_time_ms()
+    done = scheduler.push(
+        group, QueuedItem("x", {"requests": 1}, "interactive", "a", 1.0, now_ms - 1, "late")
+    )
+    assert [(r.payload, r.reservation, r.reason, r.own) for r in done.released] == [
+        ("late", None, "expired", True)
+    ]
+
+
+def test_a_cost_no_bucket_holds_fails_at_once(scheduler: FairScheduler) -> None:
+    group = saturated("huge", "10/min")
+    with pytest.raises(CostExceedsCapacityError):
+        scheduler.push(group, QueuedItem("x", {"requests": 11}, "interactive", None, 1.0, 0, ""))
+    assert scheduler.queued("huge") == (0, 0)
+
+
+def test_a_released_item_holds_a_reservation_the_limiter_can_settle(
+    scheduler: FairScheduler,
+) -> None:
+    group = dataclasses.replace(
+        LimitGroup.from_specs("settle", {"requests": "10/s"}, concurrency=1), cold_start=1.0
+    )
+    first = scheduler.push(group, item("one", "a"))
+    assert [r.own for r in first.released] == [True] and first.released[0].lease
+    second = scheduler.push(group, item("two", "a"))
+    assert second.released == (), "the one lease is held"
+    assert scheduler.queued("settle") == (1, 1)
+    reservation = first.released[0].reservation
+    assert reservation is not None
+    assert scheduler.limiter.settle(group, reservation) is not None
+    assert scheduler.wait_for_wake(["settle"], 1.0) == "settle", "the freed lease wakes"
+    again = scheduler.run_pass(group)
+    assert [r.item_id for r in again.released] == ["two"] and again.released[0].lease
+    assert scheduler.queued("settle") == (0, 0)
