@@ -71,21 +71,14 @@ class Dispatcher:
 
     def run_pass(self, group: str) -> float:
         """One scheduling pass of ``group``; returns seconds until its next one."""
-        from kombu.utils import json
+        from workers.publish import publish_released
 
         assert self.scheduler is not None
         worker = self.config.worker
         limit_group = self.config.limit_group(self.config.groups[group])
         done = self.scheduler.run_pass(limit_group)
-        for item in done.released:
-            self._publish(
-                json.loads(item.payload),
-                item.wait_s,
-                group,
-                item.item_id,
-                item.reservation,
-                item.slot_ms,
-            )
+        publish_released(self.publish, group, done)
+        self.released += len(done.released)
         due_in_s = done.due_in_s
         if due_in_s is None:
             return worker.dispatcher_interval_s

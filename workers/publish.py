@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from celery import Celery
+from kombu.utils import json
+
+from throttle.scheduler import ReleasedItem, SchedulePass
 
 COMPLETE_TASK = "llm_throttle.complete"
+log = logging.getLogger(__name__)
 
 
 def kwargs_repr(kwargs: Mapping[str, Any]) -> str:
@@ -67,3 +72,20 @@ def republisher(app: Celery) -> Any:
         )
 
     return publish
+
+
+def publish_released(publish: Any, group: str, done: SchedulePass) -> ReleasedItem | None:
+    """Publish the items a scheduling pass released with ``publish`` (a
+    :func:`republisher`); returns the pushed item itself if the pass released it (its
+    caller runs it in place)."""
+    own = None
+    for item in done.released:
+        if item.own:
+            own = item
+            continue
+        try:
+            payload = json.loads(item.payload)
+            publish(payload, item.wait_s, group, item.item_id, item.reservation, item.slot_ms)
+        except Exception:  # a broken payload must not block the others; it goes stale
+            log.exception("could not publish released item %s of %s", item.item_id, group)
+    return own

@@ -25,9 +25,9 @@ from celery.exceptions import Ignore
 from kombu.utils import json
 
 from throttle.errors import ThrottleError
-from throttle.scheduler import QueuedItem, ReleasedItem, SchedulePass
+from throttle.scheduler import QueuedItem, ReleasedItem
 from workers.context import WorkerContext, worker_context
-from workers.publish import kwargs_repr, republisher
+from workers.publish import kwargs_repr, publish_released, republisher
 from workers.runtime import Completed, CompletionCall, Parked, Queued, RetryLater, ThrottleState
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ class ThrottledTask(Task):
             payload=json.dumps(self._payload(kwargs, state)),
         )
         done = context.scheduler.push(outcome.group, item)
-        own = publish_released(self.app, outcome.group.name, done)
+        own = publish_released(republisher(self.app), outcome.group.name, done)
         if own is not None:
             return own
         facts = {
@@ -153,26 +153,3 @@ class ThrottledTask(Task):
         }
         self.update_state(state=PARKED, meta=facts)
         self.send_event("task-parked", result=repr(facts), **facts)
-
-
-def publish_released(app: Any, group: str, done: SchedulePass) -> ReleasedItem | None:
-    """Publish the items a scheduling pass released; returns the pushed item itself if
-    the pass released it (its caller runs it in place)."""
-    publish = republisher(app)
-    own = None
-    for item in done.released:
-        if item.own:
-            own = item
-            continue
-        try:
-            publish(
-                json.loads(item.payload),
-                item.wait_s,
-                group,
-                item.item_id,
-                item.reservation,
-                item.slot_ms,
-            )
-        except Exception:  # a broken payload must not block the others; it goes stale
-            log.exception("could not publish released item %s of %s", item.item_id, group)
-    return own
