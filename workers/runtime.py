@@ -379,6 +379,7 @@ class CompletionRunner:
                 wait_s, needs_begin = state.wait_at_release_s or 0.0, True
                 slot_ms = state.slot_ms or 0.0
                 state.wait_at_release_s = None
+                metrics.admitted(group.name, state.costs)
                 if wait_s > 2 * self.config.worker.release_lead_s + 0.05:
                     state.parks += 1
                     state.parked_at_s = self._wall()

@@ -130,7 +130,8 @@ class ThrottledTask(Task):
             "group": outcome.group.name,
             "lane": outcome.lane,
             "tenant": outcome.tenant,
-            "slot_in_s": round(outcome.wait_s, 3),
+            # at least until the group's next release (the queue's due time)
+            "slot_in_s": round(max(outcome.wait_s, done.due_in_s or 0.0), 3),
             **state.facts(),
         }
         self.update_state(state=PARKED, meta=facts)
