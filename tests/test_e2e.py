@@ -237,6 +237,45 @@ def test_backlog_of_5000_is_parked_and_released_in_slot_order(stacks: list[Local
     stack.app.control.purge()
 
 
+def test_queued_tasks_keep_their_celery_options(stacks: list[LocalStack]) -> None:
+    """A task that waited in the fair queue is published again with what its caller
+    gave: its ``link`` callback runs, and a chain of two throttled completions completes
+    in order."""
+    import uuid
+
+    from tasks.completion import complete
+
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "4/s", "tokens": "1000000/s"}}
+        ),
+    )
+    stack.start_workers(1, pool="threads", concurrency=4)
+    backlog = enqueue_many(stack, 12, "gpt-4o-mini", max_tokens=16)
+    kw: dict[str, Any] = {
+        "provider": "emu",
+        "model": "gpt-4o-mini",
+        "messages": PROMPT,
+        "max_tokens": 16,
+    }
+    callback = complete.si(**kw).set(task_id=f"callback-{uuid.uuid4().hex}")
+    parent = stack.enqueue(**kw, link=callback)
+    chained = (complete.si(**kw) | complete.si(**kw)).apply_async()
+    wait_all([*backlog, parent], timeout_s=90)
+    assert parent.successful()
+    assert parent.result["throttle"]["parks"] >= 1, "it waited in the queue"
+    assert stack.app is not None
+    linked = stack.app.AsyncResult(callback.id)
+    second = chained.get(timeout=90)
+    first = chained.parent
+    assert first is not None and first.successful()
+    assert second["throttle"]["started_ms"] > first.result["throttle"]["started_ms"]
+    wait_all([linked], timeout_s=60)
+    assert linked.successful(), "the link callback of a queued task runs"
+
+
 # -- 4. a worker killed mid-run loses nothing -----------------------------------------
 
 
