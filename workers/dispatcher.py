@@ -49,25 +49,14 @@ class Dispatcher:
         self.scheduler = scheduler
         self.released = 0
 
-    def _publish(
-        self,
-        payload: Mapping[str, Any],
-        wait_s: float,
-        group: str,
-        entry: str,
-        reservation: str | None = None,
-        slot_ms: float | None = None,
-    ) -> bool:
+    def _publish(self, payload: Mapping[str, Any], wait_s: float, group: str, entry: str) -> None:
+        """Publish one entry of the parking lot (it holds its reservation, if any)."""
         try:
-            if reservation is None:
-                self.publish(payload, wait_s, group, entry)
-            else:
-                self.publish(payload, wait_s, group, entry, reservation, slot_ms)
+            self.publish(payload, wait_s, group, entry)
         except Exception:  # a broken payload must not block the others; it goes stale
             log.exception("could not publish entry %s of %s", entry, group)
-            return False
+            return
         self.released += 1
-        return True
 
     def run_pass(self, group: str) -> float:
         """One scheduling pass of ``group``; returns seconds until its next one."""
