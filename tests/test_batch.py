@@ -227,11 +227,18 @@ def test_a_batch_killed_halfway_resumes_without_running_a_line_twice(
     def written() -> int:
         return output.read_text(encoding="utf-8").count("\n") if output.exists() else 0
 
-    first = subprocess.Popen(command, env=stack.env(), cwd=REPO_ROOT, stderr=subprocess.PIPE)
+    runner_log = tmp_path / "runner.log"
+    with runner_log.open("wb") as log:
+        first = subprocess.Popen(command, env=stack.env(), cwd=REPO_ROOT, stderr=log)
+
+    def diagnosis() -> str:
+        workers = "\n".join(stack.worker_log(i)[-4000:] for i in range(2))
+        return f"runner:\n{runner_log.read_text()[-2000:]}\nworkers:\n{workers}"
+
     deadline = time.monotonic() + 60
     while written() < 500:
-        assert first.poll() is None, first.stderr.read() if first.stderr else ""
-        assert time.monotonic() < deadline, f"only {written()} lines written"
+        assert first.poll() is None, diagnosis()
+        assert time.monotonic() < deadline, f"only {written()} lines written\n{diagnosis()}"
         time.sleep(0.05)
     os.kill(first.pid, signal.SIGKILL)
     first.wait()

@@ -115,6 +115,9 @@ class Dispatcher:
             except StorageError as exc:
                 log.warning("dispatcher: %s; retrying in 1 s", exc)
                 stop.wait(1.0)
+            except Exception:  # never let one bad pass end every later release
+                log.exception("dispatcher: unexpected error; retrying in 1 s")
+                stop.wait(1.0)
 
 
 class DispatcherStep(bootsteps.StartStopStep):
