@@ -36,7 +36,28 @@ from workers.task import ThrottledTask
 _ESTIMATOR = TokenEstimator()
 
 
-@shared_task(bind=True, base=ThrottledTask, name=COMPLETE_TASK)
+class CompletionTask(ThrottledTask):
+    """The base of :func:`complete`: a send into a backlogged group joins its fair
+    queue at once (:meth:`ThrottledTask.apply_async`)."""
+
+    def call_from_kwargs(self, kwargs: Mapping[str, Any]) -> CompletionCall | None:
+        try:
+            return CompletionCall(
+                kwargs["provider"],
+                kwargs["model"],
+                kwargs["messages"],
+                kwargs["max_tokens"],
+                kwargs.get("tenant"),
+                kwargs.get("credential"),
+                kwargs.get("params") or {},
+                None,
+                kwargs.get("lane"),
+            )
+        except (KeyError, TypeError):
+            return None  # malformed: the worker gives it its typed error
+
+
+@shared_task(bind=True, base=CompletionTask, name=COMPLETE_TASK)
 def complete(
     self: ThrottledTask,
     provider: str,

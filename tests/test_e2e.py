@@ -276,6 +276,103 @@ def test_queued_tasks_keep_their_celery_options(stacks: list[LocalStack]) -> Non
     assert linked.successful(), "the link callback of a queued task runs"
 
 
+def test_a_send_into_a_backlogged_group_joins_the_queue_without_the_broker(
+    stacks: list[LocalStack],
+) -> None:
+    """While a group has work queued, a new send is pushed into the fair queue by the
+    producer itself: it shows PARKED before any worker saw it, runs once, and one sent
+    with an ``expires`` that passes while it waits is revoked, never called."""
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "4/s", "tokens": "1000000/s"}}
+        ),
+    )
+    stack.start_workers(1, pool="threads", concurrency=4)
+    backlog = enqueue_many(stack, 30, "gpt-4o-mini", max_tokens=16)
+    deadline = time.monotonic() + 30
+    while fair_queued(stack) == 0:
+        assert time.monotonic() < deadline, "the backlog never queued"
+        time.sleep(0.05)
+    later = enqueue_many(stack, 5, "gpt-4o-mini", max_tokens=16)
+    expiring = stack.enqueue(
+        provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=16, expires=1.0
+    )
+    assert [r.state for r in [*later, expiring]] == ["PARKED"] * 6, "queued at send"
+    wait_all([*backlog, *later, expiring], timeout_s=120)
+    assert all(r.successful() for r in [*backlog, *later])
+    assert all(r.result["throttle"]["celery_retries"] == 0 for r in later)
+    assert expiring.state == "REVOKED", "its expiry passed while it waited"
+    assert stack.emulator_stats()["admitted"] == 35
+
+
+def test_a_task_queued_at_send_is_released_with_every_option(stacks: list[LocalStack]) -> None:
+    """No workers: the queue is filled through the scheduler, a task sent then is queued
+    by its producer, and the message a pass releases carries its custom headers, an
+    absolute expiry, its link callback and a claim; a worker started then runs it."""
+    import base64
+    import json
+    from datetime import UTC, datetime
+
+    from kombu.utils import json as kombu_json
+
+    from tasks.completion import complete
+    from throttle.scheduler import QueuedItem
+    from workers.context import worker_context
+    from workers.publish import publish_released, republisher
+
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "2/s", "tokens": "1000000/s"}}
+        ),
+    )
+    assert stack.app is not None and stack.config is not None
+    stack.app.set_current()
+    context = worker_context(stack.app)
+    group = stack.config.limit_group(stack.config.groups["emu:mini"])
+    kw: dict[str, Any] = {
+        "provider": "emu",
+        "model": "gpt-4o-mini",
+        "messages": PROMPT,
+        "max_tokens": 16,
+    }
+    filler = {"task": complete.name, "task_id": "filler", "kwargs": kw, "state": {
+        "deadline_at_s": time.time() + 300}, "options": {}}  # fmt: skip
+    for n in range(3):  # a cold bucket of 2 holds at most 2: the group has a queue
+        item = QueuedItem(f"filler.{n}", {"requests": 1.0}, "interactive", None, 1.0, 0,
+                          kombu_json.dumps(filler))  # fmt: skip
+        context.scheduler.push(group, item)
+    assert context.limiter.queued_work(group.name) >= 1
+    callback = complete.si(**kw).set(task_id="the-callback")
+    sent = complete.apply_async(
+        kwargs=kw, headers={"x-trace": "t-1"}, expires=300, link=callback, task_id="the-task"
+    )
+    assert sent.state == "PARKED", "queued by its producer"
+    broker = redis.Redis.from_url(stack.config.broker_url)
+    released_queue = f"{stack.config.celery.queue}.released"
+    deadline = time.monotonic() + 10
+    ours = None
+    while ours is None:
+        assert time.monotonic() < deadline, "the pass did not release it"
+        publish_released(republisher(stack.app), group.name, context.scheduler.run_pass(group))
+        messages = [json.loads(m) for m in broker.lrange(released_queue, 0, -1)]
+        ours = next((m for m in messages if m["headers"]["id"] == "the-task"), None)
+        time.sleep(0.1)
+    assert ours["headers"]["x-trace"] == "t-1"
+    expires = datetime.fromisoformat(ours["headers"]["expires"])
+    assert 250 < (expires - datetime.now(UTC)).total_seconds() <= 300, "absolute, from the send"
+    _args, kwargs, embed = json.loads(base64.b64decode(ours["body"]))
+    assert [c["options"]["task_id"] for c in embed["callbacks"]] == ["the-callback"]
+    assert kwargs["throttle_state"]["release"]["entry"] == "the-task.1"
+    assert kwargs["throttle_state"]["reservation"], "released with its reservation"
+    stack.start_workers(1, pool="threads", concurrency=2)
+    wait_all([sent, stack.app.AsyncResult("the-callback")], timeout_s=60)
+    assert sent.successful() and stack.app.AsyncResult("the-callback").successful()
+
+
 # -- 4. a worker killed mid-run loses nothing -----------------------------------------
 
 

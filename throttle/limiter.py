@@ -36,7 +36,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
-from typing import cast
+from typing import Any, cast
 
 import redis
 
@@ -636,3 +636,10 @@ class RedisLimiter:
         with _storage_errors("TIME"):
             seconds, micros = cast(tuple[int, int], self.client.time())
         return int(seconds) * 1000 + int(micros) / 1000
+
+    def queued_work(self, group: str) -> int:
+        """Items waiting in ready flows of ``group``'s fair queue (the state's ``b``,
+        kept by ``schedule.lua``): while above 0, new work joins the queue."""
+        with _storage_errors("HGET"):
+            value = self.client.hget(self.keys.state(group), "b")
+        return int(cast(Any, value) or 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import cast
 
 import redis
 from celery import Celery
@@ -42,7 +43,6 @@ class WorkerContext:
 
 
 _lock = threading.Lock()
-_contexts: dict[int, WorkerContext] = {}
 
 
 def redis_client(config: Config) -> redis.Redis:
@@ -87,16 +87,17 @@ def fair_scheduler(config: Config, limiter: RedisLimiter) -> FairScheduler:
 
 
 def worker_context(app: Celery) -> WorkerContext:
-    """This process's context (built on first use in each process)."""
+    """This process's context for ``app`` (built on first use in each process; kept on
+    the app, so that a process holding several apps, a producer of two deployments or
+    the tests, gives each its own, and a forked child never uses its parent's)."""
     from workers.app import app_config
 
     pid = os.getpid()
-    context = _contexts.get(pid)
-    if context is None:
+    held = getattr(app, "llm_context", None)
+    if held is None or held[0] != pid:
         with _lock:
-            context = _contexts.get(pid)
-            if context is None:
-                context = build_context(app_config(app))
-                _contexts.clear()  # entries inherited from a parent process
-                _contexts[pid] = context
-    return context
+            held = getattr(app, "llm_context", None)
+            if held is None or held[0] != pid:
+                held = (pid, build_context(app_config(app)))
+                app.llm_context = held
+    return cast(WorkerContext, held[1])

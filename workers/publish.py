@@ -29,8 +29,8 @@ def kwargs_repr(kwargs: Mapping[str, Any]) -> str:
     return repr(shown)
 
 
-#: Options of a stored task that routing sets anew when it is published again.
-_ROUTING_OPTIONS = ("queue", "exchange", "routing_key", "task_id")
+#: Options of a stored task that its publish sets anew (routing, id, what logs show).
+_ROUTING_OPTIONS = ("queue", "exchange", "routing_key", "task_id", "argsrepr", "kwargsrepr")
 
 
 def republisher(app: Celery) -> Any:
@@ -48,15 +48,19 @@ def republisher(app: Celery) -> Any:
         entry_id: str,
         reservation: str | None = None,
         slot_ms: float | None = None,
+        *,
+        claim: bool = True,
     ) -> None:
         kwargs = dict(payload["kwargs"])
         state = dict(payload["state"])
         state["wait_at_release_s"] = wait_at_release_s
         if reservation is not None:
             state["reservation"], state["slot_ms"] = reservation, slot_ms
-        # What the receiving worker claims; the token tells this release's message
-        # from another release's.
-        state["release"] = {"group": group, "entry": entry_id, "token": uuid.uuid4().hex}
+        if claim:
+            # What the receiving worker claims; the token tells this release's message
+            # from another release's. (A pushed item released by its own push is in
+            # no releasing set: nothing to claim.)
+            state["release"] = {"group": group, "entry": entry_id, "token": uuid.uuid4().hex}
         kwargs["throttle_state"] = state
         options = {
             k: v for k, v in dict(payload.get("options") or {}).items() if k not in _ROUTING_OPTIONS

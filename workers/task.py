@@ -16,15 +16,18 @@ that caused it as exception.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore
+from celery.utils import uuid
 from kombu.utils import json
 
-from throttle.errors import ThrottleError
+from throttle.errors import StorageError, ThrottleError
 from throttle.scheduler import QueuedItem, ReleasedItem
 from workers.context import WorkerContext, worker_context
 from workers.publish import kwargs_repr, publish_released, republisher
@@ -106,39 +109,152 @@ class ThrottledTask(Task):
             "options": options,
         }
 
-    def _queue(
-        self, context: WorkerContext, outcome: Queued, kwargs: Mapping[str, Any]
-    ) -> ReleasedItem | None:
-        """Push the task into its flow; publish what the push's pass released. Returns
-        this task's own item when the pass released it (run it here), else None: the
-        task waits in the queue and its message can be acknowledged."""
-        state = outcome.state
+    def _push(
+        self, context: WorkerContext, outcome: Queued, item_id: str, payload: Mapping[str, Any]
+    ) -> tuple[ReleasedItem | None, dict[str, Any]]:
+        """Push one item into its flow and publish what the push's pass released.
+        Returns the pushed item if that pass released it (else None: it waits in the
+        queue), and the facts a waiting task shows."""
         item = QueuedItem(
-            item_id=f"{self.request.id}.{state.parks}",
-            costs=state.costs,
+            item_id=item_id,
+            costs=outcome.state.costs,
             lane=outcome.lane,
             tenant=outcome.tenant,
             weight=outcome.weight,
             deadline_ms=outcome.deadline_ms,
-            payload=json.dumps(self._payload(kwargs, state)),
+            payload=json.dumps(payload),
         )
         done = context.scheduler.push(outcome.group, item)
         own = publish_released(republisher(self.app), outcome.group.name, done)
-        if own is not None:
-            return own
         facts = {
             "group": outcome.group.name,
             "lane": outcome.lane,
             "tenant": outcome.tenant,
             # at least until the group's next release (the queue's due time)
             "slot_in_s": round(max(outcome.wait_s, done.due_in_s or 0.0), 3),
-            **state.facts(),
+            **outcome.state.facts(),
         }
+        return own, facts
+
+    def _queue(
+        self, context: WorkerContext, outcome: Queued, kwargs: Mapping[str, Any]
+    ) -> ReleasedItem | None:
+        """A received task joins the fair queue. Returns its own item when the push
+        released it (run it here), else None: the task waits in the queue and its
+        message can be acknowledged."""
+        state = outcome.state
+        item_id = f"{self.request.id}.{state.parks}"
+        own, facts = self._push(context, outcome, item_id, self._payload(kwargs, state))
+        if own is not None:
+            return own
         self.update_state(state=PARKED, meta=facts)
         # A custom event sets the custom state in event monitors; of its fields Flower
         # shows only Celery's own, so the facts also go as the result, as in the backend.
         self.send_event("task-parked", result=repr(facts), **facts)
         return None
+
+    # -- queueing at send time ------------------------------------------------------
+
+    def call_from_kwargs(self, kwargs: Mapping[str, Any]) -> CompletionCall | None:
+        """The completion a send with these kwargs asks for, so that a send into a
+        backlogged group can join the fair queue at once; None (the default): every
+        send goes to the broker."""
+        return None
+
+    def apply_async(
+        self,
+        args: Any = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        shadow: str | None = None,
+        **options: Any,
+    ) -> Any:
+        """Send the task; while its group has work queued, push it straight into the
+        fair queue instead (it would only join the queue behind that work), so a
+        backlogged task passes through Celery once, when it is released."""
+        queued = self._queue_at_send(args, kwargs, task_id, link, link_error, shadow, options)
+        if queued is not None:
+            return queued
+        return super().apply_async(
+            args, kwargs, task_id, producer, link, link_error, shadow, **options
+        )
+
+    def _queue_at_send(
+        self,
+        args: Any,
+        kwargs: Mapping[str, Any] | None,
+        task_id: str | None,
+        link: Any,
+        link_error: Any,
+        shadow: str | None,
+        options: Mapping[str, Any],
+    ) -> Any:
+        if args or not kwargs or "throttle_state" in kwargs or self.app.conf.task_always_eager:
+            return None
+        if options.get("countdown") or options.get("eta"):
+            return None
+        call = self.call_from_kwargs(kwargs)
+        if call is None:
+            return None
+        context = worker_context(self.app)
+        task_id = task_id or uuid()
+        call = dataclasses.replace(call, request_id=task_id)
+        state = ThrottleState.new(context.config.worker.throttle_deadline_s)
+        try:
+            outcome = context.runner.queue_directly(call, state)
+        except (ThrottleError, TypeError, ValueError, AttributeError):
+            # Redis away, or a request a worker will refuse with its typed error: send it
+            return None
+        if outcome is None:
+            return None
+        payload = {
+            "task": self.name,
+            "task_id": task_id,
+            "kwargs": dict(kwargs),
+            "state": state.to_json(),
+            "options": self._send_options(link, link_error, shadow, options),
+        }
+        try:
+            own, facts = self._push(context, outcome, f"{task_id}.{state.parks}", payload)
+        except StorageError:
+            return None
+        if own is not None:  # the queue emptied meanwhile: send it with its reservation
+            republisher(self.app)(
+                payload, own.wait_s, outcome.group.name, own.item_id, own.reservation,
+                own.slot_ms, claim=False,
+            )  # fmt: skip
+        else:
+            self.backend.store_result(task_id, facts, PARKED)
+            with self.app.events.default_dispatcher() as events:
+                events.send(
+                    "task-parked", uuid=task_id, name=self.name, result=repr(facts), **facts
+                )
+        return self.AsyncResult(task_id)
+
+    def _send_options(
+        self, link: Any, link_error: Any, shadow: str | None, options: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The options a later publish needs, fixed now: callbacks, the parent (when
+        sent from a task) and an absolute expiry."""
+        sent = {k: v for k, v in options.items() if v is not None}
+        for name, value in (("link", link), ("link_error", link_error)):
+            if value is not None:
+                sent[name] = list(value) if isinstance(value, list | tuple) else [value]
+        if shadow is not None:
+            sent["shadow"] = shadow
+        expires = sent.get("expires")
+        if isinstance(expires, int | float):
+            expires = datetime.now(UTC) + timedelta(seconds=expires)
+        if isinstance(expires, datetime):
+            sent["expires"] = expires.isoformat()
+        parent = self.app.current_worker_task
+        if parent is not None and parent.request.id:
+            sent.setdefault("parent_id", parent.request.id)
+            sent.setdefault("root_id", parent.request.root_id or parent.request.id)
+        return sent
 
     def _park(self, context: WorkerContext, outcome: Parked, kwargs: Mapping[str, Any]) -> None:
         payload = {**self._payload(kwargs, outcome.state), "slot_ms": outcome.slot_ms}

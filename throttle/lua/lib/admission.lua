@@ -34,7 +34,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
   end
   local multiplier = tonumber(values[2]) or 1
   local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
-  local tats, emissions, costs = {}, {}, {}
+  local tats, emissions, costs, fresh = {}, {}, {}, {}
   for i = 1, g do
     local n = 2 * g + 4 * i
     local tolerance = spec[n + 3]
@@ -42,7 +42,11 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
     local capacity = effective_capacity(spec[n + 2], spec[n + 4] == 1, learned, multiplier)
     local emission = spec[n + 1] / capacity
     local tat = tonumber(values[2 * i + 3])
-    if tat then tat = tat / 1000 else tat = now + tolerance * (1 - cold) end
+    if tat then tat = tat / 1000 else
+      tat = now + tolerance * (1 - cold)
+      fresh[#fresh + 1] = spec[2 * i + 3]
+      fresh[#fresh + 1] = tat_text(tat)
+    end
     local cost = tonumber(ARGV[3 + i])
     tats[i], emissions[i], costs[i] = tat, emission, cost
     -- A cost above a lowered capacity waits for a full bucket instead of never running.
@@ -84,6 +88,12 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
   end
   local wait = slot - now
   if not settled or (max_wait >= 0 and wait > max_wait) then
+    if #fresh > 0 then
+      -- A cold bucket's start is kept, or a caller that only takes near slots (the
+      -- fair scheduler) would find it just as far away on every call.
+      rcall('HSET', state_key, unpack(fresh))
+      keep_for(state_key, 120000)
+    end
     return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
   end
 
