@@ -88,9 +88,9 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
   end
   local wait = slot - now
   if not settled or (max_wait >= 0 and wait > max_wait) then
-    if #fresh > 0 then
-      -- A cold bucket's start is kept, or a caller that only takes near slots (the
-      -- fair scheduler) would find it just as far away on every call.
+    if #fresh > 0 and lease_ahead_ms ~= nil then
+      -- For the fair scheduler (the one caller that only takes near slots) a cold
+      -- bucket's start is kept, or every pass would find it just as far away.
       rcall('HSET', state_key, unpack(fresh))
       keep_for(state_key, 120000)
     end
