@@ -66,6 +66,27 @@ def start(stacks: list[LocalStack], emu: EmulatorConfig, doc: dict[str, Any]) ->
     return stack
 
 
+def narrow_group_stack(stacks: list[LocalStack], requests: str) -> LocalStack:
+    """A stack whose group ``emu:mini`` allows ``requests`` (the emulator allows far
+    more): work beyond that waits in the fair queue."""
+    return start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": requests, "tokens": "1000000/s"}}
+        ),
+    )
+
+
+#: The kwargs of one small completion in ``emu:mini``.
+CALL: dict[str, Any] = {
+    "provider": "emu",
+    "model": "gpt-4o-mini",
+    "messages": PROMPT,
+    "max_tokens": 16,
+}
+
+
 def enqueue_many(stack: LocalStack, count: int, model: str, max_tokens: int = 50) -> list[Any]:
     return [
         stack.enqueue(provider="emu", model=model, messages=PROMPT, max_tokens=max_tokens)
@@ -245,21 +266,10 @@ def test_queued_tasks_keep_their_celery_options(stacks: list[LocalStack]) -> Non
 
     from tasks.completion import complete
 
-    stack = start(
-        stacks,
-        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
-        throttle_doc(
-            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "4/s", "tokens": "1000000/s"}}
-        ),
-    )
+    stack = narrow_group_stack(stacks, "4/s")
     stack.start_workers(1, pool="threads", concurrency=4)
     backlog = enqueue_many(stack, 12, "gpt-4o-mini", max_tokens=16)
-    kw: dict[str, Any] = {
-        "provider": "emu",
-        "model": "gpt-4o-mini",
-        "messages": PROMPT,
-        "max_tokens": 16,
-    }
+    kw = dict(CALL)
     callback = complete.si(**kw).set(task_id=f"callback-{uuid.uuid4().hex}")
     parent = stack.enqueue(**kw, link=callback)
     chained = (complete.si(**kw) | complete.si(**kw)).apply_async()
@@ -282,13 +292,7 @@ def test_a_send_into_a_backlogged_group_joins_the_queue_without_the_broker(
     """While a group has work queued, a new send is pushed into the fair queue by the
     producer itself: it shows PARKED before any worker saw it, runs once, and one sent
     with an ``expires`` that passes while it waits is revoked, never called."""
-    stack = start(
-        stacks,
-        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
-        throttle_doc(
-            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "4/s", "tokens": "1000000/s"}}
-        ),
-    )
+    stack = narrow_group_stack(stacks, "4/s")
     stack.start_workers(1, pool="threads", concurrency=4)
     backlog = enqueue_many(stack, 30, "gpt-4o-mini", max_tokens=16)
     deadline = time.monotonic() + 30
@@ -322,23 +326,12 @@ def test_a_task_queued_at_send_is_released_with_every_option(stacks: list[LocalS
     from workers.context import worker_context
     from workers.publish import publish_released, republisher
 
-    stack = start(
-        stacks,
-        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
-        throttle_doc(
-            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "2/s", "tokens": "1000000/s"}}
-        ),
-    )
+    stack = narrow_group_stack(stacks, "2/s")
     assert stack.app is not None and stack.config is not None
     stack.app.set_current()
     context = worker_context(stack.app)
     group = stack.config.limit_group(stack.config.groups["emu:mini"])
-    kw: dict[str, Any] = {
-        "provider": "emu",
-        "model": "gpt-4o-mini",
-        "messages": PROMPT,
-        "max_tokens": 16,
-    }
+    kw = dict(CALL)
     filler = {"task": complete.name, "task_id": "filler", "kwargs": kw, "state": {
         "deadline_at_s": time.time() + 300}, "options": {}}  # fmt: skip
     for n in range(3):  # a cold bucket of 2 holds at most 2: the group has a queue
