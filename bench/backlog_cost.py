@@ -1,0 +1,234 @@
+"""What one completion costs when it waits in a deep backlog, against one that runs at
+once (issue 11, acceptance 4). Run by hand, never in CI::
+
+    .venv/bin/python bench/backlog_cost.py              # about 3 minutes
+    .venv/bin/python bench/backlog_cost.py --rounds 6
+
+One stack (embedded redis-server for broker, results and limiter; the emulator with
+zero latency and limits that never bind; one worker ``-P threads -c 8``). Two groups:
+
+* ``immediate`` (``emu:free``): limits that never bind; every completion runs at once;
+* ``backlogged`` (``emu:narrow``, ``--rate`` requests/s): a backlog of ``--prime``
+  completions is built first and left to settle (the group's fair queue holds work,
+  the broker queue is empty); then ``--tasks`` more are sent. They join the fair queue
+  at send, as a web app's sends do behind a deep backlog.
+
+A measure spans from just before the sends to the last completion. The worker's CPU
+(``/proc``), Redis's CPU (``INFO cpu``) and commands (``INFO stats``), and the
+producer's CPU (this process) are divided by the completions the emulator admitted in
+it. The subjects alternate within each round (A B, then B A); ratios are taken per
+round, as the machine's speed drifts 2-4x within minutes.
+
+Markdown goes to stdout; raw JSON to ``bench/results/backlog_cost-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from bench.results_file import machine, write_raw  # noqa: E402
+from throttle.keys import KeyBuilder  # noqa: E402
+from throttle.testing.emulator import (  # noqa: E402
+    EmulatorConfig,
+    LatencyConfig,
+    PoolConfig,
+    parse_limits_text,
+)
+from workers.harness import LocalStack  # noqa: E402
+
+PROMPT = [{"role": "user", "content": "Say hello."}]
+HUGE = "requests=100000/s,tokens=100000000/s"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Sample:
+    worker_cpu_s: float
+    producer_cpu_s: float
+    redis_cpu_s: float
+    redis_commands: int
+    admitted: int
+
+
+@dataclass(frozen=True)
+class Measure:
+    subject: str
+    round: int
+    completions: int
+    seconds: float
+    worker_cpu_ms: float
+    producer_cpu_ms: float
+    redis_cpu_ms: float
+    redis_commands: float
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of a process and its reaped children, in s."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / CLOCK_TICKS
+
+
+def sample(stack: LocalStack, client: redis.Redis) -> Sample:
+    cpu = client.info("cpu")
+    stats = client.info("stats")
+    return Sample(
+        sum(process_cpu_s(w.pid) for w in stack.workers),
+        time.process_time(),
+        float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
+        int(stats["total_commands_processed"]),
+        int(stack.emulator_stats()["admitted"]),
+    )
+
+
+def stack_for(rate: float) -> LocalStack:
+    emulator = EmulatorConfig(
+        pools=(PoolConfig("default", parse_limits_text(HUGE), models=("gpt-4o-mini", "gpt-4o")),),
+        latency=LatencyConfig(ttft_ms=0.0),
+    )
+    groups = {
+        "emu:free": {"models": ["gpt-4o-mini"], "requests": "100000/s", "tokens": "100M/s"},
+        "emu:narrow": {"models": ["gpt-4o"], "requests": f"{rate:g}/s", "tokens": "100M/s"},
+    }
+    doc = {
+        "providers": {"emu": {"profile": "openai", "base_url": "emulator"}},
+        "groups": {name: {"provider": "emu", **spec} for name, spec in groups.items()},
+    }
+    return LocalStack(emulator, doc)
+
+
+def send(stack: LocalStack, model: str, count: int) -> list[Any]:
+    return [
+        stack.enqueue(provider="emu", model=model, messages=PROMPT, max_tokens=16)
+        for _ in range(count)
+    ]
+
+
+def wait_done(results: list[Any], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(r.ready() for r in results):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{sum(not r.ready() for r in results)} tasks unfinished")
+        time.sleep(0.05)
+    failed = [r for r in results if not r.successful()]
+    if failed:
+        raise RuntimeError(f"{len(failed)} tasks failed, e.g. {failed[0].result!r}")
+
+
+def settle_backlog(stack: LocalStack, client: redis.Redis, timeout_s: float = 60) -> None:
+    """Until the narrow group's fair queue holds work and the broker queue is empty."""
+    assert stack.config is not None
+    broker = redis.Redis.from_url(stack.config.broker_url)
+    queue = stack.config.celery.queue
+    state = KeyBuilder().state("emu:narrow")
+    deadline = time.monotonic() + timeout_s
+    while int(client.hget(state, "b") or 0) < 1 or broker.llen(queue) > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the backlog never formed")
+        time.sleep(0.05)
+    time.sleep(0.5)  # messages a worker prefetched are pushed by now
+
+
+def measure(
+    stack: LocalStack, client: redis.Redis, subject: str, round_: int, args: argparse.Namespace
+) -> Measure:
+    if subject == "backlogged":
+        primed = send(stack, "gpt-4o", args.prime)
+        settle_backlog(stack, client)
+        before = sample(stack, client)
+        began = time.monotonic()
+        results = primed + send(stack, "gpt-4o", args.tasks)
+    else:
+        before = sample(stack, client)
+        began = time.monotonic()
+        results = send(stack, "gpt-4o-mini", args.tasks)
+    wait_done(results, timeout_s=300)
+    after = sample(stack, client)
+    n = after.admitted - before.admitted
+    return Measure(
+        subject,
+        round_,
+        n,
+        time.monotonic() - began,
+        (after.worker_cpu_s - before.worker_cpu_s) * 1000 / n,
+        (after.producer_cpu_s - before.producer_cpu_s) * 1000 / n,
+        (after.redis_cpu_s - before.redis_cpu_s) * 1000 / n,
+        (after.redis_commands - before.redis_commands) / n,
+    )
+
+
+FIGURES = (
+    ("worker_cpu_ms", "worker CPU per completion, ms"),
+    ("redis_cpu_ms", "Redis CPU per completion, ms"),
+    ("redis_commands", "Redis commands per completion"),
+    ("producer_cpu_ms", "producer CPU per completion, ms"),
+)
+
+
+def print_table(measures: Sequence[Measure]) -> None:
+    rounds = sorted({m.round for m in measures})
+    by = {(m.subject, m.round): m for m in measures}
+    print("\n| figure | immediate (median) | backlogged (median) | ratio per round |")
+    print("|---|---|---|---|")
+    for key, label in FIGURES:
+        ratios = [
+            getattr(by["backlogged", r], key) / getattr(by["immediate", r], key) for r in rounds
+        ]
+        print(
+            f"| {label} | {statistics.median(getattr(by['immediate', r], key) for r in rounds):.2f}"
+            f" | {statistics.median(getattr(by['backlogged', r], key) for r in rounds):.2f}"
+            f" | median {statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--tasks", type=int, default=300, help="completions measured per run")
+    parser.add_argument("--prime", type=int, default=240, help="backlog built before a run")
+    parser.add_argument("--rate", type=float, default=60.0, help="narrow group, requests/s")
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args(argv)
+    measures: list[Measure] = []
+    with stack_for(args.rate).start() as stack:
+        assert stack.config is not None
+        client = redis.Redis.from_url(stack.config.redis.url)
+        stack.start_workers(1, pool="threads", concurrency=args.concurrency)
+        for subject in ("immediate", "backlogged"):  # warm-up, discarded
+            measure(stack, client, subject, -1, argparse.Namespace(**{**vars(args), "tasks": 60}))
+        for round_ in range(args.rounds):
+            order = ("immediate", "backlogged") if round_ % 2 == 0 else ("backlogged", "immediate")
+            for subject in order:
+                m = measure(stack, client, subject, round_, args)
+                measures.append(m)
+                print(
+                    f"round {round_ + 1} {subject}: {m.completions} in {m.seconds:.1f} s,"
+                    f" worker {m.worker_cpu_ms:.2f} ms, redis {m.redis_cpu_ms:.2f} ms,"
+                    f" {m.redis_commands:.1f} commands",
+                    file=sys.stderr,
+                )
+    print_table(measures)
+    path = write_raw(
+        "backlog_cost",
+        {"machine": machine(), "args": vars(args), "measures": [asdict(m) for m in measures]},
+    )
+    print(f"\nraw: {path.relative_to(REPO_ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
