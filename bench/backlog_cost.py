@@ -62,6 +62,8 @@ class Sample:
     redis_cpu_s: float
     redis_commands: int
     admitted: int
+    #: Calls per Redis command name.
+    by_command: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,8 @@ class Measure:
     producer_cpu_ms: float
     redis_cpu_ms: float
     redis_commands: float
+    #: Calls per completion of each Redis command, most first.
+    by_command: dict[str, float]
 
 
 def process_cpu_s(pid: int) -> float:
@@ -92,6 +96,10 @@ def sample(stack: LocalStack, client: redis.Redis) -> Sample:
         float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         int(stats["total_commands_processed"]),
         int(stack.emulator_stats()["admitted"]),
+        {
+            k.removeprefix("cmdstat_"): int(v["calls"])
+            for k, v in client.info("commandstats").items()
+        },
     )
 
 
@@ -168,6 +176,16 @@ def measure(
         (after.producer_cpu_s - before.producer_cpu_s) * 1000 / n,
         (after.redis_cpu_s - before.redis_cpu_s) * 1000 / n,
         (after.redis_commands - before.redis_commands) / n,
+        dict(
+            sorted(
+                (
+                    (k, round((v - before.by_command.get(k, 0)) / n, 2))
+                    for k, v in after.by_command.items()
+                    if v > before.by_command.get(k, 0)
+                ),
+                key=lambda kv: -kv[1],
+            )
+        ),
     )
 
 
@@ -218,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"round {round_ + 1} {subject}: {m.completions} in {m.seconds:.1f} s,"
                     f" worker {m.worker_cpu_ms:.2f} ms, redis {m.redis_cpu_ms:.2f} ms,"
-                    f" {m.redis_commands:.1f} commands",
+                    f" {m.redis_commands:.1f} commands ({m.by_command})",
                     file=sys.stderr,
                 )
     print_table(measures)

@@ -314,7 +314,11 @@ def weights_figures(run: Run, weight: Mapping[str, float], window_s: float) -> d
         total = sum(windows[k].values())
         shares = {t: windows[k][t] / total for t in weight}
         rows.append(
-            {"window": k, "shares": shares, "jain": jain([shares[t] / w for t, w in weight.items()])}
+            {
+                "window": k,
+                "shares": shares,
+                "jain": jain([shares[t] / w for t, w in weight.items()]),
+            }
         )
     return {
         "windows": rows,

@@ -25,7 +25,9 @@
            the number of items in ready flows, which makes bounded admissions queue
   KEYS[2]  concurrency leases zset
   KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
-           'd' the next pass's due time as last told (µs), 'v:<lane>' virtual time,
+           'd' the next pass's due time as last told (µs), 's' 1 when that pass ended
+           because the group itself was saturated (a group dimension, the pause gate
+           or the lease cap; a push before 'd' then runs no pass), 'v:<lane>' virtual time,
            'c:<lane>' credit; per flow 'f:<flow>' finish
            tag, 'w:<flow>' weight, 'p:<flow>' packed spec, 'o:<flow>' other dimensions
            (key and four admission args each, joined by \31), 'i:<flow>' the binding
@@ -79,9 +81,10 @@ for k, text in ipairs(split(ARGV[2], ';')) do
               idle = prefix .. 'idle:' .. parts[1]}
   lane_of[parts[1]] = k
 end
-local counters = rcall('HMGET', sched_key, 'r', 'n', 'e', 'd')
+local counters = rcall('HMGET', sched_key, 'r', 'n', 'e', 'd', 's')
 local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
 local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
+local saturated = counters[5] == '1'
 local b_before = ready_n
 local vnames = {}
 for k, lane in ipairs(lanes) do
@@ -137,6 +140,14 @@ if pushed ~= '' then
 end
 
 -- -- the pass ----------------------------------------------------------------------
+-- A push into a group saturated until a later time than the release lead reaches
+-- releases nothing: the pass would stop at the same limit. Only the counters change.
+if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
+  rcall('HSET', sched_key, 'r', ready_n, 'n', all_n, 'e', expiry)
+  rcall('HSET', state_key, 'b', ready_n)
+  if rcall('PTTL', state_key) < 0 then rcall('PEXPIRE', state_key, ttl) end
+  return {math.floor(now * 1000), last_due, 0}
+end
 for _, flow in ipairs(rcall('ZRANGEBYSCORE', blocked_key, '-inf', now + lead)) do
   rcall('ZREM', blocked_key, flow)
   local lane = lane_of_flow(flow)
@@ -149,6 +160,7 @@ end
 for _, lane in ipairs(lanes) do rcall('ZREMRANGEBYSCORE', lane.idle, '-inf', lane.v) end
 
 local out, released, due = {math.floor(now * 1000), -1, 0}, 0, -1
+saturated = false
 
 local function emit(id, slot_us, lease, record, reason)
   local mine = id == pushed
@@ -246,11 +258,11 @@ while released < max_items do
       rcall('ZADD', blocked_key, math.floor(reply[3] / 1000), h.flow)
       ready_n = ready_n - rcall('LLEN', prefix .. 'fq:' .. h.flow)
     elseif code == 1 then
-      due = reply[3]  -- the group is saturated until then
+      due, saturated = reply[3], true  -- the group is saturated until then
       break
     elseif code == 5 then
       local first = rcall('ZRANGE', leases_key, 0, 0, 'WITHSCORES')
-      if first[2] then due = math.floor(tonumber(first[2]) * 1000) end
+      if first[2] then due, saturated = math.floor(tonumber(first[2]) * 1000), true end
       break  -- every lease is held: a settle wakes the next pass
     else  -- cost above capacity, or the calendar does not cover now: the worker decides
       pop(lane, h)
@@ -266,7 +278,7 @@ elseif due < 0 then
 end
 out[2], out[3] = due, released
 
-local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due}
+local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due, 's', saturated and 1 or 0}
 for k, lane in ipairs(lanes) do
   writes[#writes + 1] = 'v:' .. lane.name
   writes[#writes + 1] = lane.v
