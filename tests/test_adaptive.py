@@ -504,3 +504,22 @@ def test_without_headers_aimd_converges(stacks: list[LocalStack], workers: int) 
     refused = sum(r for _, r in per_window)
     assert refused <= 0.05 * (admitted + refused), per_window
     assert sum(r for _, r in per_window[5:]) <= 0.05 * sum(a for a, _ in per_window[5:]) + 1
+
+
+def test_a_lower_limit_is_learned_only_from_a_header_of_the_dimensions_window() -> None:
+    """A provider of 100/s with its bucket nearly full says "limit 100" and tells no
+    window; the group is configured 300 per 10 s. Learning "100" would cut the group
+    to 10/s; the remaining count still holds. Once a header shows a 10 s window, a lower
+    limit is learned."""
+    g = LimitGroup.from_specs("g", {"requests": "300/10s"})
+    full = Observation(
+        received_at=0.0,
+        dimensions={"requests": DimensionState(limit=100, remaining=99, reset_s=0.01)},
+    )
+    heard = observed_dimensions(g, full)["requests"]
+    assert (heard.remaining, heard.limit) == (99, None)
+    ten_s = Observation(
+        received_at=0.0,
+        dimensions={"requests": DimensionState(limit=200, remaining=100, reset_s=5.0)},
+    )
+    assert observed_dimensions(g, ten_s)["requests"].limit == 200

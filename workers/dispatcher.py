@@ -28,6 +28,11 @@ from throttle.scheduler import FairScheduler
 
 log = logging.getLogger(__name__)
 
+#: Redis times a BLPOP out on its own cron (10 times a second by default), so a timed
+#: wait can end up to about 0.1 s late. Waits shorter than this are slept here, and a
+#: longer one blocks only until this much before its end.
+SHORT_WAIT_S = 0.25
+
 #: publish(payload, wait_at_release_s, group, entry_id, reservation, slot_ms): the
 #: worker that receives the task claims ``entry_id`` in ``group`` (ParkingLot.claim).
 Publish = Callable[..., None]
@@ -106,10 +111,10 @@ class Dispatcher:
                 if parked_at <= now:
                     parked_at = now + self.run_once()
                 wait_s = min([parked_at, *due.values()]) - time.monotonic()
-                if self.scheduler is None or wait_s <= 0.002:
+                if self.scheduler is None or wait_s <= SHORT_WAIT_S:
                     stop.wait(max(0.0, wait_s))
                     continue
-                woken = self.scheduler.wait_for_wake(groups, wait_s)
+                woken = self.scheduler.wait_for_wake(groups, wait_s - SHORT_WAIT_S)
                 if woken is not None:
                     due[woken] = 0.0
             except StorageError as exc:

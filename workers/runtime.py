@@ -243,11 +243,22 @@ def observed_dimensions(group: LimitGroup, observation: Observation | None) -> d
         if state is None or (state.remaining is None and state.limit is None):
             continue
         bounds_s = state.implied_window_bounds_s
-        if bounds_s is not None and (
-            bounds_s[1] < 0.5 * dim.period_s or bounds_s[0] > 2.0 * dim.period_s
+        near = bounds_s is not None and (
+            bounds_s[1] <= 2.0 * dim.period_s and bounds_s[0] >= 0.5 * dim.period_s
+        )
+        if (
+            bounds_s is not None
+            and not near
+            and (bounds_s[1] < 0.5 * dim.period_s or bounds_s[0] > 2.0 * dim.period_s)
         ):
             continue
-        heard[dim.name] = Observed(state.remaining, state.limit, state.remaining_granularity)
+        limit = state.limit
+        if limit is not None and not dim.auto and limit < dim.capacity and not near:
+            # A limit below the configured one is learned only from a header whose window
+            # is known to be this dimension's: a full bucket's header (nothing used, so no
+            # window) of a 100/s provider must not teach a 300/10s dimension "100 per 10 s".
+            limit = None
+        heard[dim.name] = Observed(state.remaining, limit, state.remaining_granularity)
     return heard
 
 
