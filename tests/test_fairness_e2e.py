@@ -113,3 +113,45 @@ def test_a_429_pause_in_a_saturated_backlog_resumes_within_the_limit(
     after = [s for s in starts if s >= 5.0]
     assert after, "the backlog should outlast the pause"
     assert most_in_any(after, 1.0) <= 20 + 20, "rate x 1 s + capacity"
+
+
+@pytest.mark.parametrize("processes", [1, 4])
+def test_sigkill_while_work_waits_in_the_fair_queue_loses_nothing(
+    stacks: list[LocalStack], processes: int
+) -> None:
+    """A worker is SIGKILLed while the group's fair queue holds most of the backlog and
+    its dispatcher has released work: every task still succeeds once. Only calls in
+    flight at the kill may reach the provider twice (their messages are redelivered).
+    With one process, a new one takes over the queue."""
+    from test_e2e import fair_queued, held_messages
+
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}, ttft_ms=100),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000000/s"}},
+            celery={"visibility_timeout_s": 8},
+            worker={"release_stale_s": 3.0},
+        ),
+    )
+    # 16 threads in one process take messages faster than the group's 20/s: the rest
+    # of the backlog moves into the fair queue (with fewer, it stays in the broker).
+    threads = 16 // processes
+    stack.start_workers(processes, pool="threads", concurrency=threads)
+    results = [
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=16)
+        for _ in range(150)
+    ]
+    deadline = time.monotonic() + 30
+    while fair_queued(stack) < 20:
+        assert time.monotonic() < deadline, "the backlog should wait in the fair queue"
+        time.sleep(0.1)
+    time.sleep(1.0)  # the dispatchers have released (and published) some by now
+    in_flight = held_messages(stack).get("w0@llm-throttle", 0)
+    stack.kill_worker(0)
+    if processes == 1:
+        stack.start_workers(1, pool="threads", concurrency=threads)
+    wait_all(results, timeout_s=120)
+    assert all(r.successful() for r in results)
+    admitted = stack.emulator_stats()["admitted"]
+    assert 150 <= admitted <= 150 + max(in_flight, threads), (admitted, in_flight)

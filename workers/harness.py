@@ -156,6 +156,7 @@ class LocalStack:
         """Start ``count`` worker processes; returns their names once all answer.
         ``extra_env`` is added to the environment of this batch of workers."""
         names = []
+        first = len(self.workers)
         for _ in range(count):
             index = len(self.workers)
             name = f"w{index}@llm-throttle"
@@ -177,15 +178,22 @@ class LocalStack:
             )
             log.close()
             names.append(name)
-        self.wait_for_workers(names, timeout_s)
+        self.wait_for_workers(names, timeout_s, self.workers[first:])
         return names
 
-    def wait_for_workers(self, names: list[str], timeout_s: float) -> None:
+    def wait_for_workers(
+        self,
+        names: list[str],
+        timeout_s: float,
+        processes: list[subprocess.Popen[bytes]] | None = None,
+    ) -> None:
+        """Until every one of ``names`` answers a ping; RuntimeError if one of
+        ``processes`` (default: every worker started) exits meanwhile."""
         assert self.app is not None
         deadline = time.monotonic() + timeout_s
         missing = set(names)
         while missing and time.monotonic() < deadline:
-            for worker in self.workers:
+            for worker in self.workers if processes is None else processes:
                 if worker.poll() is not None:
                     raise RuntimeError(f"a worker exited at start; see {self.workdir}")
             replies = self.app.control.ping(timeout=0.5) or []
