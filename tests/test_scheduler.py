@@ -151,3 +151,33 @@ def test_a_released_item_holds_a_reservation_the_limiter_can_settle(
     again = scheduler.run_pass(group)
     assert [r.item_id for r in again.released] == ["two"] and again.released[0].lease
     assert scheduler.queued("settle") == (0, 0)
+
+
+def test_ten_thousand_tenants_leave_nothing_behind(
+    scheduler: FairScheduler, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    """10,000 distinct tenants, one request each, every tenant with its own cap: all
+    are released without error; once their buckets are full again, the passes that
+    follow sweep them away, and every key left has an expiry."""
+    base = {"requests": "100000/s"}
+    released = 0
+    for n in range(10_000):
+        tenant = f"tenant-{n}.example.com"
+        group = full("many", {**base, f"tenant.{tenant}.requests": "1/s"})
+        costs = {"requests": 1, f"tenant.{tenant}.requests": 1}
+        done = scheduler.push(group, QueuedItem(f"i{n}", costs, "interactive", tenant, 1.0, 0, "p"))
+        released += len(done.released)
+    assert released == 10_000
+    assert scheduler.queued("many") == (0, 0)
+    state_key = KeyBuilder(key_prefix).state("many")
+    # the pushes' own passes swept the buckets that were full again meanwhile
+    assert redis_client.hlen(state_key) > 1000, "the last second's tenants, not yet full"
+    time.sleep(1.1)  # every tenant bucket is full again
+    group = full("many", base)
+    for _ in range(10_000 // 32 + 10):
+        scheduler.run_pass(group)
+    left = [f for f in redis_client.hkeys(state_key) if f.startswith(b"t:tenant.")]
+    assert left == [], f"{len(left)} idle tenants' buckets left"
+    keys = redis_client.keys(f"{key_prefix}*")
+    assert len(keys) < 20, keys
+    assert {k: redis_client.pttl(k) for k in keys if redis_client.pttl(k) <= 0} == {}

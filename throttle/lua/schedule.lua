@@ -25,6 +25,7 @@
            the number of items in ready flows, which makes bounded admissions queue
   KEYS[2]  concurrency leases zset
   KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
+           'z' the cursor of the sweep of idle tenants' buckets in KEYS[1],
            'd' the next pass's due time as last told (µs), 's' 1 when that pass ended
            because the group itself was saturated (a group dimension, the pause gate
            or the lease cap; a push before 'd' then runs no pass), 'v:<lane>' virtual time,
@@ -50,6 +51,10 @@
   ARGV[10] item meta ('cost,deadline ms,cost texts...')    ARGV[11] payload
   ARGV[12] packed spec (admit.lua's ARGV[3])   ARGV[13] other dimensions (as 'o:')
   ARGV[14] tenant binding indices (as 'i:')
+  Each pass also sweeps a few fields of the state hash (HSCAN, 32 at a time): a
+  tenant's bucket that is full again is deleted, so ten thousand tenants seen once
+  leave nothing behind while the group stays busy (a tenant seen again starts as a
+  cold bucket, the group's cold_start full); an idle group's keys expire as a whole.
   Returns {now_us, due_us, count, then 7 per released item: id, payload, slot_us,
     lease (1/0), record ('' when released without a reservation), reason, self}
     due_us: when the next pass should run (-1: when woken); reason: 'ok', 'expired',
@@ -63,6 +68,15 @@ local releasing_key, blocked_key, wake_key = KEYS[5], KEYS[6], KEYS[7]
 local prefix, lead, max_items, ttl = ARGV[1], tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local pushed = ARGV[6]
 local now = server_now_ms()
+-- Keys written here that may have been created anew (a key whose last member went is
+-- deleted, and one created again has no expiry): each gets the queue's expiry once.
+local touched = {}
+local function touch(key) touched[key] = true end
+local function keep_touched(until_ms)
+  for key in pairs(touched) do
+    if rcall('PTTL', key) < 0 then rcall('PEXPIRE', key, math.max(1000, math.floor(until_ms - now))) end
+  end
+end
 
 local function split(text, sep)
   local out, at = {}, 1
@@ -81,7 +95,7 @@ for k, text in ipairs(split(ARGV[2], ';')) do
               idle = prefix .. 'idle:' .. parts[1]}
   lane_of[parts[1]] = k
 end
-local counters = rcall('HMGET', sched_key, 'r', 'n', 'e', 'd', 's')
+local counters = rcall('HMGET', sched_key, 'r', 'n', 'e', 'd', 's', 'z')
 local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
 local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
@@ -102,13 +116,14 @@ end
 -- A flow becomes ready (after a push into it while empty, or when unblocked).
 local function make_ready(lane, flow, finish)
   rcall('ZADD', lane.ready, math.max(lane.v, finish), flow)
+  touch(lane.ready)
 end
 
 -- A flow emptied: forget its settings, keep its finish tag while it is ahead of V.
 local function retire(lane, flow, finish)
   rcall('ZREM', lane.ready, flow)
   rcall('HDEL', sched_key, 'f:' .. flow, 'w:' .. flow, 'p:' .. flow, 'o:' .. flow, 'i:' .. flow)
-  if finish > lane.v then rcall('ZADD', lane.idle, finish, flow) end
+  if finish > lane.v then rcall('ZADD', lane.idle, finish, flow); touch(lane.idle) end
 end
 
 -- -- the push ----------------------------------------------------------------------
@@ -116,6 +131,7 @@ if pushed ~= '' then
   local lane, flow = lanes[lane_of[ARGV[7]]], ARGV[8]
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[7]) end
   rcall('HSET', payloads_key, pushed, ARGV[11])
+  touch(payloads_key)
   rcall('HSET', sched_key, 'm:' .. pushed, ARGV[10], 'w:' .. flow, ARGV[9], 'p:' .. flow, ARGV[12],
         'o:' .. flow, ARGV[13], 'i:' .. flow, ARGV[14])
   local flow_key = prefix .. 'fq:' .. flow
@@ -146,6 +162,7 @@ if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
   rcall('HSET', sched_key, 'r', ready_n, 'n', all_n, 'e', expiry)
   rcall('HSET', state_key, 'b', ready_n)
   if rcall('PTTL', state_key) < 0 then rcall('PEXPIRE', state_key, ttl) end
+  keep_touched(expiry)
   return {math.floor(now * 1000), last_due, 0}
 end
 for _, flow in ipairs(rcall('ZRANGEBYSCORE', blocked_key, '-inf', now + lead)) do
@@ -166,7 +183,12 @@ local function emit(id, slot_us, lease, record, reason)
   local mine = id == pushed
   local payload = rcall('HGET', payloads_key, id) or ''
   rcall('HDEL', sched_key, 'm:' .. id)
-  if mine then rcall('HDEL', payloads_key, id) else rcall('ZADD', releasing_key, now, id) end
+  if mine then
+    rcall('HDEL', payloads_key, id)
+  else
+    rcall('ZADD', releasing_key, now, id)
+    touch(releasing_key)
+  end
   for _, v in ipairs({id, payload, slot_us, lease, record, reason, mine and 1 or 0}) do
     out[#out + 1] = v
   end
@@ -256,6 +278,7 @@ while released < max_items do
       -- over its own tenant's cap: it waits alone
       rcall('ZREM', lane.ready, h.flow)
       rcall('ZADD', blocked_key, math.floor(reply[3] / 1000), h.flow)
+      touch(blocked_key)
       ready_n = ready_n - rcall('LLEN', prefix .. 'fq:' .. h.flow)
     elseif code == 1 then
       due, saturated = reply[3], true  -- the group is saturated until then
@@ -278,7 +301,14 @@ elseif due < 0 then
 end
 out[2], out[3] = due, released
 
-local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due, 's', saturated and 1 or 0}
+local sweep = rcall('HSCAN', state_key, counters[6] or '0', 'MATCH', 't:tenant.*', 'COUNT', 32)
+for j = 1, #sweep[2], 2 do
+  local tat = tat_ms(sweep[2][j + 1])
+  if tat and tat <= now then rcall('HDEL', state_key, sweep[2][j]) end
+end
+
+local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due, 's', saturated and 1 or 0,
+                'z', sweep[1]}
 for k, lane in ipairs(lanes) do
   writes[#writes + 1] = 'v:' .. lane.name
   writes[#writes + 1] = lane.v
@@ -286,6 +316,8 @@ for k, lane in ipairs(lanes) do
   writes[#writes + 1] = lane.credit
 end
 rcall('HSET', sched_key, unpack(writes))
+touch(sched_key)
+keep_touched(expiry > now and expiry or now + ttl)
 if ready_n ~= b_before or pushed ~= '' then
   if ready_n > 0 then
     rcall('HSET', state_key, 'b', ready_n)
