@@ -224,3 +224,48 @@ def test_status_shows_a_paused_group_its_backlog_and_multiplier(
     assert main(["status", "--config", str(path)]) == 0
     table = capsys.readouterr().out
     assert "openai:mini" in table and "paused" in table and f"{pause.multiplier:.3f}" in table
+
+
+@pytest.mark.integration
+def test_status_shows_the_fair_queue_per_lane_and_tenant(
+    redis_url: str,
+    redis_client: redis.Redis,
+    key_prefix: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A saturated group (600/min, tenant caps 2/min) with work of two tenants in two
+    lanes: the status lists the queue, each lane and each flow's backlog, and which
+    flow waits on its tenant cap."""
+    from throttle.scheduler import FairScheduler, QueuedItem
+
+    path = write_config(tmp_path / "throttle.toml", redis_url, key_prefix)
+    path.write_text(
+        path.read_text(encoding="utf-8") + 'tenant = { requests = "2/min" }\n', encoding="utf-8"
+    )
+    config = load_config(path, env={})
+    settings = config.groups["openai:mini"]
+    scheduler = FairScheduler(
+        RedisLimiter(redis_client, keys=KeyBuilder(key_prefix)), config.scheduler.lanes
+    )
+    for n, (tenant, lane) in enumerate([("acme", "interactive")] * 5 + [("etl", "batch")] * 3):
+        group = config.limit_group(settings, tenant)
+        costs = config.costs_for(settings, group, {"requests": 1, "tokens": 10})
+        scheduler.push(group, QueuedItem(f"i{n}", costs, lane, tenant, 1.0, 0, "p"))
+
+    _now, (status,) = read_status(redis_client, config)
+    queue = status.scheduler
+    assert queue is not None
+    assert 4 <= queue.queued <= 8, "a cold tenant cap of 2/min lets at most one go at once"
+    by_flow = {(f.lane, f.tenant): f for f in queue.flows}
+    assert set(by_flow) == {("interactive", "acme"), ("batch", "etl")}
+    assert sum(f.backlog for f in queue.flows) == queue.queued
+    assert all(f.blocked_for_s > 0 for f in queue.flows), "both wait on their tenant caps"
+    assert [lane.name for lane in queue.lanes] == ["interactive", "batch"]
+
+    assert main(["status", "--config", str(path)]) == 0
+    table = capsys.readouterr().out
+    assert "fair queue:" in table and "acme" in table and "etl" in table
+    assert main(["status", "--config", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["groups"][0]["scheduler"]["queued"] == queue.queued

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,6 +43,12 @@ class RawGroupState:
     parked: int
     #: Parked entries taken by a dispatcher and not yet acknowledged.
     releasing: int
+    #: The fair queue: its hash, each lane's ready flows (flow -> start tag), the
+    #: blocked flows (flow -> ms they may go again) and each listed flow's backlog.
+    sched: Mapping[str, str] = field(default_factory=dict)
+    ready: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    blocked: Mapping[str, float] = field(default_factory=dict)
+    backlog: Mapping[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,47 @@ class DimensionStatus:
     level_units: float | None
     #: The most the bucket holds now: effective capacity after headroom.
     usable_units: float
+
+
+@dataclass(frozen=True)
+class FlowStatus:
+    """One (lane, tenant) flow of the fair queue."""
+
+    lane: str
+    #: The tenant as its keys spell it (escaped), "" for requests without a tenant.
+    tenant: str
+    backlog: int
+    weight: float
+    #: Seconds until its tenant cap lets it go again; 0 when it is ready.
+    blocked_for_s: float
+
+
+@dataclass(frozen=True)
+class LaneStatus:
+    name: str
+    ready_flows: int
+    #: The lane's virtual time (start-time fair queueing) and its min-share credit.
+    virtual_time: float
+    credit: float
+
+
+@dataclass(frozen=True)
+class SchedulerStatus:
+    """The fair queue of one group (``throttle/lua/schedule.lua``)."""
+
+    queued: int
+    ready: int
+    #: Seconds until the next pass is due as the last pass said; None: when woken.
+    next_pass_in_s: float | None
+    #: The last pass stopped at a group limit, the pause gate or the lease cap.
+    saturated: bool
+    lanes: tuple[LaneStatus, ...]
+    #: The flows with work, largest backlog first (at most FLOWS_SHOWN).
+    flows: tuple[FlowStatus, ...]
+
+
+#: Flows listed per group in the status (the largest backlogs).
+FLOWS_SHOWN = 20
 
 
 @dataclass(frozen=True)
@@ -83,6 +130,7 @@ class GroupStatus:
     #: Seconds since the last additive increase, None if never.
     last_increase_s_ago: float | None
     dimensions: tuple[DimensionStatus, ...]
+    scheduler: SchedulerStatus | None = None
 
     @property
     def paused(self) -> bool:
@@ -168,8 +216,10 @@ def _ago_s(fields: Mapping[str, str], name: str, now_ms: float) -> float | None:
     return None if at is None else max(0.0, now_ms - at) / 1000
 
 
-def group_status(group: GroupSettings, raw: RawGroupState) -> GroupStatus:
-    """Interpret one group's raw state."""
+def group_status(
+    group: GroupSettings, raw: RawGroupState, lanes: Sequence[str] = ()
+) -> GroupStatus:
+    """Interpret one group's raw state (``lanes``: the scheduler's, highest first)."""
     fields, now_ms = raw.fields, raw.now_ms
     multiplier = _number(fields, "m") or 1.0
     pause_ms = _number(fields, "pause") or 0.0
@@ -192,6 +242,47 @@ def group_status(group: GroupSettings, raw: RawGroupState) -> GroupStatus:
             dimension_status(d, fields, now_ms, multiplier, group.headroom, group.cold_start)
             for d in group.dimensions
         ),
+        scheduler=scheduler_status(raw, lanes),
+    )
+
+
+def scheduler_status(raw: RawGroupState, lanes: Sequence[str]) -> SchedulerStatus | None:
+    """The fair queue's state; None when the group never queued anything."""
+    sched, now_ms = raw.sched, raw.now_ms
+    if not sched:
+        return None
+    due_us = _number(sched, "d")
+    flows = []
+    for flow, backlog in raw.backlog.items():
+        lane, _, tenant = flow.partition("|")
+        blocked_ms = raw.blocked.get(flow)
+        flows.append(
+            FlowStatus(
+                lane,
+                tenant,
+                backlog,
+                _number(sched, f"w:{flow}") or 1.0,
+                0.0 if blocked_ms is None else max(0.0, blocked_ms - now_ms) / 1000,
+            )
+        )
+    flows.sort(key=lambda f: (-f.backlog, f.lane, f.tenant))
+    return SchedulerStatus(
+        queued=int(_number(sched, "n") or 0),
+        ready=int(_number(sched, "r") or 0),
+        next_pass_in_s=None
+        if due_us is None or due_us < 0
+        else max(0.0, due_us / 1000 - now_ms) / 1000,
+        saturated=sched.get("s") == "1",
+        lanes=tuple(
+            LaneStatus(
+                name,
+                len(raw.ready.get(name, {})),
+                _number(sched, f"v:{name}") or 0.0,
+                _number(sched, f"c:{name}") or 0.0,
+            )
+            for name in lanes
+        ),
+        flows=tuple(flows[:FLOWS_SHOWN]),
     )
 
 
@@ -279,8 +370,30 @@ def render_table(statuses: Iterable[GroupStatus]) -> str:
                 ]
             )
         lines += _rows_table(dims, indent="  ")
+        if s.scheduler is not None:
+            lines += _scheduler_lines(s.scheduler)
         lines.append("")
     return "\n".join(lines) if lines else "no limit groups configured\n"
+
+
+def _scheduler_lines(q: SchedulerStatus) -> list[str]:
+    due = "when woken" if q.next_pass_in_s is None else f"in {q.next_pass_in_s:.2f}s"
+    state = "saturated" if q.saturated else "open"
+    lines = [f"  fair queue: {q.queued} queued, {q.ready} ready; next pass {due} ({state})"]
+    rows = [["lane", "ready flows", "virtual time", "credit"]]
+    rows += [
+        [x.name, str(x.ready_flows), f"{x.virtual_time:.4g}", f"{x.credit:.3f}"] for x in q.lanes
+    ]
+    lines += _rows_table(rows, indent="    ")
+    if q.flows:
+        rows = [["lane", "tenant", "backlog", "weight", "capped for"]]
+        rows += [
+            [f.lane, f.tenant or "-", str(f.backlog), f"{f.weight:g}",
+             _seconds(f.blocked_for_s) if f.blocked_for_s else "-"]
+            for f in q.flows
+        ]  # fmt: skip
+        lines += _rows_table(rows, indent="    ")
+    return lines
 
 
 def redact_url(url: str) -> str:
@@ -298,9 +411,10 @@ def redact_url(url: str) -> str:
 
 
 def read_raw_states(
-    client: redis.Redis, keys: KeyBuilder, groups: Sequence[str]
+    client: redis.Redis, keys: KeyBuilder, groups: Sequence[str], lanes: Sequence[str] = ()
 ) -> tuple[float, list[RawGroupState]]:
-    """Server now (ms since EPOCH_MS) and every group's raw state: two round trips."""
+    """Server now (ms since EPOCH_MS) and every group's raw state: three round trips."""
+    per_group = 6 + len(lanes)
     try:
         seconds, micros = cast(tuple[int, int], client.time())
         now_ms = server_now_ms(seconds, micros)
@@ -310,24 +424,50 @@ def read_raw_states(
             pipe.zcount(keys.leases(name), f"({now_ms!r}", "+inf")
             pipe.zcard(keys.parked(name))
             pipe.zcard(keys.releasing(name))
+            pipe.hgetall(keys.scheduler(name))
+            pipe.zrange(keys.blocked(name), 0, -1, withscores=True)
+            for lane in lanes:
+                pipe.zrange(f"{keys.group_prefix(name)}ready:{lane}", 0, -1, withscores=True)
         replies = pipe.execute()
+        states = []
+        for g, name in enumerate(groups):
+            at = g * per_group
+            ready = {
+                lane: {as_text(f): float(v) for f, v in replies[at + 6 + k]}
+                for k, lane in enumerate(lanes)
+            }
+            blocked = {as_text(f): float(v) for f, v in replies[at + 5]}
+            flows = sorted({*blocked, *(f for r in ready.values() for f in r)})
+            for flow in flows:
+                pipe.llen(f"{keys.group_prefix(name)}fq:{flow}")
+            backlog = dict(zip(flows, (int(n) for n in pipe.execute()), strict=True))
+            states.append(
+                RawGroupState(
+                    fields=decode_fields(replies[at]),
+                    now_ms=now_ms,
+                    in_flight=int(replies[at + 1]),
+                    parked=int(replies[at + 2]),
+                    releasing=int(replies[at + 3]),
+                    sched={  # its packed specs are binary: only the text fields matter
+                        as_text(k): v.decode("utf-8", "replace") if isinstance(v, bytes) else v
+                        for k, v in replies[at + 4].items()
+                        if not bytes(k if isinstance(k, bytes) else k.encode()).startswith(b"p:")
+                    },
+                    ready=ready,
+                    blocked=blocked,
+                    backlog=backlog,
+                )
+            )
     except redis.RedisError as exc:
         raise StorageError(f"redis status read failed: {exc}") from exc
-    states = [
-        RawGroupState(
-            fields=decode_fields(replies[i]),
-            now_ms=now_ms,
-            in_flight=int(replies[i + 1]),
-            parked=int(replies[i + 2]),
-            releasing=int(replies[i + 3]),
-        )
-        for i in range(0, len(replies), 4)
-    ]
     return now_ms, states
 
 
 def read_status(client: redis.Redis, config: Config) -> tuple[float, list[GroupStatus]]:
     """Every configured group's status, in name order; server now in ms since EPOCH_MS."""
     names = sorted(config.groups)
-    now_ms, raws = read_raw_states(client, KeyBuilder(config.redis.prefix), names)
-    return now_ms, [group_status(config.groups[n], raw) for n, raw in zip(names, raws, strict=True)]
+    lanes = [lane.name for lane in config.scheduler.lanes]
+    now_ms, raws = read_raw_states(client, KeyBuilder(config.redis.prefix), names, lanes)
+    return now_ms, [
+        group_status(config.groups[n], raw, lanes) for n, raw in zip(names, raws, strict=True)
+    ]
