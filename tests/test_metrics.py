@@ -42,8 +42,8 @@ def test_recording_api_counts_by_group_and_dimension(registry: CollectorRegistry
     metrics.parked("emu:mini")
     metrics.rate_limited("emu:mini", 0.5)
     metrics.settled("emu:mini", {"requests": 1.0, "tokens": 120.0}, {"tokens": -70.0}, 0.55)
-    metrics.waited("emu:mini", 0.3)
-    metrics.waited("emu:mini", 12.0)
+    metrics.waited("emu:mini", 0.3, "interactive", "acme")
+    metrics.waited("emu:mini", 12.0, "interactive", "acme")
 
     assert value(registry, "llm_throttle_admissions_total", group="emu:mini") == 2
     assert value(registry, "llm_throttle_admissions_total", group="emu:big") == 1
@@ -58,15 +58,22 @@ def test_recording_api_counts_by_group_and_dimension(registry: CollectorRegistry
     assert value(registry, "llm_throttle_parks_total", group="emu:mini") == 1
     assert value(registry, "llm_throttle_provider_429s_total", group="emu:mini") == 1
     assert value(registry, "llm_throttle_adaptive_multiplier", group="emu:mini") == 0.55
-    assert value(registry, "llm_throttle_wait_seconds_count", group="emu:mini") == 2
-    assert value(registry, "llm_throttle_wait_seconds_bucket", group="emu:mini", le="0.5") == 1
+    waits = {"group": "emu:mini", "lane": "interactive", "tenant": "acme"}
+    assert value(registry, "llm_throttle_wait_seconds_count", **waits) == 2
+    assert value(registry, "llm_throttle_wait_seconds_bucket", **waits, le="0.5") == 1
 
 
 def test_a_recording_failure_never_raises(registry: CollectorRegistry) -> None:
     metrics.admitted("g", {"tokens": "not a number"})  # type: ignore[dict-item]
     metrics.settled("g", {"tokens": 1.0}, {"tokens": object()}, None)  # type: ignore[dict-item]
     metrics.waited("g", 1.0)  # still records after a failure
-    assert value(registry, "llm_throttle_wait_seconds_count", group="g") == 1
+    assert value(registry, "llm_throttle_wait_seconds_count", group="g", lane="", tenant="") == 1
+
+
+def test_a_tenant_label_is_its_name_only_with_its_own_plan() -> None:
+    assert metrics.tenant_label("acme", {"acme"}) == "acme"
+    assert metrics.tenant_label("tenant-9731", {"acme"}) == "other"
+    assert metrics.tenant_label(None, {"acme"}) == ""
 
 
 def test_port_from_the_environment() -> None:

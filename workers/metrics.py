@@ -30,7 +30,7 @@ import os
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 from typing import Any, ParamSpec
 
@@ -82,8 +82,9 @@ class Metrics:
             ),
             waits=Histogram(
                 "llm_throttle_wait_seconds",
-                "Throttle wait of a completed task (sleeps, leases and parks)",
-                ["group"],
+                "Throttle wait of a completed task (sleeps, leases and the fair queue), by"
+                " lane and tenant (a tenant with its own plan by name, any other 'other')",
+                ["group", "lane", "tenant"],
                 buckets=WAIT_BUCKETS,
                 **kw,
             ),
@@ -181,8 +182,18 @@ def settled(
 
 
 @_safe
-def waited(group: str, seconds: float) -> None:
-    metrics().waits.labels(group).observe(max(0.0, seconds))
+def waited(group: str, seconds: float, lane: str = "", tenant: str = "") -> None:
+    """``tenant``: the label, bounded by the caller (see :func:`tenant_label`)."""
+    metrics().waits.labels(group, lane, tenant).observe(max(0.0, seconds))
+
+
+def tenant_label(tenant: str | None, named: Container[str]) -> str:
+    """A tenant's metrics label: its name when it has its own plan (a bounded set),
+    ``other`` for every tenant on the default plan (ten thousand tenants must not make
+    ten thousand series), ``""`` without a tenant."""
+    if tenant is None:
+        return ""
+    return tenant if tenant in named else "other"
 
 
 # -- the endpoint -----------------------------------------------------------------------

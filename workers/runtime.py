@@ -539,7 +539,12 @@ class CompletionRunner:
         deltas = client.profile.settle(reservation, response.usage)
         self._settle(group, settings, state, deltas, response.observation)
         state.slot_ms = slot_ms  # reported with the result
-        metrics.waited(group.name, state.waited_s)
+        metrics.waited(
+            group.name,
+            state.waited_s,
+            call.lane or self.config.scheduler.default_lane,
+            metrics.tenant_label(call.tenant, settings.tenant_plans),
+        )
         self._learn(call, response)
         return Completed(self._result_body(call, group.name, response, state))
 
