@@ -26,12 +26,11 @@ Markdown tables go to stdout; raw JSON to ``bench/results/fairness-<time>.json``
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -392,63 +391,50 @@ def report(name: str, runs: Sequence[tuple[Run, Run]], scenario: Scenario) -> di
 
 
 def print_tables(results: Mapping[str, Mapping[str, list[dict[str, Any]]]]) -> None:
-    def med(rows: list[dict[str, Any]], key: str) -> float:
-        return statistics.median(r[key] for r in rows)
+    """One markdown row per figure: the worst over the rounds of each subject."""
 
-    def worst(rows: list[dict[str, Any]], key: str, pick: Callable[..., float]) -> float:
-        return pick(r[key] for r in rows)
+    def row(scenario: str, title: str, label: str, key: str, target: str, digits: int = 2) -> None:
+        pick = min if key in LOWER_IS_WORSE else max
+        cells = []
+        for subject in ("fifo", "fair"):
+            rows = results[scenario].get(subject)
+            cells.append(fmt(pick(r[key] for r in rows), digits) if rows else "-")
+        print(f"| {title} | {label} | {cells[0]} | {cells[1]} | {target} |")
 
     print("\n| scenario | figure | FIFO (before) | fair | target |")
     print("|---|---|---|---|---|")
     if "isolation" in results:
-        r = results["isolation"]
         for key, label, target in (
             ("first_window_of_limit", "starts in the first minute / group limit", ""),
             ("worst_of_eligible", "worst window: starts / what the caps let run", ">= 0.95"),
             ("others_first_start_max_s", "the nine: latest first start, s", "<= 2 (horizon)"),
             ("others_done_s", "the nine: last start, s", ""),
         ):
-            pick = max if key.endswith("_s") else min
-            print(
-                f"| isolation | {label} | {fmt(worst(r['fifo'], key, pick))}"
-                f" | {fmt(worst(r['fair'], key, pick))} | {target} |"
-            )
+            row("isolation", "isolation", label, key, target)
     if "weights" in results:
-        r = results["weights"]
-        print(
-            f"| weights 1:1:2 | Jain's index of share/weight, worst window | "
-            f"{fmt(worst(r['fifo'], 'jain_min', min), 3)} | "
-            f"{fmt(worst(r['fair'], 'jain_min', min), 3)} | >= 0.99 |"
-        )
-        print(
-            f"| weights 1:1:2 | worst share error, points | "
-            f"{fmt(worst(r['fifo'], 'worst_share_error_pp', max), 1)} | "
-            f"{fmt(worst(r['fair'], 'worst_share_error_pp', max), 1)} | <= 5 |"
-        )
+        title = "weights 1:1:2"
+        row("weights", title, "Jain's index of share/weight, worst window", "jain_min",
+            ">= 0.99", 3)  # fmt: skip
+        row("weights", title, "worst share error, points", "worst_share_error_pp", "<= 5", 1)
     if "priority" in results:
-        r = results["priority"]
-        bound = r["fair"][0]["bound_s"]
+        bound = results["priority"]["fair"][0]["bound_s"]
         for key, label, target in (
             ("interactive_wait_p50_s", "interactive wait p50, s", ""),
             ("interactive_wait_p99_s", "interactive wait p99, s", f"<= {bound:g}"),
             ("batch_share_while_interactive", "batch lane's share meanwhile", ">= 0.1"),
         ):
-            pick = min if key.startswith("batch") else max
-            print(
-                f"| priority | {label} | {fmt(worst(r['fifo'], key, pick))}"
-                f" | {fmt(worst(r['fair'], key, pick))} | {target} |"
-            )
+            row("priority", "priority", label, key, target)
     if "pause" in results:
-        r = results["pause"]["fair"]
-        print(
-            f"| pause 3 s | most starts in 1 s after it | - | "
-            f"{worst(r, 'most_starts_in_1s_after', max)} | <= {r[0]['bound']:g} |"
-        )
-        print(
-            f"| pause 3 s | starts inside the pause | - | "
-            f"{worst(r, 'starts_inside_pause', max)} | 0 |"
-        )
-    _ = med
+        bound = results["pause"]["fair"][0]["bound"]
+        row("pause", "pause 3 s", "most starts in 1 s after it", "most_starts_in_1s_after",
+            f"<= {bound:g}", 0)  # fmt: skip
+        row("pause", "pause 3 s", "starts inside the pause", "starts_inside_pause", "0", 0)
+
+
+#: Figures whose worst round is the lowest (for the others it is the highest).
+LOWER_IS_WORSE = frozenset(
+    {"first_window_of_limit", "worst_of_eligible", "jain_min", "batch_share_while_interactive"}
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -476,7 +462,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_tables(results)
     path = write_raw("fairness", {"machine": machine(), "results": results})
     print(f"\nraw: {path.relative_to(REPO_ROOT)}")
-    _ = asdict
     return 0
 
 

@@ -78,6 +78,24 @@ def narrow_group_stack(stacks: list[LocalStack], requests: str) -> LocalStack:
     )
 
 
+def strict_stack(stacks: list[LocalStack], rate: str = "20/s") -> LocalStack:
+    """A stack whose group ``emu:mini`` has exactly the emulator's request limit."""
+    return start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", f"requests={rate},tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": rate, "tokens": "1000000/s"}}
+        ),
+    )
+
+
+def inject_429s(stack: LocalStack, in_s: float, duration_s: float, retry_after_s: float) -> None:
+    """The emulator answers every request with a 429 from ``in_s`` for ``duration_s``."""
+    storm = {"kind": "rate_limit", "start_s": stack.emulator_stats()["now_s"] + in_s,
+             "duration_s": duration_s, "retry_after_s": retry_after_s}  # fmt: skip
+    stack.emulator_post("/__emu/faults", {"faults": [storm]})
+
+
 #: The kwargs of one small completion in ``emu:mini``.
 CALL: dict[str, Any] = {
     "provider": "emu",
@@ -438,18 +456,9 @@ def test_a_release_no_worker_claimed_goes_out_again_and_runs_once(
 
 
 def test_a_storm_of_429s_is_waited_out(stacks: list[LocalStack]) -> None:
-    stack = start(
-        stacks,
-        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=1000000/s")}),
-        throttle_doc(
-            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000000/s"}}
-        ),
-    )
+    stack = strict_stack(stacks)
     stack.start_workers(2, pool="threads", concurrency=16)
-    state = stack.emulator_stats()
-    storm = {"kind": "rate_limit", "start_s": state["now_s"] + 2.0, "duration_s": 5.0,
-             "retry_after_s": 1}  # fmt: skip
-    stack.emulator_post("/__emu/faults", {"faults": [storm]})
+    inject_429s(stack, in_s=2.0, duration_s=5.0, retry_after_s=1)
     results = enqueue_many(stack, 250, "gpt-4o-mini")
     wait_all(results, timeout_s=120)
     stats = stack.emulator_stats()

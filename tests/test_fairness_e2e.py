@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
-from test_e2e import PROMPT, emulator, start, throttle_doc, wait_all
+from test_e2e import PROMPT, emulator, inject_429s, start, strict_stack, throttle_doc, wait_all
 
 from workers.harness import LocalStack
 
@@ -86,18 +86,9 @@ def test_a_429_pause_in_a_saturated_backlog_resumes_within_the_limit(
     Nothing queued held capacity meanwhile, so after the pause the starts in any
     second stay within the limit's rate plus its capacity, and the provider counts no
     429 of its limit (only the injected ones)."""
-    stack = start(
-        stacks,
-        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=1000000/s")}),
-        throttle_doc(
-            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000000/s"}}
-        ),
-    )
+    stack = strict_stack(stacks)
     stack.start_workers(2, pool="threads", concurrency=16)
-    storm_at_s = stack.emulator_stats()["now_s"] + 3.0
-    storm = {"kind": "rate_limit", "start_s": storm_at_s, "duration_s": 2.0,
-             "retry_after_s": 2}  # fmt: skip
-    stack.emulator_post("/__emu/faults", {"faults": [storm]})
+    inject_429s(stack, in_s=3.0, duration_s=2.0, retry_after_s=2)
     t0_s = time.time()
     results = [
         stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=16)
