@@ -103,6 +103,36 @@ def test_a_tenant_over_its_own_cap_waits_alone(scheduler: FairScheduler, key_pre
     assert len(others) == 45, "everyone else within its share starts at once"
 
 
+def test_a_far_slot_set_by_a_tenant_cap_is_not_reserved_at_admission(
+    scheduler: FairScheduler,
+) -> None:
+    """A worker's admission may sleep on a slot within its hold horizon, but not on one
+    that only its tenant's cap puts there: reserving it would move the group's own
+    schedule (its TAT) to that slot, and the capacity before it would be lost to every
+    other tenant. A slot the group's own limit sets is still reserved."""
+    limiter = scheduler.limiter
+    hog = full("far", {"requests": "100/s", "tenant.hog.requests": "2/s"})
+    costs = {"requests": 1, "tenant.hog.requests": 1}
+    bounded = {"max_wait_s": 5.0, "tenant_max_wait_s": 0.05}
+
+    def group_tat_us() -> int:
+        return int(limiter.client.hget(limiter.keys.state("far"), "t:requests") or 0)
+
+    assert all(limiter.admit(hog, costs, **bounded).reserved for _ in range(2))
+    before = group_tat_us()
+    held = limiter.admit(hog, costs, **bounded)
+    assert not held.reserved and held.binding == "tenant.hog.requests"
+    assert 0.3 < held.wait_s <= 0.5, "the tenant's next slot, one emission away"
+    assert group_tat_us() == before, "nothing reserved, nothing moved"
+    unbounded = limiter.admit(hog, costs, max_wait_s=5.0)
+    assert unbounded.reserved
+    assert group_tat_us() >= before + 0.3e6, "without the bound the group moves to it"
+    group_bound = full("far-group", {"requests": "2/s"})
+    assert [limiter.admit(group_bound, {"requests": 1}, **bounded).reserved for _ in range(3)] == [
+        True
+    ] * 3, "slots the group's own limit sets are reserved (and slept on) as before"
+
+
 def test_a_lower_lane_gets_its_minimum_share(scheduler: FairScheduler) -> None:
     group = saturated("lanes")
     early: list[str] = []

@@ -410,13 +410,17 @@ class RedisLimiter:
         costs: Mapping[str, float] | Sequence[float],
         *,
         max_wait_s: float | None = None,
+        tenant_max_wait_s: float | None = None,
         reservation_id: str | None = None,
     ) -> Admission:
         """Reserve the earliest slot at which every dimension can take ``costs``.
 
         ``costs`` maps dimension names to units (missing ones cost 0) or lists them in
         the group's order. With ``max_wait_s``, a slot further away than that is not
-        reserved (``reserved`` is False and ``wait_s`` tells how far it was).
+        reserved (``reserved`` is False and ``wait_s`` tells how far it was). With
+        ``tenant_max_wait_s`` too, neither is a slot that a tenant's own cap sets
+        further away than that: reserving it would move the group's schedule to that
+        slot for everyone (such a request belongs in the fair queue).
 
         Raises CostExceedsCapacityError at once for a cost no bucket can ever hold.
         """
@@ -430,12 +434,15 @@ class RedisLimiter:
             )
         rid = reservation_id or os.urandom(10).hex()
         others = self._admit_others(group, plan)
+        bound: float | str = -1 if max_wait_s is None else max_wait_s * 1000
+        if max_wait_s is not None and tenant_max_wait_s is not None:
+            bound = f"{bound!r}:{tenant_max_wait_s * 1000!r}"
         try:
             reply = self.scripts.run(
                 self.scripts.admit,
                 plan.admit_keys,
                 rid,
-                -1 if max_wait_s is None else max_wait_s * 1000,
+                bound,
                 plan.admit_spec,
                 *texts,
                 *others,
@@ -448,7 +455,13 @@ class RedisLimiter:
             raise CostExceedsCapacityError(group.name, plan.names[i], vector[i], plan.usable[i])
         if code_ == 3:  # our clock is days away from the server's: rebuild and retry once
             self._calendar_cache.clear()
-            return self.admit(group, vector, max_wait_s=max_wait_s, reservation_id=rid)
+            return self.admit(
+                group,
+                vector,
+                max_wait_s=max_wait_s,
+                tenant_max_wait_s=tenant_max_wait_s,
+                reservation_id=rid,
+            )
         wait_us = int(reply[1])
         if code_ == 4:  # work waits in the group's fair queue: a bounded caller joins it
             now_ms = _absolute_ms(reply[3])

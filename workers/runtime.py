@@ -359,8 +359,14 @@ class CompletionRunner:
                 try:
                     horizon_s = self.config.worker.hold_horizon_s if sleeping else 0.0
                     try:
+                        # A slot that only this tenant's cap puts further away
+                        # than the release lead waits in the fair queue instead:
+                        # reserved now, it would hold the whole group back to it.
                         admission = self.limiter.admit(
-                            group, costs, max_wait_s=min(remaining, horizon_s)
+                            group,
+                            costs,
+                            max_wait_s=min(remaining, horizon_s),
+                            tenant_max_wait_s=self.config.worker.release_lead_s,
                         )
                     except StorageError as exc:
                         if settings.failure_policy == "open":

@@ -27,7 +27,9 @@
   ARGV[1]    reservation id
   ARGV[2]    max wait ms: reserve only a slot at most this far away, and only while
              nothing waits in the group's fair queue (code 4 otherwise); -1 for no
-             bound
+             bound. 'max wait ms:tenant wait ms' also refuses (code 1) a slot that a
+             tenant's own dimension sets further away than the second bound: it
+             would hold every group dimension's schedule back for one tenant
   ARGV[3]    the group's spec, the same for every call, packed once by the client
              (struct, little-endian; decoding it is far cheaper than parsing numbers):
                five doubles: concurrency cap (0 for none; a lease is taken only when
@@ -61,5 +63,5 @@
 --@include lib/common.lua
 --@include lib/admission.lua
 
-local max_wait = tonumber(ARGV[2])
+local max_wait = tonumber(string.match(ARGV[2], '^[^:]*'))
 return admit_request(KEYS, ARGV, max_wait >= 0)

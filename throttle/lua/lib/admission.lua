@@ -7,6 +7,11 @@
 -- concurrency cap, a slot at most this far away takes its lease now, and no free lease
 -- means nothing is reserved (code 5): the fair scheduler releases an item only with
 -- its lease.
+-- ARGV[2] may carry a second bound, 'max wait ms:tenant wait ms': a slot that a
+-- tenant's own dimension ('t:tenant.*') sets further away than that is not reserved
+-- either (code 1). Reserving it would move every group dimension's TAT to that far
+-- slot, and the gap before it would be lost to every other tenant; the fair queue
+-- holds such a request until its tenant's cap lets it go (issue 11).
 
 -- Sliding-log and calendar helpers, built only for a group that has such dimensions.
 local function other_algorithms()
@@ -21,7 +26,13 @@ end
 
 local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
   local state_key, leases_key = KEYS[1], KEYS[2]
-  local id, max_wait = ARGV[1], tonumber(ARGV[2])
+  local id = ARGV[1]
+  local bound_at = string.find(ARGV[2], ':', 1, true)
+  local max_wait, tenant_wait = tonumber(ARGV[2]), nil
+  if bound_at then
+    max_wait = tonumber(string.sub(ARGV[2], 1, bound_at - 1))
+    tenant_wait = tonumber(string.sub(ARGV[2], bound_at + 1))
+  end
   local cap, lease_ttl, g, o, cold, format, spec_at = struct.unpack('<ddddds', ARGV[3])
   local spec = {struct.unpack(format, ARGV[3], spec_at)}
   local now = server_now_ms()
@@ -87,7 +98,9 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
     if settled then break end
   end
   local wait = slot - now
-  if not settled or (max_wait >= 0 and wait > max_wait) then
+  local tenant_bound = tenant_wait ~= nil and wait > tenant_wait and binding > 0
+    and binding <= g and string.sub(spec[2 * binding + 3], 1, 9) == 't:tenant.'
+  if not settled or (max_wait >= 0 and wait > max_wait) or tenant_bound then
     if #fresh > 0 and lease_ahead_ms ~= nil then
       -- For the fair scheduler (the one caller that only takes near slots) a cold
       -- bucket's start is kept, or every pass would find it just as far away.
