@@ -329,10 +329,16 @@ def test_a_send_into_a_backlogged_group_joins_the_queue_without_the_broker(
     assert stack.emulator_stats()["admitted"] == 35
 
 
-def test_a_task_queued_at_send_is_released_with_every_option(stacks: list[LocalStack]) -> None:
+@pytest.mark.parametrize("publish_in_redis", [True, False], ids=["in-redis", "dispatcher"])
+def test_a_task_queued_at_send_is_released_with_every_option(
+    stacks: list[LocalStack], publish_in_redis: bool
+) -> None:
     """No workers: the queue is filled through the scheduler, a task sent then is queued
     by its producer, and the message a pass releases carries its custom headers, an
-    absolute expiry, its link callback and a claim; a worker started then runs it."""
+    absolute expiry, its link callback and its reservation; a worker started then runs
+    it. In Redis (the default, the broker being the limiter's server) the pass pushes
+    the message itself, with the release written into its header; otherwise the
+    dispatcher publishes it with a claim."""
     import base64
     import json
     from datetime import UTC, datetime
@@ -342,12 +348,21 @@ def test_a_task_queued_at_send_is_released_with_every_option(stacks: list[LocalS
     from tasks.completion import complete
     from throttle.scheduler import QueuedItem
     from workers.context import worker_context
+    from workers.message import RELEASE_HEADER, parse_release
     from workers.publish import publish_released, republisher
 
-    stack = narrow_group_stack(stacks, "2/s")
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s")}),
+        throttle_doc(
+            {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "2/s", "tokens": "1000000/s"}},
+            scheduler={"publish_in_redis": publish_in_redis},
+        ),
+    )
     assert stack.app is not None and stack.config is not None
     stack.app.set_current()
     context = worker_context(stack.app)
+    assert context.scheduler.publishes is publish_in_redis
     group = stack.config.limit_group(stack.config.groups["emu:mini"])
     kw = dict(CALL)
     filler = {"task": complete.name, "task_id": "filler", "kwargs": kw, "state": {
@@ -377,11 +392,21 @@ def test_a_task_queued_at_send_is_released_with_every_option(stacks: list[LocalS
     assert 250 < (expires - datetime.now(UTC)).total_seconds() <= 300, "absolute, from the send"
     _args, kwargs, embed = json.loads(base64.b64decode(ours["body"]))
     assert [c["options"]["task_id"] for c in embed["callbacks"]] == ["the-callback"]
-    assert kwargs["throttle_state"]["release"]["entry"] == "the-task.1"
-    assert kwargs["throttle_state"]["reservation"], "released with its reservation"
+    state = kwargs["throttle_state"]
+    if publish_in_redis:
+        release = parse_release(group.name, ours["headers"][RELEASE_HEADER])
+        assert release is not None and release.entry_id == state["awaiting_release"]
+        assert release.reason == "ok" and release.record, "released with its reservation"
+        assert "release" not in state or state["release"] is None, "nothing to claim"
+        releasing = context.limiter.keys.releasing(group.name)
+        assert context.client.zscore(releasing, release.entry_id) is None, "not to claim"
+    else:
+        assert state["release"]["entry"] == "the-task.1"
+        assert state["reservation"], "released with its reservation"
     stack.start_workers(1, pool="threads", concurrency=2)
     wait_all([sent, stack.app.AsyncResult("the-callback")], timeout_s=60)
     assert sent.successful() and stack.app.AsyncResult("the-callback").successful()
+    assert sent.result["throttle"]["slot_ms"], "it ran on the pass's reservation"
 
 
 # -- 4. a worker killed mid-run loses nothing -----------------------------------------

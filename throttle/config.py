@@ -36,6 +36,7 @@ Example::
     lanes = ["interactive", "batch"]   # priority lanes, highest first
     min_share = { batch = 0.1 }        # a lower lane's share of the quota while it waits
     default_lane = "interactive"
+    publish_in_redis = true            # a release pushes its message in the same step
 
 A tenant's plan caps its own share (its dimensions join every admission of its
 requests) and weighs it against the other tenants when the group's quota is
@@ -177,6 +178,10 @@ class Lane:
 class SchedulerSettings:
     lanes: tuple[Lane, ...] = (Lane("interactive"), Lane("batch", 0.1))
     default_lane: str = "interactive"
+    #: When the broker is a Redis on the limiter's server, queued items are stored as
+    #: ready-made messages and the pass that releases one pushes it onto the broker's
+    #: queue itself (no dispatcher publish, no claim). False: dispatchers publish.
+    publish_in_redis: bool = True
 
     def lane(self, name: str | None) -> str:
         """A task's lane; ConfigError for one not configured."""
@@ -450,11 +455,15 @@ _LANE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,32}$")
 
 def _scheduler(raw: Any) -> SchedulerSettings:
     spec = _table(raw, "scheduler")
-    unknown = sorted(set(spec) - {"lanes", "min_share", "default_lane"})
+    unknown = sorted(set(spec) - {"lanes", "min_share", "default_lane", "publish_in_redis"})
     if unknown:
         raise ConfigError(
-            f"scheduler: unknown key(s) {unknown}; known: default_lane, lanes, min_share"
+            f"scheduler: unknown key(s) {unknown};"
+            " known: default_lane, lanes, min_share, publish_in_redis"
         )
+    publish_in_redis = spec.get("publish_in_redis", True)
+    if not isinstance(publish_in_redis, bool):
+        raise ConfigError("scheduler.publish_in_redis: expected true or false")
     names = spec.get("lanes", ["interactive", "batch"])
     if not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
         raise ConfigError("scheduler.lanes: expected a non-empty list of lane names")
@@ -481,7 +490,7 @@ def _scheduler(raw: Any) -> SchedulerSettings:
     default = spec.get("default_lane", names[0])
     if not isinstance(default, str) or default not in names:
         raise ConfigError(f"scheduler.default_lane: {default!r} is not in scheduler.lanes")
-    return SchedulerSettings(tuple(lanes), default)
+    return SchedulerSettings(tuple(lanes), default, publish_in_redis)
 
 
 def _tenant_plan(

@@ -68,10 +68,7 @@ class ParkingLot:
             raise StorageError(f"redis release failed: {exc}") from exc
         now_us, next_slot_us = int(reply[0]), int(reply[1])
         pairs = reply[2:]
-        entries = tuple(
-            (_text(pairs[i]), json.loads(pairs[i + 1]) if pairs[i + 1] else {})
-            for i in range(0, len(pairs), 2)
-        )
+        entries = tuple((_text(pairs[i]), _payload(pairs[i + 1])) for i in range(0, len(pairs), 2))
         next_slot_ms = EPOCH_MS + next_slot_us / 1000 if next_slot_us >= 0 else None
         return Released(EPOCH_MS + now_us / 1000, next_slot_ms, entries)
 
@@ -93,12 +90,36 @@ class ParkingLot:
             raise StorageError(f"redis claim failed: {exc}") from exc
         return bool(int(reply))
 
+    def forget(self, group: str, entry_id: str) -> None:
+        """Drop an entry that was published with nothing to claim (a ready-made message
+        pushed as is): it is no longer released again."""
+        try:
+            with self.client.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.keys.releasing(group), entry_id)
+                pipe.zrem(self.keys.parked(group), entry_id)
+                pipe.hdel(self.keys.parked_payloads(group), entry_id)
+                pipe.execute()
+        except redis.RedisError as exc:
+            raise StorageError(f"redis forget failed: {exc}") from exc
+
     def backlog(self, group: str) -> int:
         """Tasks parked in a group (not counting those being published)."""
         try:
             return int(cast(int, self.client.zcard(self.keys.parked(group))))
         except redis.RedisError as exc:
             raise StorageError(f"redis zcard failed: {exc}") from exc
+
+
+#: A stored payload that is a ready-made broker message (workers/message.py) starts so.
+MESSAGE_MARK = "\x1b"
+
+
+def _payload(raw: bytes | str) -> dict[str, Any]:
+    """A stored payload: JSON, or a ready-made message as ``{"message": text}``."""
+    text = _text(raw)
+    if text.startswith(MESSAGE_MARK):
+        return {"message": text}
+    return json.loads(text) if text else {}
 
 
 def _text(value: bytes | str) -> str:

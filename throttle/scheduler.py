@@ -64,6 +64,9 @@ class ReleasedItem:
     #: The item the push queued, released by the same call: its caller runs it (it is
     #: not in the releasing set and needs no claim).
     own: bool
+    #: Its stored payload was a ready-made broker message, and the pass pushed it onto
+    #: its queue (``payload`` is then empty): nothing is left to publish or claim.
+    published: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,8 +98,14 @@ class FairScheduler:
         *,
         release_lead_s: float = 0.05,
         queue_ttl_s: float = 86400.0,
+        publish_dbs: tuple[int, int] | None = None,
     ) -> None:
+        """``publish_dbs``: (the broker's database, the limiter's) when the broker is a
+        Redis on the limiter's server; a pass then pushes ready-made messages onto the
+        broker's queues itself (``workers/message.py``)."""
         self.limiter = limiter
+        self.publishes = publish_dbs is not None
+        self._dbs = "" if publish_dbs is None else f"{publish_dbs[0]},{publish_dbs[1]}"
         self.keys = limiter.keys
         self.release_lead_ms = int(release_lead_s * 1000)
         self.queue_ttl_ms = int(queue_ttl_s * 1000)
@@ -123,6 +132,7 @@ class FairScheduler:
             PASS_LIMIT,
             self.queue_ttl_ms,
             push_id,
+            self._dbs,
         ]
 
     def push(self, group: LimitGroup, item: QueuedItem) -> SchedulePass:
@@ -161,20 +171,22 @@ class FairScheduler:
         released = []
         for at in range(3, 3 + 7 * int(reply[2]), 7):
             item_id, payload, slot_us, lease, record, reason, own = reply[at : at + 7]
-            item_id, record = as_text(item_id), as_text(record)
+            item_id, record, payload = as_text(item_id), as_text(record), as_text(payload)
+            published = payload == "\x1b"
             slot_us = int(slot_us)
             handle = self.limiter.handle_for(group, item_id, slot_us, record) if record else None
             slot_ms = EPOCH_MS + slot_us / 1000 if record else now_ms
             released.append(
                 ReleasedItem(
                     item_id,
-                    as_text(payload),
+                    "" if published else payload,
                     handle,
                     slot_ms,
                     max(0.0, slot_ms - now_ms) / 1000,
                     bool(int(lease)),
                     as_text(reason),
                     bool(int(own)),
+                    published,
                 )
             )
         due_ms = EPOCH_MS + due_us / 1000 if due_us >= 0 else None

@@ -21,6 +21,7 @@ from throttle.limiter import RedisLimiter
 from throttle.parking import ParkingLot
 from throttle.scheduler import FairScheduler
 from throttle.scripts import Scripts
+from workers.message import broker_db_for_release, redis_db
 from workers.runtime import ClientPool, CompletionRunner, SleeperGate
 
 #: Threads per worker process, set by the worker bootstep; 1 for prefork children.
@@ -77,12 +78,18 @@ def build_context(config: Config) -> WorkerContext:
 
 def fair_scheduler(config: Config, limiter: RedisLimiter) -> FairScheduler:
     worker = config.worker
+    publish_dbs = None
+    if config.scheduler.publish_in_redis:
+        broker_db = broker_db_for_release(config.redis.url, config.broker_url)
+        if broker_db is not None:
+            publish_dbs = (broker_db, redis_db(config.redis.url))
     return FairScheduler(
         limiter,
         config.scheduler.lanes,
         release_lead_s=worker.release_lead_s,
         # items give up at their throttle deadline; their keys outlive it
         queue_ttl_s=worker.throttle_deadline_s + config.celery.visibility_timeout_s + 3600,
+        publish_dbs=publish_dbs,
     )
 
 

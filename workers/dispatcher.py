@@ -64,6 +64,8 @@ class Dispatcher:
         """Publish one entry of the parking lot (it holds its reservation, if any)."""
         try:
             self.publish(payload, wait_s, group, entry)
+            if "message" in payload:  # pushed as is: no worker claims it
+                self.parking.forget(group, entry)
         except Exception:  # a broken payload must not block the others; it goes stale
             log.exception("could not publish entry %s of %s", entry, group)
             return

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
+import redis
 from celery import Celery
 from kombu.utils import json
 
 from throttle.scheduler import ReleasedItem, SchedulePass
+from workers.message import CannotPrebuild, prebuilt_message, without_release
 
 COMPLETE_TASK = "llm_throttle.complete"
 log = logging.getLogger(__name__)
@@ -33,6 +35,12 @@ def kwargs_repr(kwargs: Mapping[str, Any]) -> str:
 _ROUTING_OPTIONS = ("queue", "exchange", "routing_key", "task_id", "argsrepr", "kwargsrepr")
 
 
+def _options(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The stored task's options that its publish keeps (every one but routing)."""
+    options = dict(payload.get("options") or {})
+    return {k: v for k, v in options.items() if k not in _ROUTING_OPTIONS and v is not None}
+
+
 def republisher(app: Celery) -> Any:
     """A ``publish`` callable sending released (or parked) tasks to the released queue
     with every option their caller gave (``link``, ``link_error``, canvas, ``expires``,
@@ -51,6 +59,10 @@ def republisher(app: Celery) -> Any:
         *,
         claim: bool = True,
     ) -> None:
+        if "message" in payload:  # ready-made, released by a pass that could not push it
+            key, message = without_release(payload["message"])
+            broker_client(app).lpush(key, message)
+            return
         kwargs = dict(payload["kwargs"])
         state = dict(payload["state"])
         state["wait_at_release_s"] = wait_at_release_s
@@ -62,9 +74,6 @@ def republisher(app: Celery) -> Any:
             # no releasing set: nothing to claim.)
             state["release"] = {"group": group, "entry": entry_id, "token": uuid.uuid4().hex}
         kwargs["throttle_state"] = state
-        options = {
-            k: v for k, v in dict(payload.get("options") or {}).items() if k not in _ROUTING_OPTIONS
-        }
         app.send_task(
             payload.get("task", COMPLETE_TASK),
             kwargs=kwargs,
@@ -72,10 +81,45 @@ def republisher(app: Celery) -> Any:
             queue=queue,
             argsrepr="()",
             kwargsrepr=kwargs_repr(kwargs),
-            **{k: v for k, v in options.items() if v is not None},
+            **_options(payload),
         )
 
     return publish
+
+
+def broker_client(app: Celery) -> redis.Redis:
+    """A plain client of the broker's Redis (kept on the app), for pushing a ready-made
+    message onto its exact list key."""
+    client = getattr(app, "llm_broker_client", None)
+    if client is None:
+        client = app.llm_broker_client = redis.Redis.from_url(app.conf.broker_url)
+    return cast(redis.Redis, client)
+
+
+def prebuilt(app: Celery, group: str, entry_id: str, payload: Mapping[str, Any]) -> str | None:
+    """The queue entry of ``payload`` as a ready-made message for a pass to push onto
+    the released queue (``workers/message.py``); None when it cannot be made (the
+    payload is then stored as JSON and a dispatcher publishes it)."""
+    from workers.app import app_config, released_queue
+
+    kwargs = dict(payload["kwargs"])
+    kwargs["throttle_state"] = {**payload["state"], "awaiting_release": entry_id}
+    try:
+        return prebuilt_message(
+            app,
+            group,
+            payload.get("task", COMPLETE_TASK),
+            payload["task_id"],
+            kwargs,
+            released_queue(app_config(app)),
+            _options(payload),
+            kwargs_repr(kwargs),
+        )
+    except CannotPrebuild as exc:
+        log.debug("entry %s of %s is stored as JSON: %s", entry_id, group, exc)
+    except Exception:  # a fault here must not fail the task: the dispatcher publishes it
+        log.exception("entry %s of %s: no ready-made message; stored as JSON", entry_id, group)
+    return None
 
 
 def publish_released(publish: Any, group: str, done: SchedulePass) -> ReleasedItem | None:
@@ -86,6 +130,8 @@ def publish_released(publish: Any, group: str, done: SchedulePass) -> ReleasedIt
     for item in done.released:
         if item.own:
             own = item
+            continue
+        if item.published:  # the pass pushed its ready-made message itself
             continue
         try:
             payload = json.loads(item.payload)

@@ -85,6 +85,11 @@ class ThrottleState:
     #: Set by the dispatcher: the parked entry to claim (``group``, ``entry``) and this
     #: release's ``token``.
     release: dict[str, str] | None = None
+    #: Set at queueing when the entry is stored as a ready-made message: its id. The
+    #: pass that releases it writes the release into the message's header
+    #: (``workers/message.py``); a copy of the message sent any other way (a retry)
+    #: no longer has this set and ignores that header.
+    awaiting_release: str | None = None
     waited_s: float = 0.0
     attempts: int = 0
     rate_limited: int = 0

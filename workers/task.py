@@ -28,9 +28,11 @@ from celery.utils import uuid
 from kombu.utils import json
 
 from throttle.errors import StorageError, ThrottleError
+from throttle.limiter import EPOCH_MS
 from throttle.scheduler import QueuedItem, ReleasedItem
 from workers.context import WorkerContext, worker_context
-from workers.publish import kwargs_repr, publish_released, republisher
+from workers.message import GROUP_HEADER, RELEASE_HEADER, parse_release
+from workers.publish import kwargs_repr, prebuilt, publish_released, republisher
 from workers.runtime import Completed, CompletionCall, Parked, Queued, RetryLater, ThrottleState
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,8 @@ class ThrottledTask(Task):
             state = ThrottleState.from_json(state_json)
         else:
             state = ThrottleState.new(context.config.worker.throttle_deadline_s)
+        if state.awaiting_release is not None:
+            self._take_release(context, state)
         if state.release is not None:
             # Released from the queue: claim the entry, unless another release's copy
             # of this task (released again when it looked lost) has it.
@@ -97,6 +101,27 @@ class ThrottledTask(Task):
             kwargsrepr=kwargs_repr(kwargs),
         )
 
+    def _take_release(self, context: WorkerContext, state: ThrottleState) -> None:
+        """A message a pass pushed itself: its header holds the release (the slot, the
+        reservation's record). Without a release that matches (a copy sent some other
+        way), the task is admitted afresh."""
+        entry, state.awaiting_release = state.awaiting_release, None
+        group = getattr(self.request, GROUP_HEADER, None)
+        text = getattr(self.request, RELEASE_HEADER, None)
+        release = None
+        if isinstance(group, str) and isinstance(text, str) and group in context.config.groups:
+            release = parse_release(group, text)
+        if release is None or release.entry_id != entry:
+            log.warning("task %s: no readable release; admitted anew", self.request.id)
+            return
+        state.wait_at_release_s = release.wait_s
+        if release.record:
+            limit_group = context.config.limit_group(context.config.groups[release.group])
+            state.reservation = context.limiter.handle_for(
+                limit_group, release.entry_id, release.slot_us, release.record
+            )
+            state.slot_ms = EPOCH_MS + release.slot_us / 1000
+
     def _payload(self, kwargs: Mapping[str, Any], state: ThrottleState) -> dict[str, Any]:
         """What publishing this task again needs: its kwargs and state, and every option
         its caller gave (Celery's own view of them, as ``Task.retry`` uses)."""
@@ -115,6 +140,9 @@ class ThrottledTask(Task):
         """Push one item into its flow and publish what the push's pass released.
         Returns the pushed item if that pass released it (else None: it waits in the
         queue), and the facts a waiting task shows."""
+        stored = None
+        if context.scheduler.publishes:
+            stored = prebuilt(self.app, outcome.group.name, item_id, payload)
         item = QueuedItem(
             item_id=item_id,
             costs=outcome.state.costs,
@@ -122,7 +150,7 @@ class ThrottledTask(Task):
             tenant=outcome.tenant,
             weight=outcome.weight,
             deadline_ms=outcome.deadline_ms,
-            payload=json.dumps(payload),
+            payload=stored if stored is not None else json.dumps(payload),
         )
         done = context.scheduler.push(outcome.group, item)
         own = publish_released(republisher(self.app), outcome.group.name, done)

@@ -46,11 +46,16 @@
   ARGV[4]  most items to release in this pass
   ARGV[5]  ttl ms of the queue's keys (longer than any item's deadline)
   ARGV[6]  id of the item to push, '' for a pass only
+  ARGV[7]  'broker db,own db' when the broker is a Redis on this server, else '':
+           a payload that is a ready-made broker message (workers/message.py: ESC,
+           queue key, LF, the envelope up to its open release header, LF, the rest)
+           is pushed onto its queue by this pass (SELECT, LPUSH), with the release
+           written into the header; it needs no claim and is not in KEYS[5]
   for a push:
-  ARGV[7]  lane        ARGV[8]  flow ('<lane>|<tenant>')   ARGV[9]  weight
-  ARGV[10] item meta ('cost,deadline ms,cost texts...')    ARGV[11] payload
-  ARGV[12] packed spec (admit.lua's ARGV[3])   ARGV[13] other dimensions (as 'o:')
-  ARGV[14] tenant binding indices (as 'i:')
+  ARGV[8]  lane        ARGV[9]  flow ('<lane>|<tenant>')   ARGV[10] weight
+  ARGV[11] item meta ('cost,deadline ms,cost texts...')    ARGV[12] payload
+  ARGV[13] packed spec (admit.lua's ARGV[3])   ARGV[14] other dimensions (as 'o:')
+  ARGV[15] tenant binding indices (as 'i:')
   Each pass also sweeps a few fields of the state hash (HSCAN, 32 at a time): a
   tenant's bucket that is full again is deleted, so ten thousand tenants seen once
   leave nothing behind while the group stays busy (a tenant seen again starts as a
@@ -58,7 +63,8 @@
   Returns {now_us, due_us, count, then 7 per released item: id, payload, slot_us,
     lease (1/0), record ('' when released without a reservation), reason, self}
     due_us: when the next pass should run (-1: when woken); reason: 'ok', 'expired',
-    'refused'; self: 1 for the pushed item itself (not stored: its caller runs it)
+    'refused'; self: 1 for the pushed item itself (not stored: its caller runs it);
+    payload: ESC alone for a message this pass published
 ]]
 --@include lib/common.lua
 --@include lib/admission.lua
@@ -128,12 +134,12 @@ end
 
 -- -- the push ----------------------------------------------------------------------
 if pushed ~= '' then
-  local lane, flow = lanes[lane_of[ARGV[7]]], ARGV[8]
-  if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[7]) end
-  rcall('HSET', payloads_key, pushed, ARGV[11])
+  local lane, flow = lanes[lane_of[ARGV[8]]], ARGV[9]
+  if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
+  rcall('HSET', payloads_key, pushed, ARGV[12])
   touch(payloads_key)
-  rcall('HSET', sched_key, 'm:' .. pushed, ARGV[10], 'w:' .. flow, ARGV[9], 'p:' .. flow, ARGV[12],
-        'o:' .. flow, ARGV[13], 'i:' .. flow, ARGV[14])
+  rcall('HSET', sched_key, 'm:' .. pushed, ARGV[11], 'w:' .. flow, ARGV[10], 'p:' .. flow, ARGV[13],
+        'o:' .. flow, ARGV[14], 'i:' .. flow, ARGV[15])
   local flow_key = prefix .. 'fq:' .. flow
   local length = rcall('RPUSH', flow_key, pushed)
   rcall('PEXPIRE', flow_key, ttl)
@@ -179,12 +185,29 @@ for _, lane in ipairs(lanes) do rcall('ZREMRANGEBYSCORE', lane.idle, '-inf', lan
 local out, released, due = {math.floor(now * 1000), -1, 0}, 0, -1
 saturated = false
 
+-- Messages to push onto the broker's queues (ARGV[7]): {key, text} each.
+local dbs = ARGV[7]
+local outbox = {}
+local function json_safe(text)
+  return (string.gsub(text, '[%c"\\]', function(c) return string.format('\\u%04x', string.byte(c)) end))
+end
+
 local function emit(id, slot_us, lease, record, reason)
   local mine = id == pushed
   local payload = rcall('HGET', payloads_key, id) or ''
   rcall('HDEL', sched_key, 'm:' .. id)
   if mine then
     rcall('HDEL', payloads_key, id)
+  elseif dbs ~= '' and string.byte(payload, 1) == 27 then
+    -- a ready-made message: publish it with its release written in
+    local key_end = string.find(payload, '\n', 2, true)
+    local head_end = string.find(payload, '\n', key_end + 1, true)
+    local release = string.format('%s,%d,%d,%d,%s,%s', id, slot_us,
+                                  math.max(0, slot_us - math.floor(now * 1000)), lease, reason, record)
+    outbox[#outbox + 1] = {string.sub(payload, 2, key_end - 1),
+      string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) .. string.sub(payload, head_end + 1)}
+    rcall('HDEL', payloads_key, id)
+    payload = '\27'
   else
     rcall('ZADD', releasing_key, now, id)
     touch(releasing_key)
@@ -300,6 +323,12 @@ elseif due < 0 then
   if soonest[2] then due = math.floor(tonumber(soonest[2]) * 1000) end
 end
 out[2], out[3] = due, released
+if #outbox > 0 then
+  local comma = string.find(dbs, ',', 1, true)
+  rcall('SELECT', tonumber(string.sub(dbs, 1, comma - 1)))
+  for _, message in ipairs(outbox) do rcall('LPUSH', message[1], message[2]) end
+  rcall('SELECT', tonumber(string.sub(dbs, comma + 1)))
+end
 
 local sweep = rcall('HSCAN', state_key, counters[6] or '0', 'MATCH', 't:tenant.*', 'COUNT', 32)
 for j = 1, #sweep[2], 2 do

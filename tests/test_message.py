@@ -1,0 +1,116 @@
+"""Ready-made broker messages (workers/message.py) against what kombu really pushes.
+
+A message stored for a pass to publish must be the one ``app.send_task`` would have
+sent: the same envelope, headers and body, on the same list key (priority included).
+Compared here with the message kombu's Redis transport pushes onto a real server.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from kombu import Exchange, Queue
+
+from workers.message import (
+    GROUP_HEADER,
+    MESSAGE_MARK,
+    RELEASE_HEADER,
+    broker_db_for_release,
+    parse_release,
+    prebuilt_message,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def app(redis_url: str) -> Iterator[Celery]:
+    broker = redis_url.rsplit("/", 1)[0] + "/3"
+    app = Celery("message-test", broker=broker, set_as_current=False)
+    queue = f"q-{uuid.uuid4().hex[:8]}"
+    app.conf.task_queues = (Queue(queue, Exchange(queue, type="direct"), routing_key=queue),)
+    app.conf.broker_transport_options = {"queue_order_strategy": "priority"}
+    app.queue_name = queue  # type: ignore[attr-defined]
+    yield app
+    app.close()
+
+
+def released(stored: str, release: str) -> tuple[str, dict[str, Any]]:
+    """What schedule.lua pushes for ``stored``: its key and the envelope, the release
+    written into the open header."""
+    assert stored.startswith(MESSAGE_MARK)
+    key, head, tail = stored[1:].split("\n", 2)
+    return key, json.loads(head + release + tail)
+
+
+def sent_by_kombu(app: Celery, client: redis.Redis, key: str, **options: Any) -> dict[str, Any]:
+    app.send_task("t.task", kwargs={"x": 1}, queue=app.queue_name, **options)  # type: ignore[attr-defined]
+    raw = client.rpop(key)
+    assert raw is not None, f"kombu pushed nothing onto {key!r}"
+    return dict(json.loads(raw))
+
+
+@pytest.mark.parametrize("priority", [None, 5])
+def test_a_prebuilt_message_is_the_one_kombu_pushes(
+    app: Celery, redis_url: str, priority: int | None
+) -> None:
+    client = redis.Redis.from_url(app.conf.broker_url)
+    options: dict[str, Any] = {"headers": {"x-trace": "t-1"}, "expires": 300, "task_id": "id-1"}
+    if priority is not None:
+        options["priority"] = priority
+    task_options = {k: v for k, v in options.items() if k != "task_id"}
+    stored = prebuilt_message(
+        app,
+        "g",
+        "t.task",
+        "id-1",
+        {"x": 1},
+        app.queue_name,
+        task_options,
+        "{'x': 1}",  # type: ignore[attr-defined]
+    )
+    key, ours = released(stored, "id-1.1,100,5,1,ok,rec")
+    expected_key = app.queue_name if priority is None else f"{app.queue_name}\x06\x163"  # type: ignore[attr-defined]
+    assert key == expected_key
+    theirs = sent_by_kombu(app, client, key, kwargsrepr="{'x': 1}", argsrepr="()", **options)
+    assert ours["headers"].pop(GROUP_HEADER) == "g"
+    assert ours["headers"].pop(RELEASE_HEADER) == "id-1.1,100,5,1,ok,rec"
+    for name in ("expires", "eta"):  # clock-dependent: the same to within a second
+        ours["headers"].pop(name, None), theirs["headers"].pop(name, None)
+    for envelope in (ours, theirs):
+        envelope["properties"].pop("delivery_tag")
+        envelope["properties"].pop("expiration", None)
+        envelope["headers"].pop("origin", None)
+    assert base64.b64decode(ours.pop("body")) == base64.b64decode(theirs.pop("body"))
+    assert ours == theirs
+
+
+def test_the_release_is_read_back_and_garbage_is_not() -> None:
+    got = parse_release("g", "abc.1,96365434280026,12000,1,ok,1|1,963,|2,5,")
+    assert got is not None
+    assert (got.entry_id, got.slot_us, got.wait_s, got.lease, got.reason, got.record) == (
+        "abc.1",
+        96365434280026,
+        0.012,
+        True,
+        "ok",
+        "1|1,963,|2,5,",
+    )
+    assert parse_release("g", "\x00llm-throttle-release\x00") is None
+    assert parse_release("g", "a,b,c") is None
+
+
+def test_a_release_in_redis_needs_the_broker_on_the_limiters_server() -> None:
+    assert broker_db_for_release("redis://h:1/0", "redis://h:1/1") == 1
+    assert broker_db_for_release("redis://h:1/0", "redis://h:1") == 0
+    assert broker_db_for_release("redis://h:1/0", "redis://other:1/1") is None
+    assert broker_db_for_release("redis://h:1/0", "redis://h:2/1") is None
+    assert broker_db_for_release("redis://h:1/0", "amqp://h:1//") is None
+    assert broker_db_for_release("redis://:a@h:1/0", "redis://:b@h:1/1") is None
