@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Task
+from celery.backends.redis import RedisBackend
 from celery.exceptions import Ignore
 from celery.utils import uuid
 from kombu.utils import json
@@ -255,12 +256,28 @@ class ThrottledTask(Task):
                 own.slot_ms, claim=False,
             )  # fmt: skip
         else:
-            self.backend.store_result(task_id, facts, PARKED)
+            self._store_parked(task_id, facts)
             with self.app.events.default_dispatcher() as events:
                 events.send(
                     "task-parked", uuid=task_id, name=self.name, result=repr(facts), **facts
                 )
         return self.AsyncResult(task_id)
+
+    def _store_parked(self, task_id: str, facts: Mapping[str, Any]) -> None:
+        """The result a task queued at send shows until it runs: state PARKED, its facts
+        as result. On a Redis backend one ``SET NX``: it never overwrites the result of
+        a worker that was faster, and it publishes nothing (no caller waits for a state
+        that is not final), where ``store_result`` reads, writes and publishes."""
+        backend = self.backend
+        if not isinstance(backend, RedisBackend):
+            backend.store_result(task_id, facts, PARKED)
+            return
+        meta: dict[str, Any] = {"status": PARKED, "result": dict(facts), "traceback": None}
+        meta |= {"children": [], "date_done": None, "task_id": task_id}
+        expires_s = int(backend.expires) if backend.expires else None
+        backend.client.set(
+            backend.get_key_for_task(task_id), backend.encode(meta), ex=expires_s, nx=True
+        )
 
     def _send_options(
         self, link: Any, link_error: Any, shadow: str | None, options: Mapping[str, Any]

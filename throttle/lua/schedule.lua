@@ -101,18 +101,18 @@ for k, text in ipairs(split(ARGV[2], ';')) do
               idle = prefix .. 'idle:' .. parts[1]}
   lane_of[parts[1]] = k
 end
-local counters = rcall('HMGET', sched_key, 'r', 'n', 'e', 'd', 's', 'z')
+local fields = {'r', 'n', 'e', 'd', 's', 'z'}
+for _, lane in ipairs(lanes) do
+  fields[#fields + 1] = 'v:' .. lane.name
+  fields[#fields + 1] = 'c:' .. lane.name
+end
+local counters = rcall('HMGET', sched_key, unpack(fields))
 local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
 local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
 local b_before = ready_n
-local vnames = {}
 for k, lane in ipairs(lanes) do
-  vnames[2 * k - 1], vnames[2 * k] = 'v:' .. lane.name, 'c:' .. lane.name
-end
-local vc = rcall('HMGET', sched_key, unpack(vnames))
-for k, lane in ipairs(lanes) do
-  lane.v, lane.credit = tonumber(vc[2 * k - 1]) or 0, tonumber(vc[2 * k]) or 0
+  lane.v, lane.credit = tonumber(counters[5 + 2 * k]) or 0, tonumber(counters[6 + 2 * k]) or 0
 end
 
 local function lane_of_flow(flow)
@@ -121,15 +121,15 @@ end
 
 -- A flow becomes ready (after a push into it while empty, or when unblocked).
 local function make_ready(lane, flow, finish)
-  rcall('ZADD', lane.ready, math.max(lane.v, finish), flow)
-  touch(lane.ready)
+  -- (a key is only ever created by adding a member: touch it only then)
+  if rcall('ZADD', lane.ready, math.max(lane.v, finish), flow) == 1 then touch(lane.ready) end
 end
 
 -- A flow emptied: forget its settings, keep its finish tag while it is ahead of V.
 local function retire(lane, flow, finish)
   rcall('ZREM', lane.ready, flow)
   rcall('HDEL', sched_key, 'f:' .. flow, 'w:' .. flow, 'p:' .. flow, 'o:' .. flow, 'i:' .. flow)
-  if finish > lane.v then rcall('ZADD', lane.idle, finish, flow); touch(lane.idle) end
+  if finish > lane.v and rcall('ZADD', lane.idle, finish, flow) == 1 then touch(lane.idle) end
 end
 
 -- -- the push ----------------------------------------------------------------------
@@ -137,7 +137,7 @@ if pushed ~= '' then
   local lane, flow = lanes[lane_of[ARGV[8]]], ARGV[9]
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
   rcall('HSET', payloads_key, pushed, ARGV[12])
-  touch(payloads_key)
+  if all_n == 0 then touch(payloads_key) end  -- the first item since it emptied
   rcall('HSET', sched_key, 'm:' .. pushed, ARGV[11], 'w:' .. flow, ARGV[10], 'p:' .. flow, ARGV[13],
         'o:' .. flow, ARGV[14], 'i:' .. flow, ARGV[15])
   local flow_key = prefix .. 'fq:' .. flow
@@ -155,6 +155,7 @@ if pushed ~= '' then
   end
   if now + ttl > expiry + 60000 then
     expiry = now + ttl + 120000
+    rcall('HSET', sched_key, 'e', expiry)  -- also keeps the hash from emptying below
     local keys = {sched_key, payloads_key, releasing_key, blocked_key}
     for _, l in ipairs(lanes) do keys[#keys + 1] = l.ready; keys[#keys + 1] = l.idle end
     for _, key in ipairs(keys) do rcall('PEXPIRE', key, expiry - now) end
@@ -166,8 +167,9 @@ end
 -- releases nothing: the pass would stop at the same limit. Only the counters change.
 if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
   rcall('HSET', sched_key, 'r', ready_n, 'n', all_n, 'e', expiry)
-  rcall('HSET', state_key, 'b', ready_n)
-  if rcall('PTTL', state_key) < 0 then rcall('PEXPIRE', state_key, ttl) end
+  if rcall('HSET', state_key, 'b', ready_n) == 1 and rcall('PTTL', state_key) < 0 then
+    rcall('PEXPIRE', state_key, ttl)  -- the hash may be new: a field of it is
+  end
   keep_touched(expiry)
   return {math.floor(now * 1000), last_due, 0}
 end
@@ -209,8 +211,7 @@ local function emit(id, slot_us, lease, record, reason)
     rcall('HDEL', payloads_key, id)
     payload = '\27'
   else
-    rcall('ZADD', releasing_key, now, id)
-    touch(releasing_key)
+    if rcall('ZADD', releasing_key, now, id) == 1 then touch(releasing_key) end
   end
   for _, v in ipairs({id, payload, slot_us, lease, record, reason, mine and 1 or 0}) do
     out[#out + 1] = v
@@ -218,11 +219,24 @@ local function emit(id, slot_us, lease, record, reason)
   released = released + 1
 end
 
+-- Per flow, read once per pass: its settings, and its next item id once known.
+local flows = {}
+local function settings(flow)
+  local f = flows[flow]
+  if not f then
+    local got = rcall('HMGET', sched_key, 'p:' .. flow, 'o:' .. flow, 'w:' .. flow, 'i:' .. flow)
+    f = {spec = got[1], others = got[2] or '', weight = tonumber(got[3]) or 1, tenant_at = got[4] or ''}
+    flows[flow] = f
+  end
+  return f
+end
+
 -- The head of a lane's best flow: flow, start tag, item id, meta fields.
 local function head(lane)
   local best = rcall('ZRANGE', lane.ready, 0, 0, 'WITHSCORES')
   if not best[1] then return nil end
-  local id = rcall('LINDEX', prefix .. 'fq:' .. best[1], 0)
+  local known = flows[best[1]]
+  local id = known and known.next or rcall('LINDEX', prefix .. 'fq:' .. best[1], 0)
   if not id then  -- emptied elsewhere (its list expired): drop the flow
     rcall('ZREM', lane.ready, best[1])
     return head(lane)
@@ -236,21 +250,23 @@ local function pop(lane, h)
   local flow_key = prefix .. 'fq:' .. h.flow
   rcall('LPOP', flow_key)
   ready_n, all_n = ready_n - 1, all_n - 1
-  local weight = tonumber(rcall('HGET', sched_key, 'w:' .. h.flow)) or 1
-  local finish = h.start + h.cost / weight
+  local f = settings(h.flow)
+  local finish = h.start + h.cost / f.weight
   lane.v = h.start
-  if rcall('LLEN', flow_key) > 0 then
+  f.next = rcall('LINDEX', flow_key, 0)
+  if f.next then
     rcall('HSET', sched_key, 'f:' .. h.flow, finish)
     rcall('ZADD', lane.ready, finish, h.flow)
   else
     retire(lane, h.flow, finish)
+    flows[h.flow] = nil
   end
 end
 
 local function admit_head(h)
-  local spec = rcall('HGET', sched_key, 'p:' .. h.flow)
-  local others = rcall('HGET', sched_key, 'o:' .. h.flow) or ''
-  local keys, args = {state_key, leases_key}, {h.id, lead, spec}
+  local f = settings(h.flow)
+  local others = f.others
+  local keys, args = {state_key, leases_key}, {h.id, lead, f.spec}
   for j = 3, #h.meta do args[#args + 1] = h.meta[j] end
   if others ~= '' then
     local parts = split(others, '\31')
@@ -259,7 +275,7 @@ local function admit_head(h)
       for m = 1, 4 do args[#args + 1] = parts[j + m] end
     end
   end
-  return admit_request(keys, args, false, lead)
+  return admit_request(keys, args, false, lead, now)
 end
 
 while released < max_items do
@@ -296,12 +312,12 @@ while released < max_items do
       for k = chosen + 1, #lanes do
         if heads[k] then lanes[k].credit = math.min(1, lanes[k].credit + lanes[k].rate * h.cost) end
       end
-    elseif code == 1 and string.find(rcall('HGET', sched_key, 'i:' .. h.flow) or '',
-                                     ',' .. reply[6] .. ',', 1, true) then
+    elseif code == 1 and string.find(settings(h.flow).tenant_at, ',' .. reply[6] .. ',', 1, true) then
       -- over its own tenant's cap: it waits alone
       rcall('ZREM', lane.ready, h.flow)
-      rcall('ZADD', blocked_key, math.floor(reply[3] / 1000), h.flow)
-      touch(blocked_key)
+      if rcall('ZADD', blocked_key, math.floor(reply[3] / 1000), h.flow) == 1 then
+        touch(blocked_key)
+      end
       ready_n = ready_n - rcall('LLEN', prefix .. 'fq:' .. h.flow)
     elseif code == 1 then
       due, saturated = reply[3], true  -- the group is saturated until then
@@ -345,12 +361,13 @@ for k, lane in ipairs(lanes) do
   writes[#writes + 1] = lane.credit
 end
 rcall('HSET', sched_key, unpack(writes))
-touch(sched_key)
+if expiry <= now then touch(sched_key) end  -- written anew since it expired
 keep_touched(expiry > now and expiry or now + ttl)
 if ready_n ~= b_before or pushed ~= '' then
   if ready_n > 0 then
-    rcall('HSET', state_key, 'b', ready_n)
-    if rcall('PTTL', state_key) < 0 then rcall('PEXPIRE', state_key, ttl) end
+    if rcall('HSET', state_key, 'b', ready_n) == 1 and rcall('PTTL', state_key) < 0 then
+      rcall('PEXPIRE', state_key, ttl)
+    end
   else
     rcall('HDEL', state_key, 'b')
   end

@@ -6,7 +6,8 @@
 -- briefly never jumps the fair queue. lease_ahead_ms (nil for none): under a
 -- concurrency cap, a slot at most this far away takes its lease now, and no free lease
 -- means nothing is reserved (code 5): the fair scheduler releases an item only with
--- its lease.
+-- its lease. now_ms (nil: read TIME): the caller's clock reading, for one that admits
+-- many requests in one script.
 -- ARGV[2] may carry a second bound, 'max wait ms:tenant wait ms': a slot that a
 -- tenant's own dimension ('t:tenant.*') sets further away than that is not reserved
 -- either (code 1). Reserving it would move every group dimension's TAT to that far
@@ -24,7 +25,7 @@ local function other_algorithms()
 end
 
 
-local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
+local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
   local state_key, leases_key = KEYS[1], KEYS[2]
   local id = ARGV[1]
   local bound_at = string.find(ARGV[2], ':', 1, true)
@@ -35,7 +36,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms)
   end
   local cap, lease_ttl, g, o, cold, format, spec_at = struct.unpack('<ddddds', ARGV[3])
   local spec = {struct.unpack(format, ARGV[3], spec_at)}
-  local now = server_now_ms()
+  local now = now_ms or server_now_ms()  -- a caller admitting several passes its own
 
   -- spec[1 .. 4 + 2g]: the fields to read; spec[n + 1 .. n + 4], n = 4 + 2g + 4 (i - 1):
   -- the i-th GCRA dimension's period, configured capacity, tolerance, auto
