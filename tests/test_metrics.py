@@ -63,6 +63,25 @@ def test_recording_api_counts_by_group_and_dimension(registry: CollectorRegistry
     assert value(registry, "llm_throttle_wait_seconds_bucket", **waits, le="0.5") == 1
 
 
+def test_started_cost_counts_by_lane_and_tenant(registry: CollectorRegistry) -> None:
+    """A tenant's share used is its started cost over the group's, per dimension."""
+    metrics.admitted("g", {"requests": 1.0, "tenant.acme.requests": 1.0}, "interactive", "acme")
+    metrics.admitted("g", {"requests": 3.0}, "batch", "other")
+    labels = {"group": "g", "dimension": "requests"}
+    acme = value(
+        registry, "llm_throttle_started_cost_total", lane="interactive", tenant="acme", **labels
+    )
+    other = value(
+        registry, "llm_throttle_started_cost_total", lane="batch", tenant="other", **labels
+    )
+    assert (acme, other) == (1.0, 3.0)
+    own = {"group": "g", "lane": "interactive", "tenant": "acme"}
+    assert (
+        value(registry, "llm_throttle_started_cost_total", dimension="tenant.acme.requests", **own)
+        == 0
+    )
+
+
 def test_a_recording_failure_never_raises(registry: CollectorRegistry) -> None:
     metrics.admitted("g", {"tokens": "not a number"})  # type: ignore[dict-item]
     metrics.settled("g", {"tokens": 1.0}, {"tokens": object()}, None)  # type: ignore[dict-item]

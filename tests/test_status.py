@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +17,16 @@ from throttle.config import GroupSettings, config_from_dict, load_config
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, RedisLimiter
 from throttle.parking import ParkingLot
+from throttle.scheduler import (
+    STATS_HALF_LIFE_MS,
+    WAIT_BOUNDS_MS,
+    FairScheduler,
+    QueuedItem,
+    ReleasedItem,
+)
 from throttle.status import (
     RawGroupState,
+    decayed_stats,
     decode_fields,
     gcra_level_units,
     group_status,
@@ -25,6 +35,7 @@ from throttle.status import (
     render_table,
     server_now_ms,
     status_document,
+    wait_quantile_s,
 )
 
 GROUP_DOC: dict[str, Any] = {
@@ -136,6 +147,32 @@ def test_table_and_json_show_pause_multiplier_and_backlog() -> None:
     assert [d["name"] for d in group["dimensions"]][:2] == ["requests", "tokens"]
 
 
+def test_wait_quantiles_interpolate_within_a_bucket() -> None:
+    counts = [0.0] * (len(WAIT_BOUNDS_MS) + 1)
+    assert wait_quantile_s(counts, 0.5) is None
+    counts[1] = 10.0  # ten waits in (10 ms, 25 ms]
+    assert wait_quantile_s(counts, 0.5) == pytest.approx(0.0175)
+    counts[-1] = 10.0 / 99 * 1.0001  # about 1% beyond the last bound
+    assert wait_quantile_s(counts, 0.99) == WAIT_BOUNDS_MS[-1] / 1000
+
+
+def test_statistics_halve_every_half_life() -> None:
+    text = "1000,4," + ",".join(["2"] * (len(WAIT_BOUNDS_MS) + 1))
+    cost, counts = decayed_stats(text, 1000 + STATS_HALF_LIFE_MS)
+    assert cost == pytest.approx(2.0)
+    assert counts == pytest.approx([1.0] * (len(WAIT_BOUNDS_MS) + 1))
+    assert decayed_stats(text, 500) == (4.0, [2.0] * (len(WAIT_BOUNDS_MS) + 1)), "never grows"
+
+
+def test_the_statistics_constants_are_the_scripts() -> None:
+    lua = (Path(__file__).parents[1] / "throttle/lua/schedule.lua").read_text(encoding="utf-8")
+    bounds = re.search(r"local WAIT_BOUNDS_MS = \{([^}]*)\}", lua)
+    half_life = re.search(r"local HALF_LIFE_MS = (\d+)", lua)
+    assert bounds and half_life
+    assert tuple(int(x) for x in bounds.group(1).split(",")) == WAIT_BOUNDS_MS
+    assert int(half_life.group(1)) == STATS_HALF_LIFE_MS
+
+
 def test_redact_url_hides_the_password() -> None:
     assert redact_url("redis://:s3cret@redis:6379/0") == "redis://:***@redis:6379/0"
     assert redact_url("redis://u:p@h/1") == "redis://u:***@h/1"
@@ -237,8 +274,6 @@ def test_status_shows_the_fair_queue_per_lane_and_tenant(
     """A saturated group (600/min, tenant caps 2/min) with work of two tenants in two
     lanes: the status lists the queue, each lane and each flow's backlog, and which
     flow waits on its tenant cap."""
-    from throttle.scheduler import FairScheduler, QueuedItem
-
     path = write_config(tmp_path / "throttle.toml", redis_url, key_prefix)
     path.write_text(
         path.read_text(encoding="utf-8") + 'tenant = { requests = "2/min" }\n', encoding="utf-8"
@@ -269,3 +304,47 @@ def test_status_shows_the_fair_queue_per_lane_and_tenant(
     assert main(["status", "--config", str(path), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["groups"][0]["scheduler"]["queued"] == queue.queued
+
+
+def test_status_shows_share_and_waits_per_lane_and_tenant(
+    redis_url: str, redis_client: redis.Redis, key_prefix: str, tmp_path: Path
+) -> None:
+    """Released work is counted per tenant with its own plan and, for all others
+    together, per lane ("*"): shares of the released cost, items, wait quantiles."""
+    path = write_config(tmp_path / "throttle.toml", redis_url, key_prefix)
+    config = load_config(path, env={})
+    settings = config.groups["openai:mini"]
+    limiter = RedisLimiter(redis_client, keys=KeyBuilder(key_prefix))
+    scheduler = FairScheduler(limiter, config.scheduler.lanes)
+    pushes = [("acme", "interactive", True)] * 6 + [("t1", "interactive", False)] * 2
+    pushes += [("t2", "interactive", False)] * 2 + [("t3", "batch", False)] * 2
+    group = config.limit_group(settings, None)
+    released: list[ReleasedItem] = []
+    for n, (tenant, lane, apart) in enumerate(pushes):
+        costs = config.costs_for(settings, group, {"requests": 1, "tokens": 10})
+        item = QueuedItem(f"i{n}", costs, lane, tenant, 1.0, 0, "p", stats_apart=apart)
+        released.extend(scheduler.push(group, item).released)
+    deadline = time.monotonic() + 30  # 600/min, 8 at once: all start within a second
+    while scheduler.queued(group.name)[0] and time.monotonic() < deadline:
+        for done in released:  # each finishes at once: its concurrency lease comes back
+            assert done.reservation is not None
+            limiter.settle(group, done.reservation, {})
+        released = list(scheduler.run_pass(group).released)
+    assert scheduler.queued(group.name) == (0, 0)
+
+    _now, (status,) = read_status(redis_client, config)
+    assert status.scheduler is not None
+    used = {(t.lane, t.tenant): t.used for t in status.scheduler.tenants}
+    assert set(used) == {("interactive", "acme"), ("interactive", "*"), ("batch", "*")}
+    assert used["interactive", "acme"].released == pytest.approx(6, rel=0.01)
+    assert used["interactive", "*"].released == pytest.approx(4, rel=0.01)
+    assert used["interactive", "acme"].share == pytest.approx(0.5, abs=0.01), "equal costs"
+    assert sum(u.share for u in used.values()) == pytest.approx(1.0, abs=0.01)
+    waits = used["interactive", "acme"]
+    assert waits.wait_p50_s is not None and waits.wait_p99_s is not None
+    assert 0 <= waits.wait_p50_s <= waits.wait_p99_s <= 2.5, "all within about a second"
+    lanes = {lane.name: lane.used for lane in status.scheduler.lanes}
+    assert lanes["interactive"] is not None and lanes["batch"] is not None
+    assert lanes["interactive"].released == pytest.approx(10, rel=0.01)
+    table = render_table([status])
+    assert "wait p99" in table and "acme" in table

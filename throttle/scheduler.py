@@ -33,6 +33,12 @@ from throttle.limits import LimitGroup
 #: Most items one pass releases; a pass that hits it asks to run again at once.
 PASS_LIMIT = 200
 
+#: The statistics a pass keeps (``schedule.lua``'s STATS): the upper bounds of its
+#: wait histogram's buckets (ms; one more bucket beyond the last), and the half-life
+#: of every count in it and of the released cost.
+WAIT_BOUNDS_MS = (10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000)
+STATS_HALF_LIFE_MS = 60000
+
 
 @dataclass(frozen=True, slots=True)
 class QueuedItem:
@@ -47,6 +53,10 @@ class QueuedItem:
     deadline_ms: float
     #: What publishing it later needs, as text (the caller's serialisation).
     payload: str
+    #: Keep this tenant's share and waits apart in the statistics (for a bounded set:
+    #: the tenants with their own plan); other tenants are summed per lane as tenant
+    #: ``*``. Requests without a tenant are always kept apart.
+    stats_apart: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +163,7 @@ class FairScheduler:
             entry.spec,
             entry.others,
             entry.tenant_bindings,
+            "1" if item.stats_apart or item.tenant is None else "",
         ]
         return self._run(group, args)
 

@@ -27,6 +27,7 @@ from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, as_text
 from throttle.limits import Algorithm, Dimension, effective_capacity
+from throttle.scheduler import STATS_HALF_LIFE_MS, WAIT_BOUNDS_MS
 
 
 @dataclass(frozen=True)
@@ -83,12 +84,35 @@ class FlowStatus:
 
 
 @dataclass(frozen=True)
+class ShareStatus:
+    """What a lane, or a tenant in it, got of the group's released quota lately (every
+    count decays with a half-life of a minute): its share of the released cost
+    (dominant shares), the items released, and their waits in the fair queue (queued
+    to slot; None before any release)."""
+
+    share: float
+    released: float
+    wait_p50_s: float | None
+    wait_p99_s: float | None
+
+
+@dataclass(frozen=True)
+class TenantStatus:
+    lane: str
+    #: As its keys spell it (escaped); "" without a tenant, "*" every tenant without
+    #: its own plan, together.
+    tenant: str
+    used: ShareStatus
+
+
+@dataclass(frozen=True)
 class LaneStatus:
     name: str
     ready_flows: int
     #: The lane's virtual time (start-time fair queueing) and its min-share credit.
     virtual_time: float
     credit: float
+    used: ShareStatus | None = None
 
 
 @dataclass(frozen=True)
@@ -104,6 +128,9 @@ class SchedulerStatus:
     lanes: tuple[LaneStatus, ...]
     #: The flows with work, largest backlog first (at most FLOWS_SHOWN).
     flows: tuple[FlowStatus, ...]
+    #: What each tenant kept apart (and each lane's others, as "*") got lately,
+    #: largest share first.
+    tenants: tuple[TenantStatus, ...] = ()
 
 
 #: Flows listed per group in the status (the largest backlogs).
@@ -246,6 +273,71 @@ def group_status(
     )
 
 
+def decayed_stats(text: str | None, now_ms: float) -> tuple[float, list[float]]:
+    """A statistics field of the scheduler hash ('stamp ms,cost,counts...') decayed to
+    ``now_ms``: (cost, counts per wait bucket)."""
+    if not text:
+        return 0.0, [0.0] * (len(WAIT_BOUNDS_MS) + 1)
+    parts = [float(x) for x in text.split(",")]
+    factor = min(1.0, 2.0 ** (-(now_ms - parts[0]) / STATS_HALF_LIFE_MS))
+    counts = [n * factor for n in parts[2:]]
+    counts += [0.0] * (len(WAIT_BOUNDS_MS) + 1 - len(counts))
+    return parts[1] * factor, counts
+
+
+def wait_quantile_s(counts: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of a wait histogram (counts per WAIT_BOUNDS_MS bucket and one
+    beyond), interpolated within its bucket; the last bucket reports its lower bound."""
+    total = sum(counts)
+    if total <= 0:
+        return None
+    target, below = q * total, 0.0
+    for k, n in enumerate(counts):
+        if n > 0 and below + n >= target:
+            lower = WAIT_BOUNDS_MS[k - 1] if k > 0 else 0.0
+            if k >= len(WAIT_BOUNDS_MS):
+                return lower / 1000
+            return (lower + (WAIT_BOUNDS_MS[k] - lower) * (target - below) / n) / 1000
+        below += n
+    return WAIT_BOUNDS_MS[-1] / 1000
+
+
+def share_status(cost: float, counts: Sequence[float], group_cost: float) -> ShareStatus:
+    return ShareStatus(
+        share=cost / group_cost if group_cost > 0 else 0.0,
+        released=sum(counts),
+        wait_p50_s=wait_quantile_s(counts, 0.5),
+        wait_p99_s=wait_quantile_s(counts, 0.99),
+    )
+
+
+def _usage(
+    sched: Mapping[str, str], now_ms: float, lanes: Sequence[str]
+) -> tuple[dict[str, ShareStatus], tuple[TenantStatus, ...]]:
+    """Per lane and per tenant kept apart: what they got lately (STATS)."""
+    group_cost, _ = decayed_stats(sched.get("q"), now_ms)
+    by_lane: dict[str, tuple[float, list[float]]] = {}
+    tenants = []
+    for name, text in sched.items():
+        if not name.startswith("q:"):
+            continue
+        lane, _, tenant = name[2:].partition("|")
+        cost, counts = decayed_stats(text, now_ms)
+        tenants.append(TenantStatus(lane, tenant, share_status(cost, counts, group_cost)))
+        lane_cost, lane_counts = by_lane.get(lane, (0.0, [0.0] * len(counts)))
+        by_lane[lane] = (
+            lane_cost + cost,
+            [a + b for a, b in zip(lane_counts, counts, strict=True)],
+        )
+    tenants.sort(key=lambda t: (-t.used.share, t.lane, t.tenant))
+    lane_usage = {
+        lane: share_status(cost, counts, group_cost)
+        for lane, (cost, counts) in by_lane.items()
+        if lane in lanes
+    }
+    return lane_usage, tuple(tenants)
+
+
 def scheduler_status(raw: RawGroupState, lanes: Sequence[str]) -> SchedulerStatus | None:
     """The fair queue's state; None when the group never queued anything."""
     sched, now_ms = raw.sched, raw.now_ms
@@ -266,6 +358,7 @@ def scheduler_status(raw: RawGroupState, lanes: Sequence[str]) -> SchedulerStatu
             )
         )
     flows.sort(key=lambda f: (-f.backlog, f.lane, f.tenant))
+    lane_usage, tenants = _usage(sched, now_ms, lanes)
     return SchedulerStatus(
         queued=int(_number(sched, "n") or 0),
         ready=int(_number(sched, "r") or 0),
@@ -279,10 +372,12 @@ def scheduler_status(raw: RawGroupState, lanes: Sequence[str]) -> SchedulerStatu
                 len(raw.ready.get(name, {})),
                 _number(sched, f"v:{name}") or 0.0,
                 _number(sched, f"c:{name}") or 0.0,
+                lane_usage.get(name),
             )
             for name in lanes
         ),
         flows=tuple(flows[:FLOWS_SHOWN]),
+        tenants=tenants[:FLOWS_SHOWN],
     )
 
 
@@ -376,13 +471,34 @@ def render_table(statuses: Iterable[GroupStatus]) -> str:
     return "\n".join(lines) if lines else "no limit groups configured\n"
 
 
+_USED_HEAD = ("share", "released", "wait p50", "wait p99")
+
+
+def _used(used: ShareStatus | None) -> list[str]:
+    if used is None:
+        return ["-"] * len(_USED_HEAD)
+    return [
+        f"{used.share:.0%}",
+        f"{used.released:.0f}",
+        _wait(used.wait_p50_s),
+        _wait(used.wait_p99_s),
+    ]
+
+
+def _wait(value_s: float | None) -> str:
+    if value_s is None:
+        return "-"
+    return f"{value_s * 1000:.0f}ms" if value_s < 1 else f"{value_s:.1f}s"
+
+
 def _scheduler_lines(q: SchedulerStatus) -> list[str]:
     due = "when woken" if q.next_pass_in_s is None else f"in {q.next_pass_in_s:.2f}s"
     state = "saturated" if q.saturated else "open"
     lines = [f"  fair queue: {q.queued} queued, {q.ready} ready; next pass {due} ({state})"]
-    rows = [["lane", "ready flows", "virtual time", "credit"]]
+    rows = [["lane", "ready flows", "virtual time", "credit", *_USED_HEAD]]
     rows += [
-        [x.name, str(x.ready_flows), f"{x.virtual_time:.4g}", f"{x.credit:.3f}"] for x in q.lanes
+        [x.name, str(x.ready_flows), f"{x.virtual_time:.4g}", f"{x.credit:.3f}", *_used(x.used)]
+        for x in q.lanes
     ]
     lines += _rows_table(rows, indent="    ")
     if q.flows:
@@ -392,6 +508,11 @@ def _scheduler_lines(q: SchedulerStatus) -> list[str]:
              _seconds(f.blocked_for_s) if f.blocked_for_s else "-"]
             for f in q.flows
         ]  # fmt: skip
+        lines += _rows_table(rows, indent="    ")
+    if q.tenants:
+        rows = [["lane", "tenant", *_USED_HEAD]]
+        rows += [[t.lane, t.tenant or "-", *_used(t.used)] for t in q.tenants]
+        lines += ["    released lately (half-life 1 min; * = tenants without a plan):"]
         lines += _rows_table(rows, indent="    ")
     return lines
 

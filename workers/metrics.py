@@ -52,6 +52,7 @@ class Metrics:
     parks: Counter
     rate_limited: Counter
     reserved: Counter
+    started: Counter
     settled: Counter
     waits: Histogram
     multiplier: Gauge
@@ -72,6 +73,13 @@ class Metrics:
                 "llm_throttle_reserved",
                 "Cost reserved at admission (tokens, requests, ...)",
                 ["group", "dimension"],
+                **kw,
+            ),
+            started=Counter(
+                "llm_throttle_started_cost",
+                "Cost reserved at admission by lane and tenant (a tenant with its own plan by"
+                " name, any other 'other'); its rate over the group's is the share used",
+                ["group", "lane", "tenant", "dimension"],
                 **kw,
             ),
             settled=Counter(
@@ -143,12 +151,16 @@ def _safe(fn: Callable[P, None]) -> Callable[P, None]:
 
 
 @_safe
-def admitted(group: str, costs: Mapping[str, float]) -> None:
+def admitted(group: str, costs: Mapping[str, float], lane: str = "", tenant: str = "") -> None:
+    """``tenant``: the label, bounded by the caller (see :func:`tenant_label`); a
+    tenant's own dimensions are left out of the per-tenant count."""
     m = metrics()
     m.admissions.labels(group).inc()
     for dimension, cost in costs.items():
         if cost > 0:
             m.reserved.labels(group, dimension).inc(cost)
+            if not dimension.startswith("tenant."):
+                m.started.labels(group, lane, tenant, dimension).inc(cost)
 
 
 @_safe

@@ -164,6 +164,9 @@ class Queued:
     deadline_ms: float
     wait_s: float
     state: ThrottleState
+    #: The status keeps this tenant's share and waits apart (it has its own plan);
+    #: others are summed per lane.
+    stats_apart: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,12 @@ class ClientPool:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+
+
+def stats_apart(tenant: str | None, settings: GroupSettings) -> bool:
+    """Whether the status keeps a tenant's share and waits apart: one with its own plan
+    (a bounded set, as the metrics' tenant label), or none at all."""
+    return tenant is None or tenant in settings.tenant_plans
 
 
 def observed_dimensions(group: LimitGroup, observation: Observation | None) -> dict[str, Observed]:
@@ -381,7 +390,7 @@ class CompletionRunner:
                         return self._queued(call, settings, group, state, admission, remaining)
                     state.reservation = admission.reservation
                     state.slot_ms = admission.slot_ms
-                    metrics.admitted(group.name, costs)
+                    metrics.admitted(group.name, costs, *self._labels(call, settings))
                     needs_begin = admission.needs_begin
                     if admission.wait_s > 0:
                         self._sleep(admission.wait_s)
@@ -395,7 +404,7 @@ class CompletionRunner:
                 wait_s, needs_begin = state.wait_at_release_s or 0.0, True
                 slot_ms = state.slot_ms or 0.0
                 state.wait_at_release_s = None
-                metrics.admitted(group.name, state.costs)
+                metrics.admitted(group.name, state.costs, *self._labels(call, settings))
                 if wait_s > 2 * self.config.worker.release_lead_s + 0.05:
                     state.parks += 1
                     state.parked_at_s = self._wall()
@@ -412,6 +421,11 @@ class CompletionRunner:
             outcome = self._call(call, client, request, group, settings, state)
             if outcome is not None:
                 return outcome
+
+    def _labels(self, call: CompletionCall, settings: GroupSettings) -> tuple[str, str]:
+        """The metrics' lane and tenant labels of ``call``."""
+        lane = call.lane or self.config.scheduler.default_lane
+        return lane, metrics.tenant_label(call.tenant, settings.tenant_plans)
 
     def _plan_costs(
         self,
@@ -454,6 +468,7 @@ class CompletionRunner:
             state.deadline_at_s * 1000,
             0.0,
             state,
+            stats_apart(call.tenant, settings),
         )
 
     def _queued(
@@ -476,6 +491,7 @@ class CompletionRunner:
             admission.now_ms + remaining_s * 1000,
             admission.wait_s,
             state,
+            stats_apart(call.tenant, settings),
         )
 
     def _begin(self, group: LimitGroup, state: ThrottleState) -> bool:
@@ -550,12 +566,7 @@ class CompletionRunner:
         deltas = client.profile.settle(reservation, response.usage)
         self._settle(group, settings, state, deltas, response.observation)
         state.slot_ms = slot_ms  # reported with the result
-        metrics.waited(
-            group.name,
-            state.waited_s,
-            call.lane or self.config.scheduler.default_lane,
-            metrics.tenant_label(call.tenant, settings.tenant_plans),
-        )
+        metrics.waited(group.name, state.waited_s, *self._labels(call, settings))
         self._learn(call, response)
         return Completed(self._result_body(call, group.name, response, state))
 

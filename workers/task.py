@@ -152,6 +152,7 @@ class ThrottledTask(Task):
             weight=outcome.weight,
             deadline_ms=outcome.deadline_ms,
             payload=stored if stored is not None else json.dumps(payload),
+            stats_apart=outcome.stats_apart,
         )
         done = context.scheduler.push(outcome.group, item)
         own = publish_released(republisher(self.app), outcome.group.name, done)

@@ -32,8 +32,10 @@
            'c:<lane>' credit; per flow 'f:<flow>' finish
            tag, 'w:<flow>' weight, 'p:<flow>' packed spec, 'o:<flow>' other dimensions
            (key and four admission args each, joined by \31), 'i:<flow>' the binding
-           indices of tenant dimensions (',3,4,'); per item 'm:<id>': 'cost,deadline
-           ms,cost texts...' (comma-separated)
+           indices of tenant dimensions (',3,4,'), 'a:<flow>' 1 when its statistics are
+           kept apart; per item 'm:<id>': 'cost,deadline ms,queued at ms,cost
+           texts...' (comma-separated); statistics (see STATS below): 'q' the group's,
+           'q:<flow>' a flow kept apart, 'q:<lane>|*' every other flow of a lane
   KEYS[4]  payloads hash: item id -> payload (shared with the parking lot)
   KEYS[5]  releasing zset: released item ids not yet claimed, score release time ms
   KEYS[6]  blocked zset: flows over their tenant cap, score when they may go again ms
@@ -56,6 +58,8 @@
   ARGV[11] item meta ('cost,deadline ms,cost texts...')    ARGV[12] payload
   ARGV[13] packed spec (admit.lua's ARGV[3])   ARGV[14] other dimensions (as 'o:')
   ARGV[15] tenant binding indices (as 'i:')
+  ARGV[16] '1': keep this flow's statistics apart (a tenant with its own plan, or no
+           tenant: a bounded set), '': count them in its lane's '*'
   Each pass also sweeps a few fields of the state hash (HSCAN, 32 at a time): a
   tenant's bucket that is full again is deleted, so ten thousand tenants seen once
   leave nothing behind while the group stays busy (a tenant seen again starts as a
@@ -101,10 +105,11 @@ for k, text in ipairs(split(ARGV[2], ';')) do
               idle = prefix .. 'idle:' .. parts[1]}
   lane_of[parts[1]] = k
 end
-local fields = {'r', 'n', 'e', 'd', 's', 'z'}
+local fields = {'r', 'n', 'e', 'd', 's', 'z', 'q'}
 for _, lane in ipairs(lanes) do
   fields[#fields + 1] = 'v:' .. lane.name
   fields[#fields + 1] = 'c:' .. lane.name
+  fields[#fields + 1] = 'q:' .. lane.name .. '|*'
 end
 local counters = rcall('HMGET', sched_key, unpack(fields))
 local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
@@ -112,7 +117,8 @@ local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
 local b_before = ready_n
 for k, lane in ipairs(lanes) do
-  lane.v, lane.credit = tonumber(counters[5 + 2 * k]) or 0, tonumber(counters[6 + 2 * k]) or 0
+  lane.v, lane.credit = tonumber(counters[5 + 3 * k]) or 0, tonumber(counters[6 + 3 * k]) or 0
+  lane.stats_text = counters[7 + 3 * k]
 end
 
 local function lane_of_flow(flow)
@@ -128,8 +134,33 @@ end
 -- A flow emptied: forget its settings, keep its finish tag while it is ahead of V.
 local function retire(lane, flow, finish)
   rcall('ZREM', lane.ready, flow)
-  rcall('HDEL', sched_key, 'f:' .. flow, 'w:' .. flow, 'p:' .. flow, 'o:' .. flow, 'i:' .. flow)
+  rcall('HDEL', sched_key, 'f:' .. flow, 'w:' .. flow, 'p:' .. flow, 'o:' .. flow, 'i:' .. flow,
+        'a:' .. flow)
   if finish > lane.v and rcall('ZADD', lane.idle, finish, flow) == 1 then touch(lane.idle) end
+end
+
+-- Statistics for the status (STATS): cost released and a histogram of waits (queued
+-- to slot) per flow kept apart, per lane for all its other flows, and the group's
+-- released cost, each decayed with a half-life of a minute. A 'q' field is
+-- 'stamp ms,cost' then, for 'q:' fields, one count per WAIT_BOUNDS_MS bucket and the
+-- one beyond. Written with the pass's other counters: no command of its own.
+local HALF_LIFE_MS = 60000
+local WAIT_BOUNDS_MS = {10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
+local function decayed(text, with_waits)
+  local s = {cost = 0, waits = {}}
+  if with_waits then for k = 1, #WAIT_BOUNDS_MS + 1 do s.waits[k] = 0 end end
+  if text then
+    local parts = split(text, ',')
+    local factor = math.min(1, math.pow(2, -(now - (tonumber(parts[1]) or now)) / HALF_LIFE_MS))
+    s.cost = (tonumber(parts[2]) or 0) * factor
+    for k = 1, #s.waits do s.waits[k] = (tonumber(parts[k + 2]) or 0) * factor end
+  end
+  return s
+end
+local function stats_text(s)
+  local out = {string.format('%d,%.6g', now, s.cost)}
+  for k, n in ipairs(s.waits) do out[k + 1] = string.format('%.4g', n) end
+  return table.concat(out, ',')
 end
 
 -- -- the push ----------------------------------------------------------------------
@@ -138,8 +169,10 @@ if pushed ~= '' then
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
   rcall('HSET', payloads_key, pushed, ARGV[12])
   if all_n == 0 then touch(payloads_key) end  -- the first item since it emptied
-  rcall('HSET', sched_key, 'm:' .. pushed, ARGV[11], 'w:' .. flow, ARGV[10], 'p:' .. flow, ARGV[13],
-        'o:' .. flow, ARGV[14], 'i:' .. flow, ARGV[15])
+  local meta = split(ARGV[11], ',')  -- the queue time goes third
+  table.insert(meta, 3, string.format('%d', now))
+  rcall('HSET', sched_key, 'm:' .. pushed, table.concat(meta, ','), 'w:' .. flow, ARGV[10],
+        'p:' .. flow, ARGV[13], 'o:' .. flow, ARGV[14], 'i:' .. flow, ARGV[15], 'a:' .. flow, ARGV[16])
   local flow_key = prefix .. 'fq:' .. flow
   local length = rcall('RPUSH', flow_key, pushed)
   rcall('PEXPIRE', flow_key, ttl)
@@ -224,11 +257,30 @@ local flows = {}
 local function settings(flow)
   local f = flows[flow]
   if not f then
-    local got = rcall('HMGET', sched_key, 'p:' .. flow, 'o:' .. flow, 'w:' .. flow, 'i:' .. flow)
-    f = {spec = got[1], others = got[2] or '', weight = tonumber(got[3]) or 1, tenant_at = got[4] or ''}
+    local got = rcall('HMGET', sched_key, 'p:' .. flow, 'o:' .. flow, 'w:' .. flow, 'i:' .. flow,
+                      'a:' .. flow, 'q:' .. flow)
+    f = {spec = got[1], others = got[2] or '', weight = tonumber(got[3]) or 1, tenant_at = got[4] or '',
+         apart = got[5] == '1', stats_text = got[6]}
     flows[flow] = f
   end
   return f
+end
+
+-- STATS: one item of a flow released after waiting wait_ms.
+local stats, group_stats = {}, nil
+local function record(lane, h, wait_ms)
+  local f = settings(h.flow)
+  local key = f.apart and h.flow or (lane.name .. '|*')
+  local s = stats[key]
+  if not s then
+    s = decayed(f.apart and f.stats_text or lane.stats_text, true)
+    stats[key] = s
+  end
+  group_stats = group_stats or decayed(counters[7], false)
+  s.cost, group_stats.cost = s.cost + h.cost, group_stats.cost + h.cost
+  local k = 1
+  while WAIT_BOUNDS_MS[k] and wait_ms > WAIT_BOUNDS_MS[k] do k = k + 1 end
+  s.waits[k] = s.waits[k] + 1
 end
 
 -- The head of a lane's best flow: flow, start tag, item id, meta fields.
@@ -267,7 +319,7 @@ local function admit_head(h)
   local f = settings(h.flow)
   local others = f.others
   local keys, args = {state_key, leases_key}, {h.id, lead, f.spec}
-  for j = 3, #h.meta do args[#args + 1] = h.meta[j] end
+  for j = 4, #h.meta do args[#args + 1] = h.meta[j] end
   if others ~= '' then
     local parts = split(others, '\31')
     for j = 1, #parts, 5 do
@@ -298,7 +350,9 @@ while released < max_items do
   if not chosen then break end
   local lane = lanes[chosen]
   local deadline = tonumber(h.meta[2]) or 0
+  local queued_at = tonumber(h.meta[3]) or now
   if deadline > 0 and deadline <= now then
+    record(lane, h, now - queued_at)
     pop(lane, h)
     emit(h.id, 0, 0, '', 'expired')
   else
@@ -306,6 +360,7 @@ while released < max_items do
     local code = reply[1]
     if code == 1 and reply[2] < 0 then code = 2 end  -- a sliding window never fits it
     if code == 0 then
+      record(lane, h, reply[3] / 1000 - queued_at)
       pop(lane, h)
       emit(h.id, reply[3], reply[5], reply[7], 'ok')
       if by_credit then lane.credit = math.max(0, lane.credit - h.cost) end
@@ -354,6 +409,12 @@ end
 
 local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due, 's', saturated and 1 or 0,
                 'z', sweep[1]}
+if group_stats then
+  writes[#writes + 1], writes[#writes + 2] = 'q', stats_text(group_stats)
+  for key, s in pairs(stats) do
+    writes[#writes + 1], writes[#writes + 2] = 'q:' .. key, stats_text(s)
+  end
+end
 for k, lane in ipairs(lanes) do
   writes[#writes + 1] = 'v:' .. lane.name
   writes[#writes + 1] = lane.v
