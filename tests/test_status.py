@@ -157,7 +157,7 @@ def test_wait_quantiles_interpolate_within_a_bucket() -> None:
 
 
 def test_statistics_halve_every_half_life() -> None:
-    text = "1000,4," + ",".join(["2"] * (len(WAIT_BOUNDS_MS) + 1))
+    text = "1000,4," + ",".join(f"{k}:2" for k in range(1, len(WAIT_BOUNDS_MS) + 2))
     cost, counts = decayed_stats(text, 1000 + STATS_HALF_LIFE_MS)
     assert cost == pytest.approx(2.0)
     assert counts == pytest.approx([1.0] * (len(WAIT_BOUNDS_MS) + 1))

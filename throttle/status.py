@@ -274,15 +274,19 @@ def group_status(
 
 
 def decayed_stats(text: str | None, now_ms: float) -> tuple[float, list[float]]:
-    """A statistics field of the scheduler hash ('stamp ms,cost,counts...') decayed to
+    """A statistics field of the scheduler hash ('stamp ms,cost,bucket:count...', the
+    buckets numbered from 1) decayed to
     ``now_ms``: (cost, counts per wait bucket)."""
     if not text:
         return 0.0, [0.0] * (len(WAIT_BOUNDS_MS) + 1)
-    parts = [float(x) for x in text.split(",")]
-    factor = min(1.0, 2.0 ** (-(now_ms - parts[0]) / STATS_HALF_LIFE_MS))
-    counts = [n * factor for n in parts[2:]]
-    counts += [0.0] * (len(WAIT_BOUNDS_MS) + 1 - len(counts))
-    return parts[1] * factor, counts
+    stamp, cost, *buckets = text.split(",")
+    factor = min(1.0, 2.0 ** (-(now_ms - float(stamp)) / STATS_HALF_LIFE_MS))
+    counts = [0.0] * (len(WAIT_BOUNDS_MS) + 1)
+    for bucket in buckets:
+        k, _, n = bucket.partition(":")
+        if 1 <= int(k) <= len(counts):
+            counts[int(k) - 1] = float(n) * factor
+    return float(cost) * factor, counts
 
 
 def wait_quantile_s(counts: Sequence[float], q: float) -> float | None:

@@ -105,11 +105,10 @@ for k, text in ipairs(split(ARGV[2], ';')) do
               idle = prefix .. 'idle:' .. parts[1]}
   lane_of[parts[1]] = k
 end
-local fields = {'r', 'n', 'e', 'd', 's', 'z', 'q'}
+local fields = {'r', 'n', 'e', 'd', 's', 'z'}
 for _, lane in ipairs(lanes) do
   fields[#fields + 1] = 'v:' .. lane.name
   fields[#fields + 1] = 'c:' .. lane.name
-  fields[#fields + 1] = 'q:' .. lane.name .. '|*'
 end
 local counters = rcall('HMGET', sched_key, unpack(fields))
 local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
@@ -117,8 +116,7 @@ local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
 local b_before = ready_n
 for k, lane in ipairs(lanes) do
-  lane.v, lane.credit = tonumber(counters[5 + 3 * k]) or 0, tonumber(counters[6 + 3 * k]) or 0
-  lane.stats_text = counters[7 + 3 * k]
+  lane.v, lane.credit = tonumber(counters[5 + 2 * k]) or 0, tonumber(counters[6 + 2 * k]) or 0
 end
 
 local function lane_of_flow(flow)
@@ -142,24 +140,32 @@ end
 -- Statistics for the status (STATS): cost released and a histogram of waits (queued
 -- to slot) per flow kept apart, per lane for all its other flows, and the group's
 -- released cost, each decayed with a half-life of a minute. A 'q' field is
--- 'stamp ms,cost' then, for 'q:' fields, one count per WAIT_BOUNDS_MS bucket and the
--- one beyond. Written with the pass's other counters: no command of its own.
+-- 'stamp ms,cost' then, for 'q:' fields, 'k:count' for each non-empty bucket k of
+-- WAIT_BOUNDS_MS (k = #WAIT_BOUNDS_MS + 1 beyond the last). Read by the first release
+-- of a pass, written with its other counters.
 local HALF_LIFE_MS = 60000
 local WAIT_BOUNDS_MS = {10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000}
-local function decayed(text, with_waits)
+local function decayed(text)
   local s = {cost = 0, waits = {}}
-  if with_waits then for k = 1, #WAIT_BOUNDS_MS + 1 do s.waits[k] = 0 end end
   if text then
     local parts = split(text, ',')
     local factor = math.min(1, math.pow(2, -(now - (tonumber(parts[1]) or now)) / HALF_LIFE_MS))
     s.cost = (tonumber(parts[2]) or 0) * factor
-    for k = 1, #s.waits do s.waits[k] = (tonumber(parts[k + 2]) or 0) * factor end
+    for j = 3, #parts do
+      local colon = string.find(parts[j], ':', 1, true)
+      if colon then
+        s.waits[tonumber(string.sub(parts[j], 1, colon - 1))] = tonumber(string.sub(parts[j], colon + 1)) * factor
+      end
+    end
   end
   return s
 end
 local function stats_text(s)
   local out = {string.format('%d,%.6g', now, s.cost)}
-  for k, n in ipairs(s.waits) do out[k + 1] = string.format('%.4g', n) end
+  for k = 1, #WAIT_BOUNDS_MS + 1 do
+    local n = s.waits[k]
+    if n and n >= 0.001 then out[#out + 1] = string.format('%d:%.4g', k, n) end
+  end
   return table.concat(out, ',')
 end
 
@@ -267,20 +273,25 @@ local function settings(flow)
 end
 
 -- STATS: one item of a flow released after waiting wait_ms.
-local stats, group_stats = {}, nil
+local stats, group_stats, shared_texts = {}, nil, nil
 local function record(lane, h, wait_ms)
+  if not group_stats then  -- the group's, and every lane's '*'
+    local names = {'q'}
+    for _, l in ipairs(lanes) do names[#names + 1] = 'q:' .. l.name .. '|*' end
+    shared_texts = rcall('HMGET', sched_key, unpack(names))
+    group_stats = decayed(shared_texts[1])
+  end
   local f = settings(h.flow)
   local key = f.apart and h.flow or (lane.name .. '|*')
   local s = stats[key]
   if not s then
-    s = decayed(f.apart and f.stats_text or lane.stats_text, true)
+    s = decayed(f.apart and f.stats_text or shared_texts[1 + lane_of[lane.name]])
     stats[key] = s
   end
-  group_stats = group_stats or decayed(counters[7], false)
   s.cost, group_stats.cost = s.cost + h.cost, group_stats.cost + h.cost
   local k = 1
   while WAIT_BOUNDS_MS[k] and wait_ms > WAIT_BOUNDS_MS[k] do k = k + 1 end
-  s.waits[k] = s.waits[k] + 1
+  s.waits[k] = (s.waits[k] or 0) + 1
 end
 
 -- The head of a lane's best flow: flow, start tag, item id, meta fields.
