@@ -105,6 +105,21 @@ def base() -> dict[str, Any]:
         (lambda d: d["providers"]["openai"].update(profile="skynet"), "providers.openai.profile"),
         (lambda d: d["providers"]["openai"].pop("base_url"), "providers.openai.base_url"),
         (lambda d: d["providers"]["openai"].update(read_timeout_s=-1), "read_timeout_s"),
+        (lambda d: d["providers"]["openai"].update(accounting="settle"), "accounting: expected"),
+        (
+            lambda d: d["providers"]["openai"].update(accounting={"output": "later"}),
+            "providers.openai.accounting.output: expected one of",
+        ),
+        (
+            lambda d: d["providers"]["openai"].update(accounting={"input": "settle"}),
+            "providers.openai.accounting: unknown key",
+        ),
+        (
+            lambda d: d["providers"]["openai"].update(
+                profile="gemini", accounting={"output": "settle"}
+            ),
+            "does not limit output",
+        ),
         (lambda d: d.update(worker={"hold_horizon_s": "soon"}), "worker.hold_horizon_s"),
         (lambda d: d.update(worker={"holdhorizon": 1}), "holdhorizon"),
         (lambda d: d.update(worker={"release_stale_s": 0.01}), "release_stale_s must exceed"),
@@ -287,3 +302,19 @@ def test_a_bad_tenant_weight_is_named() -> None:
     }
     with pytest.raises(ConfigError, match=r"groups\.g\.tenants\.acme\.weight: expected a positive"):
         config_from_dict(raw)
+
+
+def test_output_accounting_is_chosen_per_provider() -> None:
+    doc = base()
+    doc["providers"]["claude"] = {"profile": "anthropic", "base_url": "http://a"}
+    doc["providers"]["fast"] = {
+        "profile": "anthropic",
+        "base_url": "http://b",
+        "accounting": {"output": "realtime"},
+    }
+    config = config_from_dict(doc)
+    default = config.providers["claude"].resolved_profile()
+    realtime = config.providers["fast"].resolved_profile()
+    assert default.reserve(input_tokens=10, max_tokens=500).costs["output_tokens"] == 500
+    assert realtime.reserve(input_tokens=10, max_tokens=500).costs["output_tokens"] == 0
+    assert config.providers["openai"].resolved_profile().accounting.output == "reserve"  # type: ignore[union-attr]

@@ -226,41 +226,61 @@ def test_openai_settle_never_refunds_unused_max_tokens() -> None:
 
 
 def test_refunding_compatible_server() -> None:
-    accounting = UpfrontTokens(refund_unused_output=True)
+    accounting = UpfrontTokens(output="settle")
     reservation = accounting.reserve(input_tokens=100, output_tokens=200)
     assert accounting.settle(reservation, Usage(100, 40))["tokens"] == -160
 
 
-def test_anthropic_realtime_output_accounting() -> None:
+def test_anthropic_reserves_output_and_settles_it_by_default() -> None:
+    """Anthropic charges output as it is generated; the throttle reserves max_tokens so
+    that requests admitted together cannot overrun the output limit, and gives the
+    unused part back at the end."""
     profile = get_profile("anthropic")
     reservation = profile.reserve(input_tokens=1000, max_tokens=4096)
     assert dict(reservation.costs) == {
         "requests": 1,
         "input_tokens": 1000,
-        "output_tokens": 0,
-        "tokens": 1000,
+        "output_tokens": 4096,
+        "tokens": 5096,
     }
     # 900 uncached + 200 cache creation + 5000 cache reads (not counted), 300 output.
     usage = Usage(6100, 300, cache_read_input_tokens=5000, cache_creation_input_tokens=200)
     assert profile.settle(reservation, usage) == {
         "input_tokens": 100,
-        "output_tokens": 300,
-        "tokens": 400,
+        "output_tokens": -3796,
+        "tokens": -3696,
     }
 
 
-def test_anthropic_legacy_reserve_mode_refunds_unused_output() -> None:
+def test_anthropic_realtime_mode_debits_output_at_the_end() -> None:
     profile = dataclasses.replace(
-        AnthropicProfile(), accounting=SplitTokens(reserve_output=True, count_cache_reads=True)
+        AnthropicProfile(), accounting=SplitTokens().with_output("realtime")
+    )
+    reservation = profile.reserve(input_tokens=1000, max_tokens=4096)
+    assert reservation.costs["output_tokens"] == 0
+    assert profile.settle(reservation, Usage(1000, 300))["output_tokens"] == 300
+
+
+def test_reserve_mode_never_refunds_output() -> None:
+    profile = dataclasses.replace(
+        AnthropicProfile(),
+        accounting=SplitTokens(output="reserve", count_cache_reads=True),
     )
     reservation = profile.reserve(input_tokens=1000, max_tokens=4096)
     assert reservation.costs["output_tokens"] == 4096
     usage = Usage(1500, 96, cache_read_input_tokens=500)
     assert profile.settle(reservation, usage) == {
         "input_tokens": 500,
-        "output_tokens": -4000,
-        "tokens": -3500,
+        "output_tokens": 0,
+        "tokens": 500,
     }
+    openai = UpfrontTokens().with_output("realtime")
+    assert openai.reserve(input_tokens=10, output_tokens=90).costs["tokens"] == 10
+
+
+def test_a_provider_that_does_not_limit_output_has_no_output_mode() -> None:
+    with pytest.raises(ValueError, match="output"):
+        InputOnlyTokens().with_output("settle")
 
 
 def test_gemini_counts_input_only() -> None:

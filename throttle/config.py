@@ -54,6 +54,8 @@ other key (the value is read as TOML when it parses, else as a string).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import os
 import re
@@ -62,10 +64,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from threading import Lock
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from throttle.errors import ConfigError, ThrottleError, UnknownGroupError
 from throttle.limits import Aimd, Algorithm, Dimension, LimitGroup, parse_auto, parse_rate
+
+if TYPE_CHECKING:
+    from throttle.providers.profile import Profile
 
 CONFIG_ENV = "LLM_THROTTLE_CONFIG"
 _ENV_SHORTCUTS = {
@@ -209,6 +214,24 @@ class ProviderSettings:
     credential: str | None = None
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 120.0
+    #: How the output share of a request is counted: ``reserve``, ``settle`` or
+    #: ``realtime`` (throttle.providers.accounting.OutputMode); None: the profile's.
+    output_accounting: str | None = None
+
+    def resolved_profile(self) -> Profile:
+        """The provider's profile with this provider's accounting."""
+        return _resolved_profile(self.profile, self.output_accounting)
+
+
+@functools.lru_cache(maxsize=64)
+def _resolved_profile(name: str, output: str | None) -> Profile:
+    from throttle.providers.registry import get_profile
+
+    profile = get_profile(name)
+    if output is None:
+        return profile
+    accounting = profile.accounting.with_output(output)  # type: ignore[arg-type]
+    return dataclasses.replace(profile, accounting=accounting)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -518,6 +541,20 @@ def _table(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _output_accounting(where: str, spec: Any) -> str | None:
+    from throttle.providers.accounting import OUTPUT_MODES
+
+    if not isinstance(spec, dict):
+        raise ConfigError(f'{where}.accounting: expected a table, e.g. {{ output = "settle" }}')
+    unknown = sorted(set(spec) - {"output"})
+    if unknown:
+        raise ConfigError(f"{where}.accounting: unknown key(s) {unknown}; known: ['output']")
+    mode = spec.get("output")
+    if mode is not None and mode not in OUTPUT_MODES:
+        raise ConfigError(f"{where}.accounting.output: expected one of {list(OUTPUT_MODES)}")
+    return mode
+
+
 def _provider(name: str, spec: Any) -> ProviderSettings:
     where = f"providers.{name}"
     if not isinstance(spec, dict):
@@ -530,6 +567,14 @@ def _provider(name: str, spec: Any) -> ProviderSettings:
         get_profile(str(values["profile"]))
     except ThrottleError as exc:
         raise ConfigError(f"{where}.profile: {exc}") from exc
+    if "accounting" in values:
+        values["output_accounting"] = _output_accounting(where, values.pop("accounting"))
+        try:
+            _resolved_profile(str(values["profile"]), values["output_accounting"])
+        except ValueError as exc:
+            raise ConfigError(f"{where}.accounting: {exc}") from exc
+    elif "output_accounting" in values:
+        raise ConfigError(f'{where}: write accounting = {{ output = "..." }}')
     if "base_url" not in values:
         raise ConfigError(f"{where}.base_url is required")
     allowed = {f.name for f in fields(ProviderSettings)} - {"name"}

@@ -37,7 +37,6 @@ from throttle.providers.accounting import Reservation, rejected_deltas
 from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
 from throttle.providers.observation import Observation
 from throttle.providers.profile import Profile
-from throttle.providers.registry import get_profile
 from throttle.providers.request import Message
 from throttle.providers.tokens import TokenEstimator
 from workers import metrics
@@ -220,7 +219,7 @@ class ClientPool:
                 client = self._clients.get(key)
                 if client is None:
                     client = ProviderClient(
-                        settings.profile,
+                        settings.resolved_profile(),
                         settings.base_url,
                         name,
                         timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
@@ -456,7 +455,7 @@ class CompletionRunner:
         group = self.config.limit_group(settings, call.tenant)
         if self.limiter.queued_work(group.name) <= 0:
             return None
-        profile = get_profile(self.config.providers[settings.provider].profile)
+        profile = self.config.providers[settings.provider].resolved_profile()
         self._plan_costs(call, settings, group, profile, state)
         state.parks += 1
         state.parked_at_s = self._wall()

@@ -36,8 +36,7 @@ from throttle.providers.usage import Usage, anthropic_usage
 
 @dataclass(frozen=True)
 class AnthropicProfile(Profile):
-    """Anthropic Messages. ``accounting=SplitTokens(reserve_output=True)`` for the legacy
-    mode where OTPM reserves ``max_tokens`` at admission."""
+    """Anthropic Messages (output accounting: :class:`SplitTokens`)."""
 
     name: str = "anthropic"
     dimensions: tuple[str, ...] = (REQUESTS, INPUT_TOKENS, OUTPUT_TOKENS, TOKENS)

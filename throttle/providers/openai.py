@@ -149,13 +149,12 @@ def compatible_profile(
     *,
     default_base_url: str | None = None,
     requires_key: bool = False,
-    refund_unused_output: bool = False,
 ) -> OpenAIProfile:
     """A generic OpenAI-compatible server (vLLM, Together, OpenRouter...)."""
     return OpenAIProfile(
         name=name,
         default_base_url=default_base_url,
-        accounting=UpfrontTokens(refund_unused_output=refund_unused_output),
+        accounting=UpfrontTokens(),
         requires_key=requires_key,
     )
 
