@@ -31,7 +31,7 @@ from throttle.testing.emulator import (
     Profile,
     parse_limits_text,
 )
-from workers.harness import LocalStack
+from workers.harness import COMPRESSED_HEADROOM, LocalStack
 from workers.runtime import observed_dimensions
 
 T0 = 1_800_000_000_000.0
@@ -372,7 +372,10 @@ def run_stack(
                 "models": ["m"],
                 "requests": ceiling,
                 "tokens": "10M/s",
-                "headroom": 0.05,
+                # The README's headroom for per-second windows: a burst of five kept
+                # unused, so one task started late on a loaded host spends no 429
+                # (at 0.05 one unit was left, and such a 429 paused the group).
+                "headroom": COMPRESSED_HEADROOM,
             }
         },
     }
