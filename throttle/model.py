@@ -477,6 +477,7 @@ class _Queue:
     all_n: int = 0
     due_us: int = -1
     saturated: bool = False
+    chores_ms: float | None = None  # when the last housekeeping ran ('y')
 
 
 @dataclass(frozen=True)
@@ -503,8 +504,9 @@ class FairSchedulerModel:
     :class:`LimiterModel`: flows per (lane, tenant), start-time fair queueing within a
     lane, strict priority with min-share credit between lanes, flows over their
     tenant's cap blocked until their slot, and the pass that stops at a saturated
-    group. Each pass drops the tenant buckets that are full again, as the script's
-    sweep does for a state hash small enough to be scanned in one step.
+    group. Once a second a pass drops old idle tags and the tenant buckets that are
+    full again, as the script's housekeeping does for a state hash small enough to be
+    scanned in one step.
     """
 
     def __init__(
@@ -608,8 +610,10 @@ class FairSchedulerModel:
                 lane = next(x for x in q.lanes if x.name == flow.lane)
                 lane.ready[flow_id] = max(lane.v, flow.finish)
                 q.ready_n += len(flow.items)
-        for lane in q.lanes:
-            lane.idle = {f: s for f, s in lane.idle.items() if s > lane.v}
+        chores_due = q.chores_ms is None or now - q.chores_ms >= 1000
+        if chores_due:
+            for lane in q.lanes:
+                lane.idle = {f: s for f, s in lane.idle.items() if s > lane.v}
 
         released: list[ModelRelease] = []
         due, saturated = -1, False
@@ -673,7 +677,9 @@ class FairSchedulerModel:
             due = math.floor(now * 1000)
         elif due < 0 and q.blocked:
             due = math.floor(min(q.blocked.values()) * 1000)
-        self._sweep_tenants(group, now)
+        if chores_due:
+            self._sweep_tenants(group, now)
+            q.chores_ms = math.floor(now)
         q.due_us, q.saturated = due, saturated
         return ModelPass(due, tuple(released))
 

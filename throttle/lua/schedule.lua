@@ -60,7 +60,8 @@
   ARGV[15] tenant binding indices (as 'i:')
   ARGV[16] '1': keep this flow's statistics apart (a tenant with its own plan, or no
            tenant: a bounded set), '': count them in its lane's '*'
-  Each pass also sweeps a few fields of the state hash (HSCAN, 32 at a time): a
+  Once a second (and on every pass while a sweep is part way) a pass also sweeps a
+  few fields of the state hash (HSCAN, 32 at a time): a
   tenant's bucket that is full again is deleted, so ten thousand tenants seen once
   leave nothing behind while the group stays busy (a tenant seen again starts as a
   cold bucket, the group's cold_start full); an idle group's keys expire as a whole.
@@ -110,7 +111,13 @@ for _, lane in ipairs(lanes) do
   fields[#fields + 1] = 'v:' .. lane.name
   fields[#fields + 1] = 'c:' .. lane.name
 end
+fields[#fields + 1] = 'y'
 local counters = rcall('HMGET', sched_key, unpack(fields))
+-- Housekeeping (dropping idle flows' old finish tags, sweeping full tenant buckets)
+-- runs at most once per CHORES_MS, and on every pass while a sweep is part way.
+local CHORES_MS = 1000
+local sweep_cursor = counters[6] or '0'
+local chores_due = now - (tonumber(counters[#fields]) or -CHORES_MS) >= CHORES_MS
 local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
 local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
@@ -221,7 +228,10 @@ for _, flow in ipairs(rcall('ZRANGEBYSCORE', blocked_key, '-inf', now + lead)) d
     ready_n = ready_n + length
   end
 end
-for _, lane in ipairs(lanes) do rcall('ZREMRANGEBYSCORE', lane.idle, '-inf', lane.v) end
+-- (an idle tag at or below V is inert meanwhile: a flow starts at max(V, tag))
+if chores_due then
+  for _, lane in ipairs(lanes) do rcall('ZREMRANGEBYSCORE', lane.idle, '-inf', lane.v) end
+end
 
 local out, released, due = {math.floor(now * 1000), -1, 0}, 0, -1
 saturated = false
@@ -412,14 +422,18 @@ if #outbox > 0 then
   rcall('SELECT', tonumber(string.sub(dbs, comma + 1)))
 end
 
-local sweep = rcall('HSCAN', state_key, counters[6] or '0', 'MATCH', 't:tenant.*', 'COUNT', 32)
-for j = 1, #sweep[2], 2 do
-  local tat = tat_ms(sweep[2][j + 1])
-  if tat and tat <= now then rcall('HDEL', state_key, sweep[2][j]) end
+if chores_due or sweep_cursor ~= '0' then
+  local sweep = rcall('HSCAN', state_key, sweep_cursor, 'MATCH', 't:tenant.*', 'COUNT', 32)
+  for j = 1, #sweep[2], 2 do
+    local tat = tat_ms(sweep[2][j + 1])
+    if tat and tat <= now then rcall('HDEL', state_key, sweep[2][j]) end
+  end
+  sweep_cursor = sweep[1]
 end
 
 local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due, 's', saturated and 1 or 0,
-                'z', sweep[1]}
+                'z', sweep_cursor}
+if chores_due then writes[#writes + 1], writes[#writes + 2] = 'y', math.floor(now) end
 if group_stats then
   writes[#writes + 1], writes[#writes + 2] = 'q', stats_text(group_stats)
   for key, s in pairs(stats) do
