@@ -61,7 +61,7 @@
   ARGV[16] '1': keep this flow's statistics apart (a tenant with its own plan, or no
            tenant: a bounded set), '': count them in its lane's '*'
   Once a second (and on every pass while a sweep is part way) a pass also sweeps a
-  few fields of the state hash (HSCAN, 32 at a time): a
+  few fields of the state hash (HSCAN, 64 at a time): a
   tenant's bucket that is full again is deleted, so ten thousand tenants seen once
   leave nothing behind while the group stays busy (a tenant seen again starts as a
   cold bucket, the group's cold_start full); an idle group's keys expire as a whole.
@@ -423,7 +423,7 @@ if #outbox > 0 then
 end
 
 if chores_due or sweep_cursor ~= '0' then
-  local sweep = rcall('HSCAN', state_key, sweep_cursor, 'MATCH', 't:tenant.*', 'COUNT', 32)
+  local sweep = rcall('HSCAN', state_key, sweep_cursor, 'MATCH', 't:tenant.*', 'COUNT', 64)
   for j = 1, #sweep[2], 2 do
     local tat = tat_ms(sweep[2][j + 1])
     if tat and tat <= now then rcall('HDEL', state_key, sweep[2][j]) end
