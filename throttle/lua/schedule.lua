@@ -21,8 +21,9 @@
   Items past their deadline, or that can never be admitted, are released without a
   reservation (the worker fails or re-admits them).
 
-  KEYS[1]  state hash of the group (admit.lua's KEYS[1]); this script keeps its 'b',
-           the number of items in ready flows, which makes bounded admissions queue
+  KEYS[1]  state hash of the group (admit.lua's KEYS[1]); this script keeps its 'b'
+           above 0 while items wait in ready flows (the count when last written),
+           which makes bounded admissions queue
   KEYS[2]  concurrency leases zset
   KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
            'z' the cursor of the sweep of idle tenants' buckets in KEYS[1],
@@ -126,6 +127,14 @@ for k, lane in ipairs(lanes) do
   lane.v, lane.credit = tonumber(counters[5 + 2 * k]) or 0, tonumber(counters[6 + 2 * k]) or 0
 end
 
+-- The state's 'b' > 0 tells admissions that work waits in ready flows (written when
+-- that turns true or false, and once a second in case the state hash expired).
+local function mark_queued()
+  if rcall('HSET', state_key, 'b', ready_n) == 1 and rcall('PTTL', state_key) < 0 then
+    rcall('PEXPIRE', state_key, ttl)  -- the hash may be new: a field of it is
+  end
+end
+
 local function lane_of_flow(flow)
   return lanes[lane_of[string.sub(flow, 1, string.find(flow, '|', 1, true) - 1)]]
 end
@@ -188,7 +197,9 @@ if pushed ~= '' then
         'p:' .. flow, ARGV[13], 'o:' .. flow, ARGV[14], 'i:' .. flow, ARGV[15], 'a:' .. flow, ARGV[16])
   local flow_key = prefix .. 'fq:' .. flow
   local length = rcall('RPUSH', flow_key, pushed)
-  rcall('PEXPIRE', flow_key, ttl)
+  -- a new list gets the queue's ttl; a long one has it renewed now and then (every
+  -- item in it is younger than the ttl, which is longer than any deadline)
+  if length == 1 or length % 32 == 0 then rcall('PEXPIRE', flow_key, ttl) end
   all_n = all_n + 1
   if length == 1 then
     local finish = tonumber(rcall('ZSCORE', lane.idle, flow)) or lane.v
@@ -213,9 +224,7 @@ end
 -- releases nothing: the pass would stop at the same limit. Only the counters change.
 if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
   rcall('HSET', sched_key, 'r', ready_n, 'n', all_n, 'e', expiry)
-  if rcall('HSET', state_key, 'b', ready_n) == 1 and rcall('PTTL', state_key) < 0 then
-    rcall('PEXPIRE', state_key, ttl)  -- the hash may be new: a field of it is
-  end
+  if b_before <= 0 and ready_n > 0 then mark_queued() end
   keep_touched(expiry)
   return {math.floor(now * 1000), last_due, 0}
 end
@@ -306,8 +315,9 @@ end
 
 -- The head of a lane's best flow: flow, start tag, item id, meta fields.
 local function head(lane)
+  if lane.empty then return nil end  -- a lane found empty stays so within the pass
   local best = rcall('ZRANGE', lane.ready, 0, 0, 'WITHSCORES')
-  if not best[1] then return nil end
+  if not best[1] then lane.empty = true; return nil end
   local known = flows[best[1]]
   local id = known and known.next or rcall('LINDEX', prefix .. 'fq:' .. best[1], 0)
   if not id then  -- emptied elsewhere (its list expired): drop the flow
@@ -328,7 +338,7 @@ local function pop(lane, h)
   lane.v = h.start
   f.next = rcall('LINDEX', flow_key, 0)
   if f.next then
-    rcall('HSET', sched_key, 'f:' .. h.flow, finish)
+    f.finish = finish  -- 'f:' written with the pass's counters
     rcall('ZADD', lane.ready, finish, h.flow)
   else
     retire(lane, h.flow, finish)
@@ -440,6 +450,9 @@ if group_stats then
     writes[#writes + 1], writes[#writes + 2] = 'q:' .. key, stats_text(s)
   end
 end
+for flow, f in pairs(flows) do
+  if f.finish then writes[#writes + 1], writes[#writes + 2] = 'f:' .. flow, f.finish end
+end
 for k, lane in ipairs(lanes) do
   writes[#writes + 1] = 'v:' .. lane.name
   writes[#writes + 1] = lane.v
@@ -449,14 +462,8 @@ end
 rcall('HSET', sched_key, unpack(writes))
 if expiry <= now then touch(sched_key) end  -- written anew since it expired
 keep_touched(expiry > now and expiry or now + ttl)
-if ready_n ~= b_before or pushed ~= '' then
-  if ready_n > 0 then
-    if rcall('HSET', state_key, 'b', ready_n) == 1 and rcall('PTTL', state_key) < 0 then
-      rcall('PEXPIRE', state_key, ttl)
-    end
-  else
-    rcall('HDEL', state_key, 'b')
-  end
+if chores_due or (ready_n > 0) ~= (b_before > 0) then
+  if ready_n > 0 then mark_queued() else rcall('HDEL', state_key, 'b') end
 end
 -- A push that brought the next pass forward wakes a dispatcher (one BLPOP takes it).
 if pushed ~= '' and due >= 0 and (last_due < 0 or due < last_due) then
