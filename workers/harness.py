@@ -271,7 +271,9 @@ class LocalStack:
             self._tmp.cleanup()
 
     def __enter__(self) -> LocalStack:
-        return self.start()
+        # ``with LocalStack(...).start() as stack`` must not start a second Redis and
+        # emulator that ``stop`` would then leave running
+        return self if self.config is not None else self.start()
 
     def __exit__(
         self,
