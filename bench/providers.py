@@ -162,9 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 runs.append(run)
                 print(run, file=sys.stderr)
     print(f"\nAnthropic, output binding, limits x{args.scale:g} per {WINDOW_S:g} s window:\n")
-    print(
-        "| accounting | workers | 429s (max) | output utilization (min) | peak window / limit |"
-    )
+    print("| accounting | workers | 429s (max) | output utilization (min) | peak window / limit |")
     print("|---|---|---|---|---|")
     for mode in ("settle", "realtime"):
         for workers in args.workers:
