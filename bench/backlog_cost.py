@@ -42,6 +42,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from bench.results_file import machine, write_raw  # noqa: E402
 from throttle.keys import KeyBuilder  # noqa: E402
+from throttle.limiter import RedisLimiter  # noqa: E402
 from throttle.testing.emulator import (  # noqa: E402
     EmulatorConfig,
     LatencyConfig,
@@ -151,10 +152,19 @@ def settle_backlog(stack: LocalStack, client: redis.Redis, timeout_s: float = 60
     time.sleep(0.5)  # messages a worker prefetched are pushed by now
 
 
+def pause_narrow(stack: LocalStack, client: redis.Redis, seconds: float) -> None:
+    assert stack.config is not None
+    limiter = RedisLimiter(client, keys=KeyBuilder(stack.config.redis.prefix))
+    limiter.pause(stack.config.limit_group(stack.config.groups["emu:narrow"]), seconds)
+
+
 def measure(
     stack: LocalStack, client: redis.Redis, subject: str, round_: int, args: argparse.Namespace
 ) -> Measure:
     if subject == "backlogged":
+        # Paused while the prime goes in, so the backlog forms even on a machine where
+        # the worker moves broker messages into the fair queue slower than the rate.
+        pause_narrow(stack, client, args.prime / 50 + 1.0)
         primed = send(stack, "gpt-4o", args.prime)
         settle_backlog(stack, client)
         before = sample(stack, client)
