@@ -29,6 +29,13 @@ def _stored_tat(x: float) -> float:
     return math.ceil(x * 1000 - 0.001) / 1000
 
 
+def check_capacity(group: LimitGroup, vector: Sequence[float]) -> None:
+    """CostExceedsCapacityError for a cost no bucket of ``group`` can ever hold."""
+    for dim, cost in zip(group.dimensions, vector, strict=True):
+        if cost > group.usable_capacity(dim) + 1e-9:
+            raise CostExceedsCapacityError(group.name, dim.name, cost, group.usable_capacity(dim))
+
+
 @dataclass
 class _Entry:
     algorithm: Algorithm
@@ -105,11 +112,7 @@ class LimiterModel:
         now = self.clock() if now_ms is None else now_ms
         vector = group.cost_vector(costs) if isinstance(costs, Mapping) else list(costs)
         st = self._state(group)
-        for dim, cost in zip(group.dimensions, vector, strict=True):
-            if cost > group.usable_capacity(dim) + 1e-9:
-                raise CostExceedsCapacityError(
-                    group.name, dim.name, cost, group.usable_capacity(dim)
-                )
+        check_capacity(group, vector)
         for dim in group.dimensions:
             if dim.algorithm is Algorithm.SLIDING:
                 log = st.log.setdefault(dim.name, [])
@@ -549,11 +552,7 @@ class FairSchedulerModel:
         tenant's own dimensions too; ``deadline_ms`` is on the scripts' clock (0: none)."""
         q = self._queue(group)
         vector = group.cost_vector(costs)
-        for dim, cost in zip(group.dimensions, vector, strict=True):
-            if cost > group.usable_capacity(dim) + 1e-9:
-                raise CostExceedsCapacityError(
-                    group.name, dim.name, cost, group.usable_capacity(dim)
-                )
+        check_capacity(group, vector)
         shares = [
             cost / group.usable_capacity(dim)
             for dim, cost in zip(group.dimensions, vector, strict=True)

@@ -275,8 +275,7 @@ def group_status(
 
 def decayed_stats(text: str | None, now_ms: float) -> tuple[float, list[float]]:
     """A statistics field of the scheduler hash ('stamp ms,cost,bucket:count...', the
-    buckets numbered from 1) decayed to
-    ``now_ms``: (cost, counts per wait bucket)."""
+    buckets numbered from 1) decayed to ``now_ms``: (cost, counts per wait bucket)."""
     if not text:
         return 0.0, [0.0] * (len(WAIT_BOUNDS_MS) + 1)
     stamp, cost, *buckets = text.split(",")

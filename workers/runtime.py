@@ -234,12 +234,6 @@ class ClientPool:
         self._clients.clear()
 
 
-def stats_apart(tenant: str | None, settings: GroupSettings) -> bool:
-    """Whether the status keeps a tenant's share and waits apart: one with its own plan
-    (a bounded set, as the metrics' tenant label), or none at all."""
-    return tenant is None or tenant in settings.tenant_plans
-
-
 def observed_dimensions(group: LimitGroup, observation: Observation | None) -> dict[str, Observed]:
     """The provider's view of the group's own dimensions, by name.
 
@@ -467,7 +461,7 @@ class CompletionRunner:
             state.deadline_at_s * 1000,
             0.0,
             state,
-            stats_apart(call.tenant, settings),
+            call.tenant in settings.tenant_plans,
         )
 
     def _queued(
@@ -490,7 +484,7 @@ class CompletionRunner:
             admission.now_ms + remaining_s * 1000,
             admission.wait_s,
             state,
-            stats_apart(call.tenant, settings),
+            call.tenant in settings.tenant_plans,
         )
 
     def _begin(self, group: LimitGroup, state: ThrottleState) -> bool:

@@ -285,7 +285,7 @@ local function settings(flow)
     local got = rcall('HMGET', sched_key, 'p:' .. flow, 'o:' .. flow, 'w:' .. flow, 'i:' .. flow,
                       'a:' .. flow, 'q:' .. flow)
     f = {spec = got[1], others = got[2] or '', weight = tonumber(got[3]) or 1, tenant_at = got[4] or '',
-         apart = got[5] == '1', stats_text = got[6]}
+         apart = got[5] == '1', stats_field = got[6]}
     flows[flow] = f
   end
   return f
@@ -304,7 +304,7 @@ local function record(lane, h, wait_ms)
   local key = f.apart and h.flow or (lane.name .. '|*')
   local s = stats[key]
   if not s then
-    s = decayed(f.apart and f.stats_text or shared_texts[1 + lane_of[lane.name]])
+    s = decayed(f.apart and f.stats_field or shared_texts[1 + lane_of[lane.name]])
     stats[key] = s
   end
   s.cost, group_stats.cost = s.cost + h.cost, group_stats.cost + h.cost
