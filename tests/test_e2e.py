@@ -112,11 +112,44 @@ def enqueue_many(stack: LocalStack, count: int, model: str, max_tokens: int = 50
     ]
 
 
-def wait_all(results: list[Any], timeout_s: float) -> None:
+def wait_all(results: list[Any], timeout_s: float, stack: LocalStack | None = None) -> None:
+    """Wait until every result is ready; on timeout, fail naming how many are not (and,
+    given the stack, where each of them is: see ``whereabouts``)."""
     deadline = time.monotonic() + timeout_s
     while not all(r.ready() for r in results):
-        assert time.monotonic() < deadline, f"{sum(not r.ready() for r in results)} unfinished"
+        if time.monotonic() >= deadline:
+            unfinished = [r for r in results if not r.ready()]
+            where = f": {whereabouts(stack, unfinished)}" if stack is not None else ""
+            raise AssertionError(f"{len(unfinished)} unfinished{where}")
         time.sleep(0.2)
+
+
+def whereabouts(stack: LocalStack, results: list[Any]) -> dict[str, list[str]]:
+    """For each task: its state and every Redis key (broker or limiter database) whose
+    value mentions its id (a queue, kombu's unacked hash, a fair-queue flow, ...)."""
+    assert stack.config is not None
+    found: dict[str, list[str]] = {}
+    for result in results:
+        found[result.id] = [f"state={result.state}"]
+    base = stack.config.redis.url.rsplit("/", 1)[0]
+    for db in range(16):
+        client = redis.Redis.from_url(f"{base}/{db}")
+        for key in client.scan_iter(count=1000):
+            kind = client.type(key).decode()
+            if kind == "list":
+                text = repr(client.lrange(key, 0, -1))
+            elif kind == "hash":
+                text = repr(client.hgetall(key))
+            elif kind == "zset":
+                text = repr(client.zrange(key, 0, -1))
+            elif kind == "string":
+                text = repr(client.get(key))
+            else:
+                continue
+            for task_id, places in found.items():
+                if task_id in text or task_id in key.decode(errors="replace"):
+                    places.append(f"db{db}:{key.decode(errors='replace')}({kind})")
+    return found
 
 
 def admitted(stats: Mapping[str, Any], pool: str, dimension: str) -> float:

@@ -142,7 +142,7 @@ def test_sigkill_while_work_waits_in_the_fair_queue_loses_nothing(
     stack.kill_worker(0)
     if processes == 1:
         stack.start_workers(1, pool="threads", concurrency=threads)
-    wait_all(results, timeout_s=120)
+    wait_all(results, timeout_s=120, stack=stack)
     assert all(r.successful() for r in results)
     admitted = stack.emulator_stats()["admitted"]
     assert 150 <= admitted <= 150 + max(in_flight, threads), (admitted, in_flight)
