@@ -8,7 +8,9 @@ Compared here with the message kombu's Redis transport pushes onto a real server
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,11 @@ import redis
 from celery import Celery
 from kombu import Exchange, Queue
 
+from throttle.config import Lane
+from throttle.keys import KeyBuilder
+from throttle.limiter import RedisLimiter
+from throttle.limits import LimitGroup
+from throttle.scheduler import BrokerOnServer, FairScheduler, QueuedItem
 from workers.message import (
     GROUP_HEADER,
     MESSAGE_MARK,
@@ -25,6 +32,8 @@ from workers.message import (
     broker_db_for_release,
     parse_release,
     prebuilt_message,
+    redis_db,
+    unacked_keys,
 )
 
 pytestmark = pytest.mark.integration
@@ -36,7 +45,13 @@ def app(redis_url: str) -> Iterator[Celery]:
     app = Celery("message-test", broker=broker, set_as_current=False)
     queue = f"q-{uuid.uuid4().hex[:8]}"
     app.conf.task_queues = (Queue(queue, Exchange(queue, type="direct"), routing_key=queue),)
-    app.conf.broker_transport_options = {"queue_order_strategy": "priority"}
+    app.conf.broker_transport_options = {
+        "queue_order_strategy": "priority",
+        # this test's own record of unacknowledged messages (the server is shared)
+        "unacked_key": f"unacked-{queue}",
+        "unacked_index_key": f"unacked-index-{queue}",
+        "visibility_timeout": 0.2,
+    }
     app.queue_name = queue  # type: ignore[attr-defined]
     yield app
     app.close()
@@ -114,3 +129,72 @@ def test_a_release_in_redis_needs_the_broker_on_the_limiters_server() -> None:
     assert broker_db_for_release("redis://h:1/0", "redis://h:2/1") is None
     assert broker_db_for_release("redis://h:1/0", "amqp://h:1//") is None
     assert broker_db_for_release("redis://:a@h:1/0", "redis://:b@h:1/1") is None
+
+
+def published_by_a_pass(app: Celery, redis_url: str, key_prefix: str) -> str:
+    """Queue one ready-made message and run the pass that releases it (it pushes the
+    message onto the broker's queue itself); returns its queue key."""
+    hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
+    broker = BrokerOnServer(redis_db(app.conf.broker_url), redis_db(redis_url), hash_key, index_key)
+    limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
+    scheduler = FairScheduler(limiter, [Lane("interactive")], release_lead_s=0.01, broker=broker)
+    # an empty bucket at 20/s: the item's slot is ~50 ms away, so its own push keeps it
+    group = dataclasses.replace(LimitGroup.from_specs("g", {"requests": "20/s"}), cold_start=0.001)
+    stored = prebuilt_message(
+        app,
+        "g",
+        "t.task",
+        "id-1",
+        {"x": 1},
+        app.queue_name,
+        {},
+        "{'x': 1}",  # type: ignore[attr-defined]
+    )
+    done = scheduler.push(
+        group, QueuedItem("id-1.0", {"requests": 1}, "interactive", "t", 1, 0, stored)
+    )
+    assert done.released == () and done.due_in_s is not None
+    time.sleep(done.due_in_s)
+    done = scheduler.run_pass(group)
+    assert [(r.item_id, r.published) for r in done.released] == [("id-1.0", True)]
+    return stored[1:].split("\n", 1)[0]
+
+
+def test_a_message_a_pass_pushes_is_recorded_as_kombu_records_a_popped_one(
+    app: Celery, redis_url: str, key_prefix: str
+) -> None:
+    client = redis.Redis.from_url(app.conf.broker_url)
+    key = published_by_a_pass(app, redis_url, key_prefix)
+    hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
+    [raw] = client.lrange(key, 0, -1)
+    message = json.loads(raw)
+    tag = message["properties"]["delivery_tag"]
+    assert json.loads(client.hget(hash_key, tag) or "null") == [message, "", app.queue_name]  # type: ignore[attr-defined]
+    assert client.zscore(index_key, tag) == pytest.approx(time.time(), abs=5)
+    # a worker that takes it and acknowledges it leaves no record behind
+    with app.connection_for_read() as connection:
+        got = connection.default_channel.basic_get(app.queue_name)  # type: ignore[attr-defined]
+        assert got is not None and got.delivery_tag == tag
+        got.ack()
+    assert client.hlen(hash_key) == 0 and client.zcard(index_key) == 0
+
+
+def test_a_message_a_pass_pushes_comes_back_when_its_worker_dies_as_it_pops_it(
+    app: Celery, redis_url: str, key_prefix: str
+) -> None:
+    """kombu's Redis transport records a message a worker pops only after the pop: a
+    worker killed in between would lose it. Recorded ahead by the pass, kombu's own
+    sweep puts it back once its visibility timeout has passed."""
+    client = redis.Redis.from_url(app.conf.broker_url)
+    key = published_by_a_pass(app, redis_url, key_prefix)
+    popped = client.rpop(key)  # the worker that popped it dies
+    assert popped is not None and client.llen(key) == 0
+    time.sleep(0.3)  # the visibility timeout (0.2 s) passes
+    with app.connection_for_read() as connection:
+        connection.default_channel.qos.restore_visible(interval=1)
+    [back] = client.lrange(key, 0, -1)
+    restored = json.loads(back)
+    assert restored["headers"].pop("redelivered") is True
+    assert restored["properties"]["delivery_info"].pop("redelivered") is True
+    assert restored == json.loads(popped)
+    assert parse_release("g", restored["headers"][RELEASE_HEADER]) is not None

@@ -156,6 +156,17 @@ def test_expired_items_are_released_without_a_reservation(scheduler: FairSchedul
     ]
 
 
+def test_an_item_pushed_again_while_queued_stays_one_item(scheduler: FairScheduler) -> None:
+    """A worker killed after pushing a task's item but before acknowledging its message
+    gets that message delivered again, and the new worker pushes the same item."""
+    group = saturated("again", "1/min")
+    for _ in range(2):
+        assert scheduler.push(group, item("x", "a")).released == ()
+    assert scheduler.queued("again") == (1, 1)
+    assert scheduler.push(group, item("y", "a")).released == ()
+    assert scheduler.queued("again") == (2, 2)
+
+
 def test_a_cost_no_bucket_holds_fails_at_once(scheduler: FairScheduler) -> None:
     group = saturated("huge", "10/min")
     with pytest.raises(CostExceedsCapacityError):

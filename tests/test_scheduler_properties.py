@@ -64,8 +64,12 @@ push_op = st.tuples(
 pass_op = st.tuples(st.just("pass"))
 settle_op = st.tuples(st.just("settle"), st.integers(0, 40))
 pause_op = st.tuples(st.just("pause"), st.integers(1, 30))
+#: An earlier push again, with the same item id (its message delivered twice).
+repush_op = st.tuples(st.just("repush"), st.integers(0, 60))
 operations = st.lists(
-    st.one_of(push_op, push_op, push_op, pass_op, settle_op, pause_op), min_size=10, max_size=60
+    st.one_of(push_op, push_op, push_op, pass_op, settle_op, pause_op, repush_op),
+    min_size=10,
+    max_size=60,
 )
 
 
@@ -136,17 +140,24 @@ def test_redis_and_model_schedule_alike(
     model = FairSchedulerModel(limiter_model, lanes, release_lead_ms=LEAD_MS)
     base = tenant_group(None, concurrency)
     released: list[tuple[str, str, str | None]] = []  # (item id, handle, tenant)
+    queued: set[int] = set()  # the pushes whose items wait in the queue
     last_now = 0.0
     try:
         for n, op in enumerate(ops):
-            kind = op[0]
+            kind, push_n = op[0], n
+            if kind == "repush":  # one still queued (a released one runs again)
+                earlier = [m for m in range(n) if ops[m][0] == "push" and m in queued]
+                if not earlier:
+                    continue
+                push_n = earlier[op[1] % len(earlier)]
+                kind, op = "push", ops[push_n]
             if kind == "push":
                 _, tenant, lane, requests, tokens, weight, deadline = op
                 group = tenant_group(tenant, concurrency)
                 asked = {"requests": float(requests), "tokens": float(tokens)}
                 costs = {d.name: asked[d.name.rsplit(".", 1)[-1]] for d in group.dimensions}
                 deadline_ms = 0 if deadline is None else max(1, int(last_now + deadline))
-                item_id = f"i{n}"
+                item_id = f"i{push_n}"
                 item = QueuedItem(
                     item_id,
                     costs,
@@ -200,6 +211,9 @@ def test_redis_and_model_schedule_alike(
             assert scheduler.queued(base.name) == model.counts(base), (n, op)
             assert_same_state(client, limiter.keys, model, (n, op))
             tenants = {i: op[1] for i, op in enumerate(ops) if op[0] == "push"}
+            if kind == "push":
+                queued.add(push_n)
+            queued.difference_update(int(r.item_id[1:]) for r in got.released)
             for r in got.released:
                 if r.reservation is not None:
                     released.append((r.item_id, r.reservation, tenants[int(r.item_id[1:])]))

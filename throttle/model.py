@@ -558,7 +558,19 @@ class FairSchedulerModel:
             for dim, cost in zip(group.dimensions, vector, strict=True)
             if not dim.name.startswith("tenant.") and group.usable_capacity(dim) > 0
         ]
-        q.items[item_id] = _Item(vector, max(shares, default=0.0), deadline_ms)
+        if item_id not in q.items:  # one queued already (delivered again) stays put
+            q.items[item_id] = _Item(vector, max(shares, default=0.0), deadline_ms)
+            q.all_n += 1
+            self._join(q, item_id, lane, flow, weight, group)
+        if q.saturated and q.due_us > (now_ms + self.lead_ms) * 1000:
+            return ModelPass(q.due_us, ())  # the pass would stop at the same limit
+        return self._pass(group, q, now_ms, item_id)
+
+    @staticmethod
+    def _join(
+        q: _Queue, item_id: str, lane: str, flow: str, weight: float, group: LimitGroup
+    ) -> None:
+        """An item joins the tail of its flow (a flow that was empty becomes ready)."""
         the_lane = next(x for x in q.lanes if x.name == lane)
         known = q.flows.get(flow)
         if known is None or not known.items:
@@ -571,10 +583,6 @@ class FairSchedulerModel:
             known.weight, known.group = float(weight), group
             if flow not in q.blocked:
                 q.ready_n += 1
-        q.all_n += 1
-        if q.saturated and q.due_us > (now_ms + self.lead_ms) * 1000:
-            return ModelPass(q.due_us, ())  # the pass would stop at the same limit
-        return self._pass(group, q, now_ms, item_id)
 
     def run_pass(self, group: LimitGroup, *, now_ms: float) -> ModelPass:
         return self._pass(group, self._queue(group), now_ms, "")

@@ -41,6 +41,31 @@ STATS_HALF_LIFE_MS = 60000
 
 
 @dataclass(frozen=True, slots=True)
+class BrokerOnServer:
+    """A Redis broker on the limiter's own server: a pass then pushes ready-made
+    messages onto its queues itself (``workers/message.py``)."""
+
+    broker_db: int
+    own_db: int
+    #: The broker's hash and index of unacknowledged messages (kombu's Redis transport,
+    #: with its key prefix). A pushed message is recorded there as well: kombu's Redis
+    #: transport records a message a worker pops only after the pop, so a worker killed
+    #: in between would lose it; recorded ahead, kombu restores it after its visibility
+    #: timeout (and a worker that does record it overwrites the record). '': not
+    #: recorded.
+    unacked_hash: str = ""
+    unacked_index: str = ""
+
+    def as_arg(self) -> str:
+        """schedule.lua's ARGV[7]: 'broker db,own db[,unacked hash,unacked index]'."""
+        dbs = f"{self.broker_db},{self.own_db}"
+        names = (self.unacked_hash, self.unacked_index)
+        if all(names) and not any("," in name for name in names):
+            return f"{dbs},{names[0]},{names[1]}"
+        return dbs
+
+
+@dataclass(frozen=True, slots=True)
 class QueuedItem:
     """One request to queue. ``payload`` is what publishing it later needs (JSON)."""
 
@@ -108,14 +133,13 @@ class FairScheduler:
         *,
         release_lead_s: float = 0.05,
         queue_ttl_s: float = 86400.0,
-        publish_dbs: tuple[int, int] | None = None,
+        broker: BrokerOnServer | None = None,
     ) -> None:
-        """``publish_dbs``: (the broker's database, the limiter's) when the broker is a
-        Redis on the limiter's server; a pass then pushes ready-made messages onto the
-        broker's queues itself (``workers/message.py``)."""
+        """``broker``: given when the broker is a Redis on the limiter's server; a pass
+        then pushes ready-made messages onto the broker's queues itself."""
         self.limiter = limiter
-        self.publishes = publish_dbs is not None
-        self._dbs = "" if publish_dbs is None else f"{publish_dbs[0]},{publish_dbs[1]}"
+        self.publishes = broker is not None
+        self._dbs = "" if broker is None else broker.as_arg()
         self.keys = limiter.keys
         self.release_lead_ms = int(release_lead_s * 1000)
         self.queue_ttl_ms = int(queue_ttl_s * 1000)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import redis
 from celery import Celery
@@ -19,9 +20,9 @@ from throttle.config import Config
 from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.parking import ParkingLot
-from throttle.scheduler import FairScheduler
+from throttle.scheduler import BrokerOnServer, FairScheduler
 from throttle.scripts import Scripts
-from workers.message import broker_db_for_release, redis_db
+from workers.message import broker_db_for_release, redis_db, unacked_keys
 from workers.runtime import ClientPool, CompletionRunner, SleeperGate
 
 #: Threads per worker process, set by the worker bootstep; 1 for prefork children.
@@ -57,7 +58,8 @@ def redis_client(config: Config) -> redis.Redis:
     )
 
 
-def build_context(config: Config) -> WorkerContext:
+def build_context(config: Config, broker_options: Mapping[str, Any] | None = None) -> WorkerContext:
+    """``broker_options``: the app's broker transport options (kombu's key names)."""
     client = redis_client(config)
     keys = KeyBuilder(config.redis.prefix)
     scripts = Scripts(client)
@@ -72,24 +74,29 @@ def build_context(config: Config) -> WorkerContext:
         limiter,
         ParkingLot(client, keys, scripts),
         runner,
-        fair_scheduler(config, limiter),
+        fair_scheduler(config, limiter, broker_options or {}),
     )
 
 
-def fair_scheduler(config: Config, limiter: RedisLimiter) -> FairScheduler:
+def fair_scheduler(
+    config: Config, limiter: RedisLimiter, broker_options: Mapping[str, Any]
+) -> FairScheduler:
     worker = config.worker
-    publish_dbs = None
+    broker = None
     if config.scheduler.publish_in_redis:
         broker_db = broker_db_for_release(config.redis.url, config.broker_url)
         if broker_db is not None:
-            publish_dbs = (broker_db, redis_db(config.redis.url))
+            unacked_hash, unacked_index = unacked_keys(broker_options)
+            broker = BrokerOnServer(
+                broker_db, redis_db(config.redis.url), unacked_hash, unacked_index
+            )
     return FairScheduler(
         limiter,
         config.scheduler.lanes,
         release_lead_s=worker.release_lead_s,
         # items give up at their throttle deadline; their keys outlive it
         queue_ttl_s=worker.throttle_deadline_s + config.celery.visibility_timeout_s + 3600,
-        publish_dbs=publish_dbs,
+        broker=broker,
     )
 
 
@@ -105,6 +112,6 @@ def worker_context(app: Celery) -> WorkerContext:
         with _lock:
             held = getattr(app, "llm_context", None)
             if held is None or held[0] != pid:
-                held = (pid, build_context(app_config(app)))
+                held = (pid, build_context(app_config(app), app.conf.broker_transport_options))
                 app.llm_context = held
     return cast(WorkerContext, held[1])

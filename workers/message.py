@@ -97,6 +97,17 @@ def broker_db_for_release(redis_url: str, broker_url: str) -> int | None:
     return _db_of(broker.path)
 
 
+def unacked_keys(transport_options: Mapping[str, Any]) -> tuple[str, str]:
+    """The keys of kombu's Redis transport's unacknowledged messages (its hash and its
+    index by time), as the server sees them (with the global key prefix)."""
+    prefix = transport_options.get("global_keyprefix", "")
+    names = (
+        transport_options.get("unacked_key", "unacked"),
+        transport_options.get("unacked_index_key", "unacked_index"),
+    )
+    return f"{prefix}{names[0]}", f"{prefix}{names[1]}"
+
+
 def redis_db(url: str) -> int:
     return _db_of(urlsplit(url).path)
 

@@ -49,11 +49,15 @@
   ARGV[4]  most items to release in this pass
   ARGV[5]  ttl ms of the queue's keys (longer than any item's deadline)
   ARGV[6]  id of the item to push, '' for a pass only
-  ARGV[7]  'broker db,own db' when the broker is a Redis on this server, else '':
-           a payload that is a ready-made broker message (workers/message.py: ESC,
-           queue key, LF, the envelope up to its open release header, LF, the rest)
-           is pushed onto its queue by this pass (SELECT, LPUSH), with the release
-           written into the header; it needs no claim and is not in KEYS[5]
+  ARGV[7]  'broker db,own db[,unacked hash,unacked index]' when the broker is a
+           Redis on this server, else '': a payload that is a ready-made broker
+           message (workers/message.py: ESC, queue key, LF, the envelope up to its
+           open release header, LF, the rest) is pushed onto its queue by this pass
+           (SELECT, LPUSH), with the release written into the header; it needs no
+           claim and is not in KEYS[5]. Given the names of kombu's unacknowledged
+           hash and index, the message is recorded there too, as kombu records a
+           message a worker pops (that worker overwrites it; if it dies before,
+           kombu restores the message after its visibility timeout)
   for a push:
   ARGV[8]  lane        ARGV[9]  flow ('<lane>|<tenant>')   ARGV[10] weight
   ARGV[11] item meta ('cost,deadline ms,cost texts...')    ARGV[12] payload
@@ -186,10 +190,17 @@ local function stats_text(s)
 end
 
 -- -- the push ----------------------------------------------------------------------
+-- An item pushed while its payload is stored (queued, or released and not claimed
+-- yet), its message delivered again because the worker that pushed it died before
+-- acknowledging it, stays where it is.
+local pushed_again = false
 if pushed ~= '' then
-  local lane, flow = lanes[lane_of[ARGV[8]]], ARGV[9]
+  local lane = lanes[lane_of[ARGV[8]]]
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
-  rcall('HSET', payloads_key, pushed, ARGV[12])
+  pushed_again = rcall('HSETNX', payloads_key, pushed, ARGV[12]) == 0
+end
+if pushed ~= '' and not pushed_again then
+  local lane, flow = lanes[lane_of[ARGV[8]]], ARGV[9]
   if all_n == 0 then touch(payloads_key) end  -- the first item since it emptied
   local meta = split(ARGV[11], ',')  -- the queue time goes third
   table.insert(meta, 3, string.format('%d', now))
@@ -246,8 +257,19 @@ local out, released, due = {math.floor(now * 1000), -1, 0}, 0, -1
 saturated = false
 
 -- Messages to push onto the broker's queues (ARGV[7]): {key, text} each.
+local broker = split(ARGV[7], ',')
 local dbs = ARGV[7]
 local outbox = {}
+-- The end of a ready-made envelope (workers/message.py puts these properties last):
+-- kombu's unacknowledged record needs its exchange, routing key and delivery tag.
+local ENVELOPE_END = '"delivery_info": {"exchange": ("[^"]*"), "routing_key": ("[^"]*")}, ' ..
+  '"priority": %d+, "body_encoding": "base64", "delivery_tag": "([^"]+)"}}$'
+local function unacked_record(text)
+  if not broker[4] then return nil end
+  local exchange, routing_key, tag = string.match(string.sub(text, -400), ENVELOPE_END)
+  if not tag then return nil end
+  return {tag, '[' .. text .. ', ' .. exchange .. ', ' .. routing_key .. ']'}
+end
 local function json_safe(text)
   return (string.gsub(text, '[%c"\\]', function(c) return string.format('\\u%04x', string.byte(c)) end))
 end
@@ -264,8 +286,9 @@ local function emit(id, slot_us, lease, record, reason)
     local head_end = string.find(payload, '\n', key_end + 1, true)
     local release = string.format('%s,%d,%d,%d,%s,%s', id, slot_us,
                                   math.max(0, slot_us - math.floor(now * 1000)), lease, reason, record)
-    outbox[#outbox + 1] = {string.sub(payload, 2, key_end - 1),
-      string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) .. string.sub(payload, head_end + 1)}
+    local text = string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) ..
+      string.sub(payload, head_end + 1)
+    outbox[#outbox + 1] = {string.sub(payload, 2, key_end - 1), text, unacked_record(text)}
     rcall('HDEL', payloads_key, id)
     payload = '\27'
   else
@@ -426,10 +449,17 @@ elseif due < 0 then
 end
 out[2], out[3] = due, released
 if #outbox > 0 then
-  local comma = string.find(dbs, ',', 1, true)
-  rcall('SELECT', tonumber(string.sub(dbs, 1, comma - 1)))
-  for _, message in ipairs(outbox) do rcall('LPUSH', message[1], message[2]) end
-  rcall('SELECT', tonumber(string.sub(dbs, comma + 1)))
+  rcall('SELECT', tonumber(broker[1]))
+  local unix_s = string.format('%.3f', (now + 1700000000000) / 1000)  -- kombu's time()
+  for _, message in ipairs(outbox) do
+    rcall('LPUSH', message[1], message[2])
+    local unacked = message[3]
+    if unacked then
+      rcall('HSET', broker[3], unacked[1], unacked[2])
+      rcall('ZADD', broker[4], unix_s, unacked[1])
+    end
+  end
+  rcall('SELECT', tonumber(broker[2]))
 end
 
 if chores_due or sweep_cursor ~= '0' then
