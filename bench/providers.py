@@ -1,9 +1,11 @@
-"""Provider accuracy (issue 15), acceptance 1: Anthropic with its output-tokens limit
-binding. Run by hand, never in CI::
+"""Provider accuracy (issue 15): Anthropic with its output-tokens limit binding
+(acceptance 1), Azure's rolling windows (acceptance 2 and 3). Run by hand, never in CI::
 
-    .venv/bin/python bench/providers.py                 # about 4-6 minutes
-    .venv/bin/python bench/providers.py --scale 0.5     # the same with other figures
+    .venv/bin/python bench/providers.py                 # both, about 8-10 minutes
+    .venv/bin/python bench/providers.py --only anthropic --scale 0.5
+    .venv/bin/python bench/providers.py --only azure --scale 0.5
 
+**Anthropic.**
 The emulator speaks Anthropic and charges output as it is generated (its ``realtime``
 mode, as Anthropic's 2026 docs say): a request is let in while the output bucket is
 above 0, and its actual output is debited when produced. Limits are per 4 s window
@@ -22,12 +24,26 @@ what the limit allows), and the peak window (the most output charged in any 4 s
 window, over the limit). Issue 15's targets: <= 3% 429s, utilization >= 0.85, peak
 <= 2.0x.
 
+**Azure.** The emulator speaks Azure: a rolling token log (each request's tokens,
+prompt plus max_tokens, return exactly one window after it) and a request log over a
+sixth of the window at a sixth of the rate; 30k tokens and 120 requests per 6 s window
+(times ``--scale``), so 20 requests per 1 s. The throttle is configured as the README
+says: both limits ``sliding`` (``tokens = 30k/6s``, ``requests = 20/1s``) with the
+compressed windows' headroom. Subjects, interleaved: ``clean`` and ``4x429`` (the
+emulator answers the first 4 requests with a 429 and retry-after 1 s; the group has
+no limits from headers, so its multiplier decreases). Figures: token utilization, the
+tokens admitted over what the limit allows from the first admission until one window
+after the last (``4x429``: from the first admission three windows in, acceptance 3:
+back to >= 0.85 within 3 windows); 429s other than the forced ones; tasks finished.
+Targets: utilization >= 0.85, <= 5% 429s, every task finished.
+
 Markdown tables go to stdout; raw JSON to ``bench/results/providers-<time>.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 import time
@@ -43,6 +59,8 @@ if str(REPO_ROOT) not in sys.path:
 from bench.results_file import machine, write_raw  # noqa: E402
 from throttle.testing.emulator import (  # noqa: E402
     EmulatorConfig,
+    FaultConfig,
+    FaultKind,
     LatencyConfig,
     PoolConfig,
     Profile,
@@ -148,24 +166,177 @@ def one_run(mode: str, workers: int, round_: int, scale: float) -> Run:
     )
 
 
+# -- Azure ------------------------------------------------------------------------
+
+AZURE_WINDOW_S = 6.0
+AZURE_MAX_TOKENS = 500
+FORCED_429S = 4
+
+
+@dataclass(frozen=True)
+class AzureRun:
+    subject: str
+    workers: int
+    round: int
+    tasks: int
+    finished: int
+    unforced_429_fraction: float
+    utilization: float
+    seconds: float
+
+
+def azure_limits(scale: float) -> dict[str, float]:
+    return {"requests": round(120 * scale), "tokens": round(30_000 * scale)}
+
+
+def azure_stack(subject: str, scale: float) -> LocalStack:
+    caps = azure_limits(scale)
+    text = ",".join(f"{name}={cap}/{AZURE_WINDOW_S:g}s" for name, cap in caps.items())
+    faults: tuple[FaultConfig, ...] = ()
+    if subject == "4x429":
+        faults = (FaultConfig(FaultKind.RATE_LIMIT, max_hits=FORCED_429S, retry_after_s=1.0),)
+    emulator = EmulatorConfig(
+        profile=Profile.AZURE,
+        pools=(PoolConfig("default", parse_limits_text(text)),),
+        latency=LatencyConfig(ttft_ms=50, tokens_per_s=2000, output_fraction_min=0.4),
+        faults=faults,
+    )
+    sub_window_s = AZURE_WINDOW_S / 6
+    group: dict[str, Any] = {
+        "provider": "azure",
+        "models": ["gpt-4o"],
+        "headroom": COMPRESSED_HEADROOM,
+        "tokens": {"limit": f"{caps['tokens']}/{AZURE_WINDOW_S:g}s", "algorithm": "sliding"},
+        "requests": {
+            "limit": f"{caps['requests'] // 6}/{sub_window_s:g}s",
+            "algorithm": "sliding",
+        },
+    }
+    doc = {
+        "providers": {"azure": {"profile": "azure", "base_url": "emulator"}},
+        "groups": {"azure:gpt-4o": group},
+    }
+    return LocalStack(emulator, doc)
+
+
+def azure_run(subject: str, workers: int, round_: int, scale: float) -> AzureRun:
+    caps = azure_limits(scale)
+    per_task = AZURE_MAX_TOKENS + 20  # max_tokens and the prompt, as Azure counts them
+    count = int(5 * caps["tokens"] / per_task)  # five windows of tokens
+    with azure_stack(subject, scale).start() as stack:
+        stack.start_workers(workers, pool="threads", concurrency=16 // workers)
+        began = time.monotonic()
+        results = [
+            stack.enqueue(
+                provider="azure", model="gpt-4o", messages=PROMPT, max_tokens=AZURE_MAX_TOKENS
+            )
+            for _ in range(count)
+        ]
+        samples: list[tuple[float, float]] = []  # (emulator time, tokens charged so far)
+        while not all(r.ready() for r in results) and time.monotonic() - began < 120:
+            stats = stack.emulator_stats()
+            samples.append(
+                (stats["now_s"], stats["pools"]["org-emulator/default"]["tokens"]["admitted_cost"])
+            )
+            time.sleep(0.2)
+        seconds = time.monotonic() - began
+        finished = sum(r.ready() for r in results)
+        stats = stack.emulator_stats()
+        answered = sum(stats["by_status"].values())
+        refused = stats["by_status"].get("429", 0) - (FORCED_429S if subject == "4x429" else 0)
+    return AzureRun(
+        subject,
+        workers,
+        round_,
+        count,
+        finished,
+        max(0, refused) / max(1, answered),
+        window_utilization(samples, caps["tokens"], skip_windows=3 if subject == "4x429" else 0),
+        seconds,
+    )
+
+
+def window_utilization(
+    samples: Sequence[tuple[float, float]], capacity: float, skip_windows: int
+) -> float:
+    """The rate a rolling log was used at: the cost admitted from the first admission
+    ``skip_windows`` windows or more after the first one, to the last, over what the
+    limit allows from then until one window after the last (a full log at the last
+    admission counts as used). A saturated log is admitted in steps one window apart,
+    so the span starts where a step does."""
+    first = next(t for t, cost in samples if cost > 0)
+    final = samples[-1][1]
+    last = next(t for t, cost in samples if cost >= final)
+    base, begun = 0.0, None
+    for (_t0, c0), (t1, c1) in itertools.pairwise(samples):
+        if t1 >= first + skip_windows * AZURE_WINDOW_S and c1 > c0:
+            base, begun = c0, t1
+            break
+    if begun is None or begun >= last:
+        return float("nan")
+    return (final - base) / ((last - begun + AZURE_WINDOW_S) * capacity / AZURE_WINDOW_S)
+
+
+def azure_table(runs: Sequence[AzureRun], workers_list: Sequence[int], scale: float) -> None:
+    print(f"\nAzure, rolling windows, limits x{scale:g} per {AZURE_WINDOW_S:g} s window:\n")
+    print("| subject | workers | unforced 429s (max) | token utilization (min) | finished |")
+    print("|---|---|---|---|---|")
+    for subject in ("clean", "4x429"):
+        for workers in workers_list:
+            mine = [r for r in runs if r.subject == subject and r.workers == workers]
+            print(
+                f"| {subject} | {workers} | {max(r.unforced_429_fraction for r in mine):.1%}"
+                f" | {min(r.utilization for r in mine):.2f}"
+                f" (median {statistics.median(r.utilization for r in mine):.2f})"
+                f" | {sum(r.finished for r in mine)}/{sum(r.tasks for r in mine)} |"
+            )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--scale", type=float, default=1.0, help="multiplies every limit")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4])
+    parser.add_argument("--only", choices=("anthropic", "azure"), default=None)
     args = parser.parse_args(argv)
+    azure_runs: list[AzureRun] = []
+    if args.only != "anthropic":
+        for round_ in range(args.rounds):
+            for workers in args.workers:
+                subjects = ("clean", "4x429") if round_ % 2 == 0 else ("4x429", "clean")
+                for subject in subjects:
+                    azure = azure_run(subject, workers, round_, args.scale)
+                    azure_runs.append(azure)
+                    print(azure, file=sys.stderr)
+        azure_table(azure_runs, args.workers, args.scale)
     runs: list[Run] = []
-    for round_ in range(args.rounds):
+    for round_ in range(args.rounds if args.only != "azure" else 0):
         for workers in args.workers:
             for mode in ("settle", "realtime") if round_ % 2 == 0 else ("realtime", "settle"):
                 run = one_run(mode, workers, round_, args.scale)
                 runs.append(run)
                 print(run, file=sys.stderr)
-    print(f"\nAnthropic, output binding, limits x{args.scale:g} per {WINDOW_S:g} s window:\n")
+    if runs:
+        anthropic_table(runs, args.workers, args.scale)
+    path = write_raw(
+        "providers",
+        {
+            "machine": machine(),
+            "args": vars(args),
+            "runs": [asdict(r) for r in runs],
+            "azure_runs": [asdict(r) for r in azure_runs],
+        },
+    )
+    print(f"\nraw: {path}")
+    return 0
+
+
+def anthropic_table(runs: Sequence[Run], workers_list: Sequence[int], scale: float) -> None:
+    print(f"\nAnthropic, output binding, limits x{scale:g} per {WINDOW_S:g} s window:\n")
     print("| accounting | workers | 429s (max) | output utilization (min) | peak window / limit |")
     print("|---|---|---|---|---|")
     for mode in ("settle", "realtime"):
-        for workers in args.workers:
+        for workers in workers_list:
             mine = [r for r in runs if r.mode == mode and r.workers == workers]
             print(
                 f"| {mode} | {workers} | {max(r.refused_fraction for r in mine):.1%}"
@@ -173,11 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f" (median {statistics.median(r.utilization for r in mine):.2f})"
                 f" | {max(r.peak_ratio for r in mine):.2f} |"
             )
-    path = write_raw(
-        "providers", {"machine": machine(), "args": vars(args), "runs": [asdict(r) for r in runs]}
-    )
-    print(f"\nraw: {path}")
-    return 0
 
 
 if __name__ == "__main__":

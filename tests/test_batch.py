@@ -180,9 +180,11 @@ def test_a_batch_killed_halfway_resumes_without_running_a_line_twice(
     stacks: list[Any], tmp_path: Path
 ) -> None:
     """Issue 6, acceptance 4: 1,000 lines, 3 of them malformed; the runner is SIGKILLed
-    once about half the lines are written, restarted, and must end with 997 results and
+    part way, restarted, and must end with 997 results and
     3 errors in input order, with the emulator admitting exactly 997 requests (no line
-    run twice)."""
+    run twice). At 50 lines/s the run takes 20 s: killed at 300 lines written, it
+    still has at least 14 s of lines left (results are written in input order, so a
+    slow line holds the ones behind it, but never for seconds)."""
     from throttle.testing.emulator import (
         EmulatorConfig,
         LatencyConfig,
@@ -205,7 +207,7 @@ def test_a_batch_killed_halfway_resumes_without_running_a_line_twice(
             "emu:mini": {
                 "provider": "emu",
                 "models": ["gpt-4o-mini"],
-                "requests": "100/s",
+                "requests": "50/s",
                 "tokens": "1000000/s",
             }
         },
@@ -236,7 +238,7 @@ def test_a_batch_killed_halfway_resumes_without_running_a_line_twice(
         return f"runner:\n{runner_log.read_text()[-2000:]}\nworkers:\n{workers}"
 
     deadline = time.monotonic() + 60
-    while written() < 500:
+    while written() < 300:
         assert first.poll() is None, diagnosis()
         assert time.monotonic() < deadline, f"only {written()} lines written\n{diagnosis()}"
         time.sleep(0.05)

@@ -128,6 +128,8 @@ def base() -> dict[str, Any]:
         (lambda d: d["groups"]["g"].update(aimd={"decrease": 2}), "groups.g.aimd"),
         (lambda d: d["groups"]["g"].update(aimd={"speed": 2}), "groups.g.aimd"),
         (lambda d: d["groups"]["g"].update(cold_start=0), "cold_start"),
+        (lambda d: d["groups"]["g"].update(wire_margin_s=-1), "groups.g.wire_margin_s"),
+        (lambda d: d["groups"]["g"].update(wire_margin_s="1s"), "groups.g.wire_margin_s"),
         (lambda d: d["groups"]["g"].update(widgets="auto"), "groups.g.widgets"),
         (lambda d: d["groups"]["g"].update(requests="auto/fortnight"), "groups.g.requests"),
         (
@@ -172,9 +174,11 @@ def test_the_limit_group_carries_every_group_setting() -> None:
         headroom=0.1,
         cold_start=0.5,
         aimd={"decrease": 0.5, "increase": 0.1, "floor": 0.2},
+        wire_margin_s=0.03,
     )
     config = config_from_dict(doc)
     limit_group = config.limit_group(config.groups["g"])
+    assert limit_group.wire_margin_s == 0.03
     assert limit_group.concurrency == 7
     assert limit_group.lease_ttl_s == 30
     assert limit_group.headroom == 0.1

@@ -210,6 +210,45 @@ def test_two_workers_use_the_binding_limit_without_429s(
     assert utilization >= 0.90, f"{binding} utilization {utilization:.3f}"
 
 
+def test_azure_rolling_windows_are_filled_whole_without_429s(stacks: list[LocalStack]) -> None:
+    """Azure returns each request's tokens one window after it and counts requests in a
+    log of a sixth of the window. Declared as sliding windows (as the README says, with
+    the compressed windows' headroom), the token log is used whole, never overfilled,
+    and every task finishes."""
+    from throttle.testing.emulator import Profile
+
+    emu = EmulatorConfig(
+        profile=Profile.AZURE,
+        pools=(PoolConfig("default", parse_limits_text("requests=120/3s,tokens=15000/3s")),),
+        latency=LatencyConfig(ttft_ms=20),
+    )
+    doc = {
+        "providers": {"az": {"profile": "azure", "base_url": "emulator"}},
+        "groups": {
+            "az:gpt-4o": {
+                "provider": "az",
+                "models": ["gpt-4o"],
+                "headroom": COMPRESSED_HEADROOM,
+                "tokens": {"limit": "15000/3s", "algorithm": "sliding"},
+                "requests": {"limit": "20/0.5s", "algorithm": "sliding"},
+            }
+        },
+    }
+    stack = start(stacks, emu, doc)
+    results = [
+        stack.enqueue(provider="az", model="gpt-4o", messages=PROMPT, max_tokens=200)
+        for _ in range(200)  # about 215 tokens each: three windows of tokens
+    ]
+    stack.start_workers(1, pool="threads", concurrency=8)
+    wait_all(results, timeout_s=90, stack=stack)
+    stats = stack.emulator_stats()
+    assert all(r.successful() for r in results)
+    assert no_429s(stats), (stats["by_status"], stats["refused"])
+    tokens = stats["pools"]["org-emulator/default"]["tokens"]
+    # the first window took a whole log's worth at once: all 15,000, not 75% of it
+    assert 14_000 <= tokens["peak_window_cost"] <= 15_000, tokens
+
+
 # -- 2. no head-of-line blocking -------------------------------------------------------
 
 

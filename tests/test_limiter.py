@@ -178,6 +178,60 @@ def test_the_state_outlives_every_debt_and_sliding_window_it_holds(
     assert redis_client.pttl(limiter.keys.state("debt")) > 300_000, "5 min of debt is kept"
 
 
+def test_a_sliding_log_is_used_whole_and_keeps_entries_a_wire_margin_longer(
+    limiter: RedisLimiter,
+) -> None:
+    """Headroom keeps a GCRA burst unused; a sliding log has no burst apart from its
+    rate, so all of it is used, and each entry stays the wire margin past its window."""
+    log = Dimension("tokens", 100, 1.0, Algorithm.SLIDING)
+    group = LimitGroup("rolling", (log,), headroom=0.25, wire_margin_s=0.05)
+    first = limiter.admit(group, {"tokens": 60})
+    assert limiter.admit(group, {"tokens": 40}).wait_s == 0, "all 100, not 75"
+    third = limiter.admit(group, {"tokens": 10})
+    assert third.slot_ms - first.slot_ms == pytest.approx(1050, abs=1)
+    assert LimitGroup("default", (log,)).window_ms(log) == pytest.approx(1020)
+    minute = Dimension("tokens", 100, 60.0, Algorithm.SLIDING)
+    assert LimitGroup("default", (minute,)).window_ms(minute) == pytest.approx(60_250)
+
+
+def test_a_late_start_moves_its_sliding_entry_to_when_it_leaves(
+    limiter: RedisLimiter, redis_client: redis.Redis
+) -> None:
+    """The provider counts a request from its arrival: a task that starts after its
+    slot (it waited for a free worker thread) has its entry moved to its start, and
+    one that starts so late that the log has moved on waits for room."""
+    log = Dimension("requests", 2, 1.0, Algorithm.SLIDING)
+    group = LimitGroup("late", (log,), wire_margin_s=0.0)
+    key = limiter.keys.dimension("late", "requests")
+    first, second = (limiter.admit(group, {"requests": 1}) for _ in range(2))
+    time.sleep(0.3)
+    begun = limiter.begin(group, first.reservation)
+    assert begun.outcome is BeginOutcome.GO
+    scores = dict(redis_client.zrange(key, 0, -1, withscores=True))
+    moved = (
+        scores[f"{first.reservation_id}:1".encode()] - scores[f"{second.reservation_id}:1".encode()]
+    )
+    assert moved == pytest.approx(300, abs=100)
+    # a whole window later two others fill the log; the second starts only now
+    time.sleep(1.4 - 0.3)
+    third = limiter.admit(group, {"requests": 1})
+    limiter.admit(group, {"requests": 1})
+    assert third.wait_s == 0
+    late = limiter.begin(group, second.reservation)
+    assert late.outcome is BeginOutcome.WINDOW_FULL
+    assert late.wait_s == pytest.approx((third.slot_ms + 1000 - late.now_ms) / 1000, abs=0.01)
+
+
+def test_a_429_lowers_a_sliding_log_as_it_lowers_a_bucket(limiter: RedisLimiter) -> None:
+    group = LimitGroup("rolling-429", (Dimension("tokens", 100, 1.0, Algorithm.SLIDING),))
+    assert limiter.pause(group, 0.0, rate_limited=True).multiplier == pytest.approx(0.6)
+    first = limiter.admit(group, {"tokens": 60})
+    assert first.wait_s == 0
+    later = limiter.admit(group, {"tokens": 1})
+    assert later.binding == "tokens", "60 of 100 is all the log takes at 0.6"
+    assert later.slot_ms - first.slot_ms == pytest.approx(1020, abs=1)
+
+
 def test_cost_above_capacity_raises_before_and_inside_redis(limiter: RedisLimiter) -> None:
     group = LimitGroup.from_specs("big", {"tokens": "1000/min"}, headroom=0.1)
     with pytest.raises(CostExceedsCapacityError) as info:

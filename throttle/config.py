@@ -108,6 +108,7 @@ _GROUP_OPTIONS = {
     "failure_policy",
     "aimd",
     "cold_start",
+    "wire_margin_s",
 }
 _POLICIES = ("closed", "open")
 #: Per-tenant limit groups kept built in one process; the oldest is dropped past this,
@@ -253,6 +254,9 @@ class GroupSettings:
     aimd: Aimd = field(default_factory=Aimd)
     #: How full the buckets are before anything was heard from the provider.
     cold_start: float = 0.25
+    #: How much longer than its window a sliding log keeps each entry (s); None: the
+    #: default of throttle.limits.LimitGroup.window_ms.
+    wire_margin_s: float | None = None
 
 
 @dataclass
@@ -318,6 +322,7 @@ class Config:
             group.headroom,
             group.aimd,
             group.cold_start,
+            group.wire_margin_s,
         )
         with self._lock:
             if len(self._limit_groups) >= LIMIT_GROUP_CACHE_SIZE:  # idle tenants go first
@@ -541,6 +546,15 @@ def _table(value: Any, where: str) -> dict[str, Any]:
     return value
 
 
+def _optional_seconds(spec: Mapping[str, Any], name: str, where: str) -> float | None:
+    value = spec.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ConfigError(f"{where}.{name}: expected a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
 def _output_accounting(where: str, spec: Any) -> str | None:
     from throttle.providers.accounting import OUTPUT_MODES
 
@@ -705,6 +719,7 @@ def _group(
         failure_policy=policy,
         aimd=aimd,
         cold_start=float(spec.get("cold_start", 0.25)),
+        wire_margin_s=_optional_seconds(spec, "wire_margin_s", where),
     )
     try:  # validate the whole group once
         LimitGroup(
@@ -715,6 +730,7 @@ def _group(
             group.headroom,
             group.aimd,
             group.cold_start,
+            group.wire_margin_s,
         )
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc

@@ -113,6 +113,9 @@ class BeginOutcome(Enum):
     PAUSED = 1
     #: The concurrency cap is full: try again shortly.
     BUSY = 2
+    #: A sliding window has no room for the request yet (it starts later than its
+    #: slot, and the log moved on): wait ``wait_s`` and begin again.
+    WINDOW_FULL = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +256,8 @@ class _Plan:
     calendar: frozenset[int]
     #: Per dimension (the group's order): whether it is a tenant's own share.
     tenant: tuple[bool, ...]
+    #: Positions among the non-GCRA dimensions (``other_keys``) of the sliding logs.
+    sliding: tuple[int, ...] = ()
 
 
 @contextmanager
@@ -325,8 +330,11 @@ class RedisLimiter:
             undo_args.append((dims[i].name, period_ms, capacity, "1" if dims[i].auto else "0"))
         for i in other:
             code = _ALGORITHM_CODES[dims[i].algorithm]
-            capacity = repr(group.usable_capacity(dims[i]))
-            admit_args.append((dims[i].name, code, capacity, repr(dims[i].period_ms)))
+            capacity = repr(dims[i].capacity)
+            window = dims[i].period_ms
+            if dims[i].algorithm is Algorithm.SLIDING:
+                window = group.window_ms(dims[i])
+            admit_args.append((dims[i].name, code, capacity, repr(window)))
             undo_args.append((dims[i].name, code))
         fields = ["pause", "m", "x", "b"]
         numbers: list[float] = []
@@ -369,6 +377,7 @@ class RedisLimiter:
             names=tuple(d.name for d in dims),
             usable=tuple(group.usable_capacity(d) for d in dims),
             calendar=frozenset(i for i in other if dims[i].algorithm is Algorithm.CALENDAR),
+            sliding=tuple(k for k, i in enumerate(other) if dims[i].algorithm is Algorithm.SLIDING),
             tenant=tuple(d.name.startswith("tenant.") for d in dims),
         )
         if len(self._plans) >= PLAN_CACHE_SIZE:  # one per tenant: drop the oldest
@@ -538,17 +547,27 @@ class RedisLimiter:
         return self._handle(self._plan(group), reservation_id, slot_us, record)
 
     def begin(self, group: LimitGroup, reservation: str) -> Begin:
-        """At a future slot: check the pause gate and take the concurrency lease."""
+        """At the slot, as the request is about to leave: check the pause gate, move its
+        sliding-log entries to now (the provider counts it from its arrival), take the
+        concurrency lease."""
         args: list[str | int] = [
             reservation_id_of(reservation),
             group.concurrency or 0,
             int(group.lease_ttl_s * 1000),
         ]
         plan = self._plan(group)
+        keys = [plan.state_key, plan.leases_key]
+        handle = _Handle.parse(reservation, plan) if plan.sliding else None
+        if handle is not None:
+            entries = handle.record.split("|")[1 + plan.gcra_count :]
+            for k in plan.sliding:
+                cost, _, member = entries[k].partition(",")
+                if member:
+                    name, _code, capacity, window_ms = plan.admit_args[plan.gcra_count + k]
+                    keys.append(plan.other_keys[k])
+                    args += [name, member, cost, capacity, window_ms]
         with _storage_errors("begin"):
-            code, wait_us, now_us = self.scripts.begin(
-                keys=[plan.state_key, plan.leases_key], args=args
-            )
+            code, wait_us, now_us = self.scripts.begin(keys=keys, args=args)
         return Begin(BeginOutcome(int(code)), int(wait_us) / 1e6, _absolute_ms(now_us))
 
     def cancel(self, group: LimitGroup, reservation: str) -> float | None:

@@ -205,6 +205,12 @@ class Aimd:
             raise ConfigError(f"aimd.floor must be in (0, 1]: {self.floor}")
 
 
+#: A sliding log's default wire margin (LimitGroup.window_ms): this fraction of its
+#: window, at most WIRE_MARGIN_MAX_S (Azure's 60 s token log keeps entries 60.25 s,
+#: its 10 s request log 10.2 s; a compressed 1 s log 1.02 s).
+WIRE_MARGIN_FRACTION = 0.02
+WIRE_MARGIN_MAX_S = 0.25
+
 #: The highest multiplier of an ``auto`` group that has heard no limits: its start
 #: capacities may grow a thousandfold by AIMD discovery.
 AUTO_MULTIPLIER_CEILING = 1000.0
@@ -225,6 +231,13 @@ def effective_capacity(dim: Dimension, learned: float | None, multiplier: float)
     return dim.capacity * multiplier
 
 
+def sliding_capacity(dim: Dimension, multiplier: float) -> float:
+    """The capacity a sliding log runs at: its own, times the group's multiplier while
+    429s hold that below 1 (a multiplier above 1 is an ``auto`` group discovering its
+    GCRA limits: a window's capacity is configured, never a guess)."""
+    return dim.capacity * min(multiplier, 1.0)
+
+
 def raised_multiplier(aimd: Aimd, multiplier: float, ceiling: float, decreased: bool) -> float:
     """The multiplier after a clean window. Below a ceiling of 1: additive increase by
     ``aimd.increase``. Above (an ``auto`` group discovering its limits): it doubles
@@ -239,10 +252,15 @@ def raised_multiplier(aimd: Aimd, multiplier: float, ceiling: float, decreased: 
 class LimitGroup:
     """Every limit one request must pass, admitted together in one atomic step.
 
-    ``headroom`` is a fraction of each dimension's capacity kept unused as burst
-    margin (DESIGN principle 10): a bucket that looks empty to us still holds that much
-    at the provider, which absorbs the network hop between Redis's clock and theirs.
-    The refill rate is not reduced, so steady throughput is unaffected.
+    ``headroom`` is a fraction of each GCRA dimension's burst kept unused as margin
+    (DESIGN principle 10): a bucket that looks empty to us still holds that much at the
+    provider, which absorbs the network hop between Redis's clock and theirs. The
+    refill rate is not reduced, so steady throughput is unaffected. A sliding or
+    calendar window has no burst apart from its rate: headroom leaves it whole.
+    Instead, each entry of a sliding log stays ``wire_margin_s`` longer than the
+    window (:meth:`window_ms`): two requests sent one window apart reach the provider
+    with different delays, and without the margin the later one can land inside the
+    earlier one's window there.
     """
 
     name: str
@@ -257,6 +275,9 @@ class LimitGroup:
     #: long enough for its state to expire). Below 1, a cold group does not fire a
     #: full burst at a provider whose quota others may be using; headers soon tell.
     cold_start: float = 1.0
+    #: How much longer than its window a sliding log keeps each entry, in seconds;
+    #: None: 2% of the window, at most :data:`WIRE_MARGIN_MAX_S`.
+    wire_margin_s: float | None = None
     _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -275,6 +296,8 @@ class LimitGroup:
             raise ConfigError(f"limit group {self.name!r}: cold_start must be in (0, 1]")
         if self.lease_ttl_s <= 0:
             raise ConfigError(f"limit group {self.name!r}: lease_ttl_s must be positive")
+        if self.wire_margin_s is not None and not 0.0 <= self.wire_margin_s < math.inf:
+            raise ConfigError(f"limit group {self.name!r}: wire_margin_s must be >= 0")
         object.__setattr__(self, "_by_name", {n: i for i, n in enumerate(names)})
 
     @classmethod
@@ -306,11 +329,20 @@ class LimitGroup:
         return min((d.period_s for d in self.dimensions), default=60.0)
 
     def usable_capacity(self, dim: Dimension) -> float:
-        """Capacity after headroom: the most one admission can ever take (unbounded for
-        an ``auto`` dimension, whose capacity is not known in advance)."""
+        """The most one admission can ever take: a GCRA bucket's capacity after
+        headroom, a window's whole capacity (unbounded for an ``auto`` dimension, whose
+        capacity is not known in advance)."""
         if dim.auto:
             return math.inf
+        if dim.algorithm is not Algorithm.GCRA:
+            return dim.capacity
         return dim.capacity * (1.0 - self.headroom)
+
+    def window_ms(self, dim: Dimension) -> float:
+        """How long a sliding log keeps an entry: its window plus the wire margin."""
+        if self.wire_margin_s is not None:
+            return dim.period_ms + self.wire_margin_s * 1000.0
+        return dim.period_ms + min(WIRE_MARGIN_MAX_S * 1000.0, WIRE_MARGIN_FRACTION * dim.period_ms)
 
     @property
     def multiplier_ceiling(self) -> float:

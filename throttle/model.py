@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 
 from throttle.calendar import window_starts_ms
 from throttle.errors import CostExceedsCapacityError
-from throttle.limits import Algorithm, LimitGroup, effective_capacity, raised_multiplier
+from throttle.limits import (
+    Algorithm,
+    LimitGroup,
+    effective_capacity,
+    raised_multiplier,
+    sliding_capacity,
+)
 
 _MAX_ROUNDS = 32
 
@@ -116,7 +122,7 @@ class LimiterModel:
         for dim in group.dimensions:
             if dim.algorithm is Algorithm.SLIDING:
                 log = st.log.setdefault(dim.name, [])
-                log[:] = [e for e in log if e[0] > now - dim.period_ms]
+                log[:] = [e for e in log if e[0] > now - group.window_ms(dim)]
 
         slot, binding, settled = max(now, st.pause_ms), 0, False
         for _ in range(_MAX_ROUNDS):
@@ -164,18 +170,18 @@ class LimiterModel:
             tolerance = dim.period_ms * (1.0 - group.headroom)
             reach = min(cost * emission, tolerance)
             return max(s, self._tat(st, group, dim.name, now) + reach - tolerance)
-        capacity = group.usable_capacity(dim)
         if dim.algorithm is Algorithm.SLIDING:
             log = st.log.get(dim.name, [])
             start = max(s, log[-1][0] if log else 0.0)
-            excess = sum(e[2] for e in log) + cost - capacity
+            excess = sum(e[2] for e in log) + cost - sliding_capacity(dim, st.multiplier)
             for score, _rid, entry_cost in log:
                 if excess <= 0:
                     break
                 excess -= entry_cost
                 if excess <= 0:
-                    return max(start, score + dim.period_ms)
+                    return max(start, score + group.window_ms(dim))
             return start
+        capacity = group.usable_capacity(dim)
         starts = window_starts_ms(dim.period_s, dim.timezone or "UTC", now / 1000)
         used = st.windows.get(dim.name, {})
         for k in range(len(starts) - 1):

@@ -26,7 +26,7 @@ from throttle.config import Config, GroupSettings
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, as_text
-from throttle.limits import Algorithm, Dimension, effective_capacity
+from throttle.limits import Algorithm, Dimension, effective_capacity, sliding_capacity
 from throttle.scheduler import STATS_HALF_LIFE_MS, WAIT_BOUNDS_MS
 
 
@@ -222,7 +222,11 @@ def dimension_status(
         tat_ms = None if tat_us is None else tat_us / 1000
         emission_ms = dim.period_ms / effective
         level = gcra_level_units(effective, headroom, tat_ms, now_ms, emission_ms, cold_start)
-    usable = effective * (1.0 - headroom)
+        usable = effective * (1.0 - headroom)
+    else:  # a window is used whole (throttle.limits.LimitGroup.usable_capacity)
+        if dim.algorithm is Algorithm.SLIDING:
+            effective = sliding_capacity(dim, multiplier)
+        usable = effective
     if dim.algorithm is Algorithm.SLIDING:  # the sum may still hold expired entries
         level = usable - (_number(fields, f"s:{dim.name}") or 0.0)
     return DimensionStatus(

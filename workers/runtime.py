@@ -501,6 +501,11 @@ class CompletionRunner:
                     self.limiter.cancel(group, state.reservation)
                 state.forget_reservation()
                 return False
+            if outcome.outcome is BeginOutcome.WINDOW_FULL:  # it started late: wait its turn
+                self._check_deadline(state, "waiting for room in a sliding window")
+                self._sleep(outcome.wait_s)
+                state.waited_s += outcome.wait_s
+                continue
             busy_rounds += 1  # concurrency cap full: wait for a lease to come back
             self._check_deadline(state, "waiting for a concurrency lease")
             pause_s = min(0.5, 0.01 * 2.0 ** min(busy_rounds, 6)) * self._rng.uniform(0.5, 1.0)

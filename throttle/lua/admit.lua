@@ -45,7 +45,7 @@
                (1 - headroom)), auto (1 or 0)
   ARGV[4..]  g + o costs, one per dimension, GCRA dimensions first
   then       four per other dimension: name, algorithm, a, b
-               sliding  's': a = capacity, b = window ms
+               sliding  's': a = capacity, b = window ms (with its wire margin)
                calendar 'c': a = capacity, b = comma-separated window starts ms, ascending
   Returns {code, wait_us, slot_us, now_us, lease, binding, record}
     code 0 reserved, 1 beyond max wait (nothing reserved), 2 cost above capacity of

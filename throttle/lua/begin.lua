@@ -1,25 +1,76 @@
---[[ begin: at a reserved slot, check the pause gate and take a concurrency lease.
+--[[ begin: at a reserved slot, check the pause gate, time the request's sliding-log
+  entries from now, and take a concurrency lease.
 
-  Called when admit.lua returned a slot in the future or no lease. A group paused
-  after the reservation was made sends the caller back to admission.
+  Called when admit.lua returned a slot in the future or no lease, and by a released
+  task when it starts. A group paused after the reservation was made sends the caller
+  back to admission.
+  Sliding logs: the provider counts a request in its rolling window from when the
+  request arrives, and a task may start later than its slot (it waited for a free
+  worker thread). Each of its entries is therefore moved to now, if the window ending
+  now has room for it; if not, the entry stays where it was and the caller waits
+  until it fits (code 3). Admissions after this see the entry where it really is.
 
-  KEYS[1]  state hash of the group ('pause' field)
-  KEYS[2]  concurrency leases zset
-  ARGV[1]  reservation id
-  ARGV[2]  concurrency cap, 0 for none
-  ARGV[3]  lease ttl ms
+  KEYS[1]    state hash of the group ('pause', 'm' multiplier, 's:<dim>' log sums)
+  KEYS[2]    concurrency leases zset
+  KEYS[2+j]  the j-th sliding log of this reservation (zset, as admit.lua's)
+  ARGV[1]    reservation id
+  ARGV[2]    concurrency cap, 0 for none
+  ARGV[3]    lease ttl ms
+  ARGV[4..]  five per sliding log: name, the entry's member, its cost, capacity,
+             window ms (with its wire margin)
   Returns {code, wait_us, now_us}
-    code 0 go (lease held if capped), 1 paused for wait_us more, 2 no lease free now
+    code 0 go (lease held if capped), 1 paused for wait_us more, 2 no lease free now,
+    3 a sliding window has no room for this request before wait_us
 ]]
 --@include lib/common.lua
 
 local state_key, leases_key, id = KEYS[1], KEYS[2], ARGV[1]
 local cap, lease_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
-local paused_until = tonumber(rcall('HGET', state_key, 'pause') or '0')
+local gate = rcall('HMGET', state_key, 'pause', 'm')
+local paused_until = tonumber(gate[1] or '0')
 if paused_until > now then
   return {1, math.floor((paused_until - now) * 1000), math.floor(now * 1000)}
 end
+
+-- Sliding logs: first see that every entry fits at now, then move them all.
+local multiplier = math.min(tonumber(gate[2]) or 1, 1)
+local moves = {}
+for j = 1, (#ARGV - 3) / 5 do
+  local at = 3 + 5 * (j - 1)
+  local key, name, member = KEYS[2 + j], ARGV[at + 1], ARGV[at + 2]
+  local cost, capacity, window = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]) * multiplier, tonumber(ARGV[at + 5])
+  local held = rcall('ZSCORE', key, member)
+  -- an entry at or after now stays; one gone already (the task starts more than a
+  -- window after its slot) comes back, as the provider will count it
+  if not held or tonumber(held) < now then
+    -- the cost the window ending now holds besides this entry, oldest first
+    local live = rcall('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf', 'WITHSCORES')
+    local excess = -capacity + cost
+    for k = 1, #live, 2 do
+      if live[k] ~= member then excess = excess + tonumber(string.match(live[k], ':([^:]+)$')) end
+    end
+    local k = 1
+    while excess > 0 and k <= #live do  -- wait for the oldest to leave
+      if live[k] ~= member then
+        excess = excess - tonumber(string.match(live[k], ':([^:]+)$'))
+        if excess <= 0 then
+          return {3, math.floor((tonumber(live[k + 1]) + window - now) * 1000) + 1, math.floor(now * 1000)}
+        end
+      end
+      k = k + 2
+    end
+    if excess > 0 then return {3, 1000, math.floor(now * 1000)} end  -- (cannot happen)
+    moves[#moves + 1] = {key, member, name, window, cost, held}
+  end
+end
+for _, move in ipairs(moves) do
+  rcall('ZADD', move[1], now, move[2])
+  if not move[6] then rcall('HINCRBYFLOAT', state_key, 's:' .. move[3], move[5]) end
+  keep_for(move[1], move[4] + 1000)
+  keep_for(state_key, move[4] + 60000)  -- it holds the log's sum
+end
+
 if cap > 0 then
   rcall('ZREMRANGEBYSCORE', leases_key, '-inf', now)
   if not rcall('ZSCORE', leases_key, id) and rcall('ZCARD', leases_key) >= cap then

@@ -76,6 +76,9 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
                  cost = tonumber(ARGV[3 + g + j]), key = KEYS[2 + j], now = now}
       if d.cost > d.capacity then return {2, 0, 0, 0, 0, g + j} end
       if d.algo == 's' then
+        -- a sliding log runs at its capacity times the multiplier while 429s hold that
+        -- below 1 (throttle.limits.sliding_capacity); the window includes the wire margin
+        d.capacity = d.capacity * math.min(multiplier, 1)
         d.window = tonumber(ARGV[at + 3])
         algorithms.s.load(d, state_key, now)
       else
