@@ -30,11 +30,13 @@ sixth of the window at a sixth of the rate; 30k tokens and 120 requests per 6 s 
 (times ``--scale``), so 20 requests per 1 s. The throttle is configured as the README
 says: both limits ``sliding`` (``tokens = 30k/6s``, ``requests = 20/1s``) with the
 compressed windows' headroom. Subjects, interleaved: ``clean`` and ``4x429`` (the
-emulator answers the first 4 requests with a 429 and retry-after 1 s; the group has
-no limits from headers, so its multiplier decreases). Figures: token utilization, the
-tokens admitted over what the limit allows from the first admission until one window
-after the last (``4x429``: from the first admission three windows in, acceptance 3:
-back to >= 0.85 within 3 windows); 429s other than the forced ones; tasks finished.
+emulator answers the first 4 requests with a 429 and retry-after 1 s; their headers
+show the log had room, so the group pauses for the wait and keeps its rate).
+Figures: token utilization over whole cycles of the log (a saturated log admits in
+bursts one window apart: the tokens admitted from one burst's start to the last
+one's, over what the limit allows in that time; ``4x429``: from the first burst
+three windows in, acceptance 3: back to >= 0.85 within 3 windows); 429s other than
+the forced ones; tasks finished.
 Targets: utilization >= 0.85, <= 5% 429s, every task finished.
 
 Markdown tables go to stdout; raw JSON to ``bench/results/providers-<time>.json``.
@@ -43,7 +45,6 @@ Markdown tables go to stdout; raw JSON to ``bench/results/providers-<time>.json`
 from __future__ import annotations
 
 import argparse
-import itertools
 import statistics
 import sys
 import time
@@ -259,22 +260,25 @@ def azure_run(subject: str, workers: int, round_: int, scale: float) -> AzureRun
 def window_utilization(
     samples: Sequence[tuple[float, float]], capacity: float, skip_windows: int
 ) -> float:
-    """The rate a rolling log was used at: the cost admitted from the first admission
-    ``skip_windows`` windows or more after the first one, to the last, over what the
-    limit allows from then until one window after the last (a full log at the last
-    admission counts as used). A saturated log is admitted in steps one window apart,
-    so the span starts where a step does."""
-    first = next(t for t, cost in samples if cost > 0)
-    final = samples[-1][1]
-    last = next(t for t, cost in samples if cost >= final)
-    base, begun = 0.0, None
-    for (_t0, c0), (t1, c1) in itertools.pairwise(samples):
-        if t1 >= first + skip_windows * AZURE_WINDOW_S and c1 > c0:
-            base, begun = c0, t1
-            break
-    if begun is None or begun >= last:
+    """The rate a rolling log was used at, over whole cycles: a saturated log is
+    admitted in bursts about one window apart (as its entries come back). From the
+    first burst that starts ``skip_windows`` windows or more after the first admission
+    to the last burst's start: the cost admitted in between over what the limit
+    allows in that time. A burst starts after a third of a window with no admission."""
+    starts: list[tuple[float, float]] = []  # (time, cost admitted before it)
+    quiet_since, before = None, 0.0
+    for t, cost in samples:
+        if cost > before:
+            if quiet_since is None or t - quiet_since >= AZURE_WINDOW_S / 3:
+                starts.append((t, before))
+            quiet_since = t
+        before = max(before, cost)
+    first = starts[0][0] if starts else 0.0
+    later = [s for s in starts if s[0] >= first + skip_windows * AZURE_WINDOW_S]
+    if len(later) < 2:
         return float("nan")
-    return (final - base) / ((last - begun + AZURE_WINDOW_S) * capacity / AZURE_WINDOW_S)
+    (t0, c0), (t1, c1) = later[0], later[-1]
+    return (c1 - c0) / ((t1 - t0) * capacity / AZURE_WINDOW_S)
 
 
 def azure_table(runs: Sequence[AzureRun], workers_list: Sequence[int], scale: float) -> None:

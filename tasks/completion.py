@@ -24,7 +24,6 @@ from redis.exceptions import RedisError
 
 from throttle.config import Config
 from throttle.errors import ConfigError, CostExceedsCapacityError, InvalidRequestError, StorageError
-from throttle.providers.registry import get_profile
 from throttle.providers.request import Message
 from throttle.providers.tokens import TokenEstimator
 from workers.publish import COMPLETE_TASK, kwargs_repr
@@ -109,7 +108,7 @@ def validate(
         config.scheduler.lane(lane)
     except ConfigError as exc:
         raise InvalidRequestError(str(exc)) from None
-    profile = get_profile(config.providers[settings.provider].profile)
+    profile = config.providers[settings.provider].resolved_profile()
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be a positive integer: {max_tokens!r}")
     profile.build_request(

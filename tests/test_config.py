@@ -322,3 +322,87 @@ def test_output_accounting_is_chosen_per_provider() -> None:
     assert default.reserve(input_tokens=10, max_tokens=500).costs["output_tokens"] == 500
     assert realtime.reserve(input_tokens=10, max_tokens=500).costs["output_tokens"] == 0
     assert config.providers["openai"].resolved_profile().accounting.output == "reserve"  # type: ignore[union-attr]
+
+
+def test_request_shape_settings_reach_the_request() -> None:
+    """max_tokens_field (reasoning models), Azure's deployments and api-version, and
+    Anthropic's version, from TOML to the request a worker sends."""
+    doc = base()
+    doc["providers"]["o-series"] = {
+        "profile": "openai",
+        "base_url": "http://o",
+        "max_tokens_field": "max_completion_tokens",
+    }
+    doc["providers"]["az"] = {
+        "profile": "azure",
+        "base_url": "https://res.openai.azure.com",
+        "api_version": "2025-04-01-preview",
+        "deployments": {"gpt-4o": "prod-4o"},
+    }
+    doc["providers"]["claude"] = {
+        "profile": "anthropic",
+        "base_url": "http://a",
+        "api_version": "2024-01-01",
+    }
+    providers = config_from_dict(doc).providers
+    ask = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9, "params": {}}
+    reasoning = providers["o-series"].resolved_profile()
+    body = reasoning.build_request(base_url="http://o", model="o3", api_key=None, **ask).json
+    assert body["max_completion_tokens"] == 9 and "max_tokens" not in body
+    azure = (
+        providers["az"]
+        .resolved_profile()
+        .build_request(base_url="https://res.openai.azure.com", model="gpt-4o", api_key=None, **ask)
+    )
+    assert azure.url == (
+        "https://res.openai.azure.com/openai/deployments/prod-4o/chat/completions"
+        "?api-version=2025-04-01-preview"
+    )
+    claude = (
+        providers["claude"]
+        .resolved_profile()
+        .build_request(base_url="http://a", model="claude-sonnet", api_key=None, **ask)
+    )
+    assert dict(claude.headers)["anthropic-version"] == "2024-01-01"
+
+
+@pytest.mark.parametrize(
+    ("provider", "named"),
+    [
+        ({"profile": "anthropic", "max_tokens_field": "max_completion_tokens"}, "max_tokens_field"),
+        ({"profile": "openai", "max_tokens_field": "tokens"}, "max_tokens_field: one of"),
+        ({"profile": "openai", "deployments": {"a": "b"}}, "deployments: the 'openai' profile"),
+        ({"profile": "azure", "deployments": {"a": 3}}, "deployments"),
+        ({"profile": "azure", "api_version": 2024}, "api_version"),
+    ],
+)
+def test_a_request_shape_setting_a_profile_cannot_take_is_named(
+    provider: dict[str, Any], named: str
+) -> None:
+    doc = base()
+    doc["providers"]["x"] = {"base_url": "http://x", **provider}
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(doc)
+    assert "providers.x" in str(info.value) and named in str(info.value)
+
+
+def test_the_readme_configuration_loads() -> None:
+    """The annotated configuration in the README is a valid file."""
+    import tomllib
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = config_from_dict(tomllib.loads(block))
+    assert (
+        config.providers["azure"]
+        .resolved_profile()
+        .build_request(
+            base_url="https://my-resource.openai.azure.com",
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "hi"}],
+            max_tokens=5,
+            params={},
+            api_key=None,
+        )
+        .url.startswith("https://my-resource.openai.azure.com/openai/deployments/prod-gpt4o/")
+    )

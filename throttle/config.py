@@ -218,21 +218,62 @@ class ProviderSettings:
     #: How the output share of a request is counted: ``reserve``, ``settle`` or
     #: ``realtime`` (throttle.providers.accounting.OutputMode); None: the profile's.
     output_accounting: str | None = None
+    #: The body field that carries the output limit (OpenAI-style profiles):
+    #: ``max_tokens``, or ``max_completion_tokens`` for reasoning models; None: the
+    #: profile's.
+    max_tokens_field: str | None = None
+    #: Azure's ``api-version``, Anthropic's ``anthropic-version``, Gemini's path version;
+    #: None: the profile's.
+    api_version: str | None = None
+    #: Azure: the deployment that serves each model (default: the model's own name).
+    deployments: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_profile(self) -> Profile:
-        """The provider's profile with this provider's accounting."""
-        return _resolved_profile(self.profile, self.output_accounting)
+        """The provider's profile with this provider's settings."""
+        return _resolved_profile(
+            self.profile,
+            self.output_accounting,
+            self.max_tokens_field,
+            self.api_version,
+            tuple(sorted(self.deployments.items())),
+        )
+
+
+#: The values ``max_tokens_field`` may take.
+MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 @functools.lru_cache(maxsize=64)
-def _resolved_profile(name: str, output: str | None) -> Profile:
+def _resolved_profile(
+    name: str,
+    output: str | None,
+    max_tokens_field: str | None = None,
+    api_version: str | None = None,
+    deployments: tuple[tuple[str, str], ...] = (),
+) -> Profile:
+    """The named profile with a provider's settings; ValueError (naming the setting)
+    for one the profile does not take."""
     from throttle.providers.registry import get_profile
 
     profile = get_profile(name)
-    if output is None:
+    changes: dict[str, Any] = {}
+    if output is not None:
+        changes["accounting"] = profile.accounting.with_output(output)  # type: ignore[arg-type]
+    wanted = {
+        "max_tokens_field": max_tokens_field,
+        "api_version": api_version,
+        "deployments": dict(deployments) if deployments else None,
+    }
+    own = {f.name for f in fields(profile)}  # type: ignore[arg-type]
+    for setting, value in wanted.items():
+        if value is None:
+            continue
+        if setting not in own:
+            raise ValueError(f"{setting}: the {name!r} profile has no such setting")
+        changes[setting] = value
+    if not changes:
         return profile
-    accounting = profile.accounting.with_output(output)  # type: ignore[arg-type]
-    return dataclasses.replace(profile, accounting=accounting)  # type: ignore[type-var]
+    return dataclasses.replace(profile, **changes)  # type: ignore[type-var]
 
 
 @dataclass(frozen=True)
@@ -589,6 +630,26 @@ def _provider(name: str, spec: Any) -> ProviderSettings:
             raise ConfigError(f"{where}.accounting: {exc}") from exc
     elif "output_accounting" in values:
         raise ConfigError(f'{where}: write accounting = {{ output = "..." }}')
+    for key in ("max_tokens_field", "api_version"):
+        if key in values and not (isinstance(values[key], str) and values[key]):
+            raise ConfigError(f"{where}.{key}: expected a non-empty string")
+    if values.get("max_tokens_field", MAX_TOKENS_FIELDS[0]) not in MAX_TOKENS_FIELDS:
+        raise ConfigError(f"{where}.max_tokens_field: one of {', '.join(MAX_TOKENS_FIELDS)}")
+    if "deployments" in values:
+        deployments = _table(values["deployments"], f"{where}.deployments")
+        if not all(isinstance(v, str) and v for v in deployments.values()):
+            raise ConfigError(f"{where}.deployments: model = \"deployment name\" pairs")
+        values["deployments"] = dict(deployments)
+    try:
+        _resolved_profile(
+            str(values["profile"]),
+            values.get("output_accounting"),
+            values.get("max_tokens_field"),
+            values.get("api_version"),
+            tuple(sorted(values.get("deployments", {}).items())),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"{where}.{exc}") from exc
     if "base_url" not in values:
         raise ConfigError(f"{where}.base_url is required")
     allowed = {f.name for f in fields(ProviderSettings)} - {"name"}

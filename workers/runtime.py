@@ -269,6 +269,21 @@ def observed_dimensions(group: LimitGroup, observation: Observation | None) -> d
     return heard
 
 
+def room_left(
+    group: LimitGroup, observation: Observation | None, costs: Mapping[str, float]
+) -> bool:
+    """Whether the provider's headers on a 429 show room for the refused request in
+    every dimension they report (at least one): then the refusal was not about the
+    rate these limits pace (an injected fault, a capacity 429, a limit we do not
+    track), and the group pauses for the wait without lowering its rate. Without
+    such headers a 429 counts as a rate signal."""
+    heard = observed_dimensions(group, observation)
+    known = {name: o.remaining for name, o in heard.items() if o.remaining is not None}
+    return bool(known) and all(
+        remaining >= costs.get(name, 0.0) for name, remaining in known.items()
+    )
+
+
 class CompletionRunner:
     """Runs completions through the throttle. One per worker process; thread-safe."""
 
@@ -539,10 +554,12 @@ class CompletionRunner:
                     f" exhausted ({exc})",
                     status=exc.status,
                 ) from exc
-            # Every worker waits out Retry-After (plus jitter); the shared rate drops once.
+            # Every worker waits out Retry-After (plus jitter); the shared rate drops once,
+            # unless the 429's own headers show the request had room.
             # Pause before settling: the settle must not take this window for a clean one
             # and raise the rate just before the decrease.
-            pause = self.limiter.pause(group, wait_s + self._jitter_s(), rate_limited=True)
+            rate_signal = not room_left(group, exc.observation, state.costs)
+            pause = self.limiter.pause(group, wait_s + self._jitter_s(), rate_limited=rate_signal)
             metrics.rate_limited(group.name, pause.multiplier)
             self._settle(group, settings, state, rejected, exc.observation)
             return None
