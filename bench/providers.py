@@ -45,6 +45,7 @@ Markdown tables go to stdout; raw JSON to ``bench/results/providers-<time>.json`
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -223,7 +224,7 @@ def azure_stack(subject: str, scale: float) -> LocalStack:
 def azure_run(subject: str, workers: int, round_: int, scale: float) -> AzureRun:
     caps = azure_limits(scale)
     per_task = AZURE_MAX_TOKENS + 20  # max_tokens and the prompt, as Azure counts them
-    count = int(5 * caps["tokens"] / per_task)  # five windows of tokens
+    count = int(7 * caps["tokens"] / per_task)  # seven windows of tokens
     with azure_stack(subject, scale).start() as stack:
         stack.start_workers(workers, pool="threads", concurrency=16 // workers)
         began = time.monotonic()
@@ -288,10 +289,10 @@ def azure_table(runs: Sequence[AzureRun], workers_list: Sequence[int], scale: fl
     for subject in ("clean", "4x429"):
         for workers in workers_list:
             mine = [r for r in runs if r.subject == subject and r.workers == workers]
+            measured = [r.utilization for r in mine if not math.isnan(r.utilization)] or [math.nan]
             print(
                 f"| {subject} | {workers} | {max(r.unforced_429_fraction for r in mine):.1%}"
-                f" | {min(r.utilization for r in mine):.2f}"
-                f" (median {statistics.median(r.utilization for r in mine):.2f})"
+                f" | {min(measured):.2f} (median {statistics.median(measured):.2f})"
                 f" | {sum(r.finished for r in mine)}/{sum(r.tasks for r in mine)} |"
             )
 

@@ -23,12 +23,19 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 
 from throttle.config import Config
-from throttle.errors import ConfigError, CostExceedsCapacityError, InvalidRequestError, StorageError
+from throttle.errors import (
+    ConfigError,
+    CostExceedsCapacityError,
+    InvalidRequestError,
+    StorageError,
+    UnknownGroupError,
+)
 from throttle.providers.request import Message
 from throttle.providers.tokens import TokenEstimator
 from workers.publish import COMPLETE_TASK, kwargs_repr
 from workers.runtime import CompletionCall
 from workers.task import ThrottledTask
+from workers.validate import completion_kwargs
 
 #: Prompt-size estimates for the enqueue-time capacity check (uncalibrated, conservative
 #: enough: a request this check passes may still be refused by a worker that knows better).
@@ -37,7 +44,14 @@ _ESTIMATOR = TokenEstimator()
 
 class CompletionTask(ThrottledTask):
     """The base of :func:`complete`: a send into a backlogged group joins its fair
-    queue at once (:meth:`ThrottledTask.apply_async`)."""
+    queue at once (:meth:`ThrottledTask.apply_async`), and a received message is
+    checked before it runs (workers/validate.py)."""
+
+    #: Expected failures: logged without a traceback, stored as the task's result.
+    throws = (InvalidRequestError, UnknownGroupError)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(**completion_kwargs(args, kwargs))
 
     def call_from_kwargs(self, kwargs: Mapping[str, Any]) -> CompletionCall | None:
         try:

@@ -443,3 +443,40 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
     assert "interrupted (SIGINT)" in rest
     assert not processes_with_env("LLM_THROTTLE_CONFIG", config), "workers left"
     assert not any(listening(port) for port in ports), "emulator or redis left"
+
+
+def test_a_sigkilled_demo_leaves_no_process_behind() -> None:
+    """Its children die with it (a parent-death signal): no worker, emulator or
+    redis-server is left running, though the demo could not stop them itself."""
+    demo = subprocess.Popen(
+        demo_command("--tasks", "400", "--keep"),
+        cwd=REPO,
+        env=demo_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert demo.stdout is not None
+        config, seen = None, ""
+        deadline = time.monotonic() + 60
+        while config is None and time.monotonic() < deadline:
+            line = demo.stdout.readline()
+            assert line, "the demo ended before the stack was up"
+            seen += line
+            found = re.search(r"LLM_THROTTLE_CONFIG=(\S+)", line)
+            config = found.group(1) if found else None
+        assert config is not None
+        ports = stack_ports(seen)
+        assert len(processes_with_env("LLM_THROTTLE_CONFIG", config)) >= 2, "workers running"
+        demo.kill()
+        demo.wait()
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    deadline = time.monotonic() + 30  # workers finish the call in hand (warm shutdown)
+    while processes_with_env("LLM_THROTTLE_CONFIG", config) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not processes_with_env("LLM_THROTTLE_CONFIG", config), "workers left"
+    assert not any(listening(port) for port in ports), "emulator or redis left"

@@ -638,7 +638,7 @@ def _provider(name: str, spec: Any) -> ProviderSettings:
     if "deployments" in values:
         deployments = _table(values["deployments"], f"{where}.deployments")
         if not all(isinstance(v, str) and v for v in deployments.values()):
-            raise ConfigError(f"{where}.deployments: model = \"deployment name\" pairs")
+            raise ConfigError(f'{where}.deployments: model = "deployment name" pairs')
         values["deployments"] = dict(deployments)
     try:
         _resolved_profile(

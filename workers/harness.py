@@ -27,6 +27,7 @@ from celery import Celery
 
 from throttle.config import Config, load_config
 from throttle.providers.credentials import env_var_for
+from throttle.testing.children import die_with_parent
 from throttle.testing.emulator import EmulatorConfig, EmulatorProcess
 from throttle.testing.redis_server import EmbeddedRedis, free_port
 
@@ -174,6 +175,7 @@ class LocalStack:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    preexec_fn=die_with_parent(),
                 )
             )
             log.close()
@@ -231,7 +233,12 @@ class LocalStack:
         ]  # fmt: skip
         env = {**self.env(), "FLOWER_UNAUTHENTICATED_API": "true"}
         self.flower = subprocess.Popen(
-            args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         log.close()
         url = f"http://127.0.0.1:{port}"

@@ -19,6 +19,7 @@ from types import TracebackType
 import redis
 
 from throttle.errors import StorageError
+from throttle.testing.children import die_with_parent
 
 
 def redis_server_binary() -> str:
@@ -74,7 +75,11 @@ class EmbeddedRedis:
             "--maxclients", "2000",
         ]  # fmt: skip
         self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         self._wait_ready()
         return self

@@ -29,6 +29,7 @@ from types import TracebackType
 import requests
 
 from throttle.errors import ConfigError
+from throttle.testing.children import die_with_parent
 from throttle.testing.emulator.app import EmulatorApp
 from throttle.testing.emulator.clock import Clock
 from throttle.testing.emulator.config import EmulatorConfig
@@ -150,7 +151,11 @@ class EmulatorProcess:
             "--host", "127.0.0.1", "--port", str(self.port), "--config", self._config_file,
         ]  # fmt: skip
         self._process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
         )
         self._wait_ready()
         return self.base_url
