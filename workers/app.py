@@ -16,6 +16,7 @@ from kombu import Exchange, Queue
 from throttle.config import Config, load_config
 from workers.dispatcher import DispatcherStep
 from workers.metrics import MetricsStep
+from workers.transport import TRANSPORT
 
 
 def released_queue(config: Config) -> str:
@@ -50,6 +51,12 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
         },
         result_backend_transport_options={"visibility_timeout": visibility_s},
         broker_connection_retry_on_startup=True,
+        # kombu's Redis transport, repaired to survive a Redis restart (workers/transport.py)
+        **(
+            {"broker_transport": TRANSPORT}
+            if config.broker_url.startswith(("redis://", "rediss://"))
+            else {}
+        ),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],

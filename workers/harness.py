@@ -89,7 +89,9 @@ class LocalStack:
 
     ``throttle`` is the throttle configuration as a dict (see :mod:`throttle.config`);
     the stack fills in the Redis URLs, and ``base_url``/``credential`` of every
-    provider whose ``base_url`` is ``"emulator"``.
+    provider whose ``base_url`` is ``"emulator"``. ``redis_appendonly``: the server
+    keeps an append-only file, so a restart (``stack.redis.crash()``, then
+    ``stack.redis.start()``) finds everything again.
     """
 
     def __init__(
@@ -98,12 +100,13 @@ class LocalStack:
         throttle: Mapping[str, Any],
         *,
         workdir: str | None = None,
+        redis_appendonly: bool = False,
     ) -> None:
         self.emulator_config = emulator
         self.throttle_doc = throttle
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="llm-throttle-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
-        self.redis = EmbeddedRedis()
+        self.redis = EmbeddedRedis(appendonly=redis_appendonly)
         self.emulator = EmulatorProcess(emulator)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.flower: subprocess.Popen[bytes] | None = None

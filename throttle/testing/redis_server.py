@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -46,14 +47,20 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A redis-server child process on loopback, without persistence.
+    """A redis-server child process on loopback, without persistence unless
+    ``appendonly`` (an append-only file, fsynced on every write, that a restart on the
+    same port reads back).
 
-    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    Use as a context manager, or call :meth:`start` and :meth:`stop`; :meth:`crash`
+    ends the server by a signal and keeps its data for the next :meth:`start`.
     """
 
-    def __init__(self, port: int | None = None, *, start_timeout_s: float = 10.0) -> None:
+    def __init__(
+        self, port: int | None = None, *, start_timeout_s: float = 10.0, appendonly: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
+        self.appendonly = appendonly
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -62,13 +69,15 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
-        self._dir = tempfile.TemporaryDirectory(prefix="llm-throttle-redis-")
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="llm-throttle-redis-")
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
         args = [
             redis_server_binary(),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            *(persistence if self.appendonly else ["--appendonly", "no"]),
             "--dir", self._dir.name,
             "--daemonize", "no",
             "--loglevel", "warning",
@@ -102,6 +111,16 @@ class EmbeddedRedis:
             raise StorageError(f"redis-server did not answer on port {self.port}")
         finally:
             client.close()
+
+    def crash(self, sig: int = signal.SIGKILL) -> None:
+        """End the server with ``sig`` (SIGKILL: at once; SIGTERM: as on a shutdown),
+        keeping its data directory for the next :meth:`start` on the same port."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(sig)
+            self._process.wait(timeout=10)
+        if self._process is not None and self._process.stderr is not None:
+            self._process.stderr.close()
+        self._process = None
 
     def stop(self) -> None:
         if self._process is not None and self._process.poll() is None:
