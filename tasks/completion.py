@@ -143,39 +143,111 @@ def validate(
             raise CostExceedsCapacityError(group.name, dim.name, cost, capacity)
 
 
+#: Top-level keywords of the providers' SDKs that ``enqueue`` passes to the provider
+#: (as ``params`` would): OpenAI's and Azure's chat completions, Anthropic's messages,
+#: and common OpenAI-compatible extras. Any other unknown keyword is refused.
+SDK_PARAMETERS = frozenset(
+    {
+        # OpenAI / Azure / compatible servers
+        "temperature", "top_p", "n", "stop", "presence_penalty", "frequency_penalty",
+        "logit_bias", "logprobs", "top_logprobs", "seed", "response_format", "tools",
+        "tool_choice", "parallel_tool_calls", "user", "service_tier", "store",
+        "reasoning_effort", "modalities", "prediction", "audio", "best_of",
+        "web_search_options", "verbosity",
+        # Anthropic
+        "system", "top_k", "stop_sequences", "thinking",
+        # Gemini (generateContent)
+        "generationConfig", "safetySettings", "systemInstruction", "toolConfig",
+    }
+)  # fmt: skip
+
+#: ``apply_async`` options ``enqueue`` takes (Celery's own meaning).
+CELERY_OPTIONS = frozenset(
+    {
+        "task_id", "countdown", "eta", "expires", "priority", "headers", "link",
+        "link_error", "time_limit", "soft_time_limit", "ignore_result",
+    }
+)  # fmt: skip
+
+
+def split_keywords(
+    extra: Mapping[str, Any], params: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``enqueue``'s extra keywords as (provider params, Celery options); an unknown
+    one is an InvalidRequestError, never a silently dropped message property."""
+    sdk = {k: v for k, v in extra.items() if k in SDK_PARAMETERS}
+    options = {k: v for k, v in extra.items() if k in CELERY_OPTIONS}
+    unknown = sorted(set(extra) - set(sdk) - set(options))
+    if unknown:
+        raise InvalidRequestError(
+            f"unknown keyword(s) {unknown}: pass provider parameters by their SDK names or"
+            " in params=, Celery options among " + ", ".join(sorted(CELERY_OPTIONS))
+        )
+    twice = sorted(set(sdk) & set(params or {}))
+    if twice:
+        raise InvalidRequestError(f"{twice} given both as a keyword and in params")
+    return {**(params or {}), **sdk}, options
+
+
+def output_limit(
+    settings_default: int | None, max_tokens: int | None, max_completion_tokens: int | None
+) -> int:
+    """The request's output limit: ``max_tokens`` or its newer SDK name
+    ``max_completion_tokens`` (the provider's own field is the profile's choice), else
+    the group's ``default_max_tokens``."""
+    both = max_tokens is not None and max_completion_tokens is not None
+    if both and max_tokens != max_completion_tokens:
+        raise InvalidRequestError("max_tokens and max_completion_tokens differ; give one")
+    limit = max_tokens if max_tokens is not None else max_completion_tokens
+    if limit is None:
+        limit = settings_default
+    if limit is None:
+        raise InvalidRequestError(
+            "max_tokens is required (or set default_max_tokens in the model's group)"
+        )
+    return limit
+
+
 def enqueue(
     *,
     provider: str,
     model: str,
     messages: Sequence[Message],
-    max_tokens: int,
+    max_tokens: int | None = None,
+    max_completion_tokens: int | None = None,
     tenant: str | None = None,
     lane: str | None = None,
     credential: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
-    **options: Any,
+    **keywords: Any,
 ) -> AsyncResult:
     """Validate and queue one completion; returns its ``AsyncResult``.
 
-    ``tenant`` names whose share it uses, ``lane`` its priority (``[scheduler]`` in the
-    config; default the configured default lane).
-
-    ``options`` go to ``apply_async`` (``task_id``, ``countdown``, ``expires``...).
+    Takes the SDK's shape: ``max_tokens`` (or ``max_completion_tokens``; default: the
+    group's ``default_max_tokens``) and the provider's documented parameters as
+    keywords (``temperature=0.2, tools=[...]``: :data:`SDK_PARAMETERS`), or any in
+    ``params``. ``tenant`` names whose share it uses, ``lane`` its priority
+    (``[scheduler]`` in the config; default the configured default lane). Celery
+    options (:data:`CELERY_OPTIONS`: ``task_id``, ``countdown``, ``expires``...) go to
+    ``apply_async``. Any other keyword is an InvalidRequestError.
     """
     from workers.app import app_config
 
     config = app_config(current_app)
-    validate(config, provider, model, messages, max_tokens, params, tenant, lane)
+    params, options = split_keywords(keywords, params)
+    settings = config.group_for(provider, model)
+    limit = output_limit(settings.default_max_tokens, max_tokens, max_completion_tokens)
+    validate(config, provider, model, messages, limit, params, tenant, lane)
     kwargs = {
         "provider": provider,
         "model": model,
         "messages": list(messages),
-        "max_tokens": max_tokens,
+        "max_tokens": limit,
         "tenant": tenant,
         "credential": credential,
         "metadata": dict(metadata) if metadata is not None else None,
-        "params": dict(params) if params else None,
+        "params": params or None,
     }
     if lane is not None:
         kwargs["lane"] = lane

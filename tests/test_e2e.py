@@ -592,6 +592,61 @@ def test_bad_requests_fail_at_enqueue_with_typed_errors(stacks: list[LocalStack]
         stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=0)
 
 
+def test_enqueue_takes_the_sdks_shape_and_refuses_what_it_does_not_know(
+    stacks: list[LocalStack],
+) -> None:
+    """SDK keywords reach the provider's params (they once became message properties
+    and were lost), the output limit may be named either way or come from the group,
+    and an unknown keyword queues nothing."""
+    import base64
+    import json
+
+    stack = start(
+        stacks,
+        emulator({"default": ("gpt-4o-mini", "requests=20/s,tokens=20000/s")}),
+        throttle_doc(
+            {
+                "emu:mini": {
+                    "models": ["gpt-4o-mini"],
+                    "requests": "20/s",
+                    "tokens": "20000/s",
+                    "default_max_tokens": 64,
+                }
+            }
+        ),
+    )
+    assert stack.config is not None
+    broker = redis.Redis.from_url(stack.config.broker_url)
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+
+    def sent() -> dict[str, Any]:
+        [raw] = broker.lrange(stack.config.celery.queue, 0, -1)  # type: ignore[union-attr]
+        broker.delete(stack.config.celery.queue)  # type: ignore[union-attr]
+        envelope = json.loads(raw)
+        kwargs: dict[str, Any] = json.loads(base64.b64decode(envelope["body"]))[1]
+        assert "temperature" not in envelope["properties"], "not a message property"
+        return kwargs
+
+    stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, temperature=0.2,
+                  tools=tools, params={"seed": 7})  # fmt: skip
+    kwargs = sent()
+    assert kwargs["params"] == {"seed": 7, "temperature": 0.2, "tools": tools}
+    assert kwargs["max_tokens"] == 64, "the group's default"
+    stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_completion_tokens=9)
+    assert sent()["max_tokens"] == 9
+    with pytest.raises(InvalidRequestError, match="frobnicate"):
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, frobnicate=1)
+    with pytest.raises(InvalidRequestError, match="differ"):
+        stack.enqueue(
+            provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=5,
+            max_completion_tokens=6,
+        )  # fmt: skip
+    with pytest.raises(InvalidRequestError, match="both"):
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, seed=1,
+                      params={"seed": 2})  # fmt: skip
+    assert broker.llen(stack.config.celery.queue) == 0, "nothing queued"
+
+
 def test_a_worker_refuses_what_it_cannot_run_with_a_typed_failure(stacks: list[LocalStack]) -> None:
     stack = start(
         stacks,

@@ -109,6 +109,7 @@ _GROUP_OPTIONS = {
     "aimd",
     "cold_start",
     "wire_margin_s",
+    "default_max_tokens",
 }
 _POLICIES = ("closed", "open")
 #: Per-tenant limit groups kept built in one process; the oldest is dropped past this,
@@ -298,6 +299,9 @@ class GroupSettings:
     #: How much longer than its window a sliding log keeps each entry (s); None: the
     #: default of throttle.limits.LimitGroup.window_ms.
     wire_margin_s: float | None = None
+    #: The output limit of a request that names none (``enqueue`` without
+    #: ``max_tokens``); None: requests must name one.
+    default_max_tokens: int | None = None
 
 
 @dataclass
@@ -596,6 +600,15 @@ def _optional_seconds(spec: Mapping[str, Any], name: str, where: str) -> float |
     return float(value)
 
 
+def _optional_positive_int(spec: Mapping[str, Any], name: str, where: str) -> int | None:
+    value = spec.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}.{name}: expected a positive integer, got {value!r}")
+    return value
+
+
 def _output_accounting(where: str, spec: Any) -> str | None:
     from throttle.providers.accounting import OUTPUT_MODES
 
@@ -781,6 +794,7 @@ def _group(
         aimd=aimd,
         cold_start=float(spec.get("cold_start", 0.25)),
         wire_margin_s=_optional_seconds(spec, "wire_margin_s", where),
+        default_max_tokens=_optional_positive_int(spec, "default_max_tokens", where),
     )
     try:  # validate the whole group once
         LimitGroup(
