@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check throttle workers tasks tests bench docs
-	$(BIN)/ruff format --check throttle workers tasks tests bench docs
+	$(BIN)/ruff check throttle workers tasks tests bench docs examples
+	$(BIN)/ruff format --check throttle workers tasks tests bench docs examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
