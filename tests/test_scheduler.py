@@ -194,6 +194,26 @@ def test_a_released_item_holds_a_reservation_the_limiter_can_settle(
     assert scheduler.queued("settle") == (0, 0)
 
 
+def test_a_refund_wakes_a_dispatcher_while_work_waits(scheduler: FairScheduler) -> None:
+    """A settle that gives tokens back (reserved max_tokens, less used) lets queued work
+    start sooner than the last pass said: it wakes a dispatcher, as a freed lease does."""
+    group = full("refund", {"tokens": "1000/s"})
+    first = scheduler.push(group, QueuedItem("a", {"tokens": 1000}, "interactive", "t", 1, 0, "a"))
+    [own] = first.released
+    assert (
+        scheduler.push(
+            group, QueuedItem("b", {"tokens": 500}, "interactive", "t", 1, 0, "b")
+        ).released
+        == ()
+    )
+    assert scheduler.wait_for_wake(["refund"], 0.3) == "refund", "the push's own wake"
+    assert scheduler.wait_for_wake(["refund"], 0.3) is None, "nothing to wake for now"
+    assert own.reservation is not None
+    assert scheduler.limiter.settle(group, own.reservation, {"tokens": -800}) is not None
+    assert scheduler.wait_for_wake(["refund"], 1.0) == "refund", "the refund wakes"
+    assert [r.item_id for r in scheduler.run_pass(group).released] == ["b"]
+
+
 def test_ten_thousand_tenants_leave_nothing_behind(
     scheduler: FairScheduler, redis_client: redis.Redis, key_prefix: str
 ) -> None:

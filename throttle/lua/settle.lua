@@ -24,8 +24,9 @@
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
-  KEYS[#KEYS] the group's wake list: a freed lease while items are ready in the fair
-             queue ('b' > 0) wakes a dispatcher (schedule.lua)
+  KEYS[#KEYS] the group's wake list: a freed lease, a refund or a higher rate while
+             items are ready in the fair queue ('b' > 0) wakes a dispatcher
+             (schedule.lua): its next pass may be due sooner than it was told
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
@@ -69,6 +70,8 @@ local learned_of, changed = {}, {}
 -- bucket's tolerance: `reach` before and after a change of limits, `binding_changed`
 -- whether the bucket that set it was one of those whose limit changed.
 local reach, reach_after, binding_changed = 0, 0, false
+-- Whether this settle lets queued work start sooner (a refund, a higher rate)
+local earlier = false
 for i = 1, g do
   local at = -2 + 9 * i
   local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
@@ -102,6 +105,7 @@ for i = 1, g do
     if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
   if after ~= tat then writes[#writes + 1], writes[#writes + 2] = 't:' .. name, tat_text(after) end
+  if after < tat then earlier = true end
   furthest = math.max(furthest, after)
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
@@ -117,6 +121,7 @@ for j = 1, o do
         rcall('ZREM', key, where)
         rcall('ZADD', key, score, ARGV[1] .. ':' .. kept)
         rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], kept - cost)
+        if kept < cost then earlier = true end
       end
     elseif rcall('HEXISTS', key, where) == 1 then
       rcall('HINCRBYFLOAT', key, where, math.max(delta, -cost))
@@ -156,6 +161,7 @@ elseif multiplier < ceiling then
       raised = math.min(ceiling, multiplier * 2)
     end
     rcall('HSET', state_key, 'm', raised, 'i', now)
+    earlier = true
     local queue = 0  -- the parked queue follows the dimension that speeds up least
     for i = 1, g do
       local at = -2 + 9 * i
@@ -172,7 +178,8 @@ elseif multiplier < ceiling then
   end
 end
 if furthest > now then keep_for(state_key, furthest - now + 60000) end
-if rcall('ZREM', leases_key, ARGV[1]) == 1 and (tonumber(head[4 + 2 * g]) or 0) > 0 then
+local freed = rcall('ZREM', leases_key, ARGV[1]) == 1
+if (freed or earlier) and (tonumber(head[4 + 2 * g]) or 0) > 0 then
   rcall('LPUSH', KEYS[#KEYS], '1')
   rcall('LTRIM', KEYS[#KEYS], 0, 0)
 end
