@@ -699,6 +699,47 @@ def test_unreachable_limiter_redis_waits_and_loses_nothing(stacks: list[LocalSta
     assert stack.emulator_stats()["admitted"] == 20
 
 
+def test_fail_open_runs_unthrottled_while_the_limiter_redis_is_away(
+    stacks: list[LocalStack],
+) -> None:
+    """``failure_policy = "open"``: with the limiter's Redis unreachable, tasks still run,
+    unthrottled (the group's own choice), each exactly once; the closed group beside it
+    waits."""
+    port = free_port()
+    stack = start(
+        stacks,
+        emulator(
+            {
+                "default": ("gpt-4o-mini", "requests=100/s,tokens=1000000/s"),
+                "other": ("gpt-4o", "requests=100/s,tokens=1000000/s"),
+            }
+        ),
+        throttle_doc(
+            {
+                "emu:mini": {
+                    "models": ["gpt-4o-mini"],
+                    "requests": "20/s",
+                    "tokens": "1000000/s",
+                    "failure_policy": "open",
+                },
+                "emu:4o": {"models": ["gpt-4o"], "requests": "20/s", "tokens": "1000000/s"},
+            },
+            redis={"socket_timeout_s": 0.5},
+        ),
+    )
+    text = stack.config_path.read_text().replace(
+        stack.config.redis.url if stack.config else "", f"redis://127.0.0.1:{port}/0"
+    )
+    stack.config_path.write_text(text)
+    stack.start_workers(1, pool="threads", concurrency=8)
+    open_group = enqueue_many(stack, 20, "gpt-4o-mini")
+    closed_group = enqueue_many(stack, 5, "gpt-4o")
+    wait_all(open_group, timeout_s=60, stack=stack)
+    assert all(r.successful() for r in open_group)
+    assert not any(r.ready() for r in closed_group), "the closed group waits for Redis"
+    assert admitted(stack.emulator_stats(), "default", "requests") == 20
+
+
 def test_unreachable_broker_is_a_storage_error_at_enqueue() -> None:
     doc = throttle_doc(
         {"emu:mini": {"models": ["gpt-4o-mini"], "requests": "20/s", "tokens": "1000/s"}}
