@@ -113,11 +113,17 @@ def validate(
     params: Mapping[str, Any] | None = None,
     tenant: str | None = None,
     lane: str | None = None,
+    credential: str | None = None,
 ) -> None:
     """Reject a request that could never run, before anything is queued: an unknown
-    provider, model or lane, malformed messages or params, a cost above a limit's
-    capacity."""
+    provider, model, lane or credential (of a group with several), malformed messages
+    or params, a cost above a limit's capacity."""
     settings = config.group_for(provider, model)
+    if settings.credentials and credential is not None and credential not in settings.credentials:
+        raise InvalidRequestError(
+            f"credential {credential!r} is not one of group {settings.name!r}'s"
+            f" ({', '.join(settings.credentials)})"
+        )
     try:
         config.scheduler.lane(lane)
     except ConfigError as exc:
@@ -133,7 +139,8 @@ def validate(
         params=params or {},
         api_key=None,
     )
-    group = config.limit_group(settings, tenant)
+    # (every credential of a group has the same limits)
+    group = config.limit_group(settings, tenant, (settings.credentials or (None,))[0])
     estimate = _ESTIMATOR.estimate_messages(model, messages)
     reservation = profile.reserve(input_tokens=estimate, max_tokens=max_tokens, params=params)
     costs = config.costs_for(settings, group, reservation.costs)
@@ -238,7 +245,7 @@ def enqueue(
     params, options = split_keywords(keywords, params)
     settings = config.group_for(provider, model)
     limit = output_limit(settings.default_max_tokens, max_tokens, max_completion_tokens)
-    validate(config, provider, model, messages, limit, params, tenant, lane)
+    validate(config, provider, model, messages, limit, params, tenant, lane, credential)
     kwargs = {
         "provider": provider,
         "model": model,

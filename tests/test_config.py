@@ -406,3 +406,35 @@ def test_the_readme_configuration_loads() -> None:
         )
         .url.startswith("https://my-resource.openai.azure.com/openai/deployments/prod-gpt4o/")
     )
+
+
+def test_a_group_with_credentials_has_a_limit_group_for_each() -> None:
+    doc = base()
+    doc["groups"]["g"]["credentials"] = ["key-a", "key-b"]
+    config = config_from_dict(doc)
+    settings = config.groups["g"]
+    assert config.limit_group_names() == ("g@key-a", "g@key-b")
+    assert config.limit_group(settings, None, "key-b").name == "g@key-b"
+    assert config.limit_group_named("g@key-a") == (settings, "key-a")
+    assert config.limit_group_named("g@key-c") is None
+    assert config.limit_group_named("g") is None, "the group's own name holds no buckets"
+    with pytest.raises(ConfigError, match="credentials"):
+        config.limit_group(settings, None, None)
+
+
+@pytest.mark.parametrize(
+    ("credentials", "named"),
+    [([], "non-empty list"), (["a", "a"], "each once"), (["a b"], "letters"), ("a", "list")],
+)
+def test_bad_credentials_are_named(credentials: Any, named: str) -> None:
+    doc = base()
+    doc["groups"]["g"]["credentials"] = credentials
+    with pytest.raises(ConfigError, match=named):
+        config_from_dict(doc)
+
+
+def test_a_group_name_may_not_hold_an_at_sign() -> None:
+    doc = base()
+    doc["groups"]["a@b"] = doc["groups"].pop("g")
+    with pytest.raises(ConfigError, match="'@'"):
+        config_from_dict(doc)

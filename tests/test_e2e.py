@@ -249,6 +249,53 @@ def test_azure_rolling_windows_are_filled_whole_without_429s(stacks: list[LocalS
     assert 14_000 <= tokens["peak_window_cost"] <= 15_000, tokens
 
 
+def test_two_credentials_each_run_at_their_own_limit(stacks: list[LocalStack]) -> None:
+    """A group listing two credentials: each key has its own quota at the provider and
+    its own buckets here; tasks that name none are spread by the group, and both keys
+    are used to their limits without a 429."""
+    emu = EmulatorConfig(
+        pools=(PoolConfig("default", parse_limits_text("requests=20/s,tokens=1000000/s")),),
+        keys={"sk-a": "org-a", "sk-b": "org-b"},
+        latency=LatencyConfig(ttft_ms=20),
+    )
+    doc = throttle_doc(
+        {
+            "emu:mini": {
+                "models": ["gpt-4o-mini"],
+                "requests": "20/s",
+                "tokens": "1000000/s",
+                "credentials": ["key-a", "key-b"],
+            }
+        }
+    )
+    stack = start(stacks, emu, doc)
+    keys = {"LLM_THROTTLE_KEY_KEY_A": "sk-a", "LLM_THROTTLE_KEY_KEY_B": "sk-b"}
+    stack.start_workers(2, pool="threads", concurrency=16, extra_env=keys)
+    results = enqueue_many(stack, 600, "gpt-4o-mini", max_tokens=16)
+    named = stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=8,
+                          credential="key-b")  # fmt: skip
+    with pytest.raises(InvalidRequestError, match="key-c"):
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=8,
+                      credential="key-c")  # fmt: skip
+
+    def used(stats: Mapping[str, Any], org: str) -> float:
+        return float(stats["pools"][f"{org}/default"]["requests"]["admitted_cost"])
+
+    time.sleep(3.0)
+    first, t_first = stack.emulator_stats(), time.monotonic()
+    time.sleep(7.0)
+    last, t_last = stack.emulator_stats(), time.monotonic()
+    rates = [
+        (used(last, org) - used(first, org)) / (t_last - t_first) for org in ("org-a", "org-b")
+    ]
+    wait_all([*results, named], timeout_s=90, stack=stack)
+    stats = stack.emulator_stats()
+    assert all(r.successful() for r in [*results, named])
+    assert no_429s(stats), (stats["by_status"], stats["refused"])
+    assert all(rate >= 0.9 * 20 for rate in rates), rates
+    assert used(stats, "org-a") + used(stats, "org-b") == 601
+
+
 # -- 2. no head-of-line blocking -------------------------------------------------------
 
 

@@ -110,8 +110,10 @@ _GROUP_OPTIONS = {
     "cold_start",
     "wire_margin_s",
     "default_max_tokens",
+    "credentials",
 }
 _POLICIES = ("closed", "open")
+_CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_.\-]+$")
 #: Per-tenant limit groups kept built in one process; the oldest is dropped past this,
 #: so ten thousand tenants seen once cost no memory once they go idle.
 LIMIT_GROUP_CACHE_SIZE = 2048
@@ -302,6 +304,16 @@ class GroupSettings:
     #: The output limit of a request that names none (``enqueue`` without
     #: ``max_tokens``); None: requests must name one.
     default_max_tokens: int | None = None
+    #: Credentials (API keys) with a quota each: every one gets its own buckets and
+    #: learned limits, as limit group ``<name>@<credential>``; a task names one or the
+    #: group picks (CompletionRunner). Empty: the provider's one credential.
+    credentials: tuple[str, ...] = ()
+
+    def limit_group_names(self) -> tuple[str, ...]:
+        """The names of this group's limit groups: its own, or one per credential."""
+        if not self.credentials:
+            return (self.name,)
+        return tuple(f"{self.name}@{credential}" for credential in self.credentials)
 
 
 @dataclass
@@ -339,10 +351,22 @@ class Config:
             )
         return self.groups[name]
 
-    def limit_group(self, group: GroupSettings, tenant: str | None = None) -> LimitGroup:
-        """The LimitGroup one request passes: the group's limits plus its tenant's share."""
+    def limit_group(
+        self, group: GroupSettings, tenant: str | None = None, credential: str | None = None
+    ) -> LimitGroup:
+        """The LimitGroup one request passes: the group's limits plus its tenant's share;
+        for a group with several ``credentials``, that credential's own (its name is
+        ``<group>@<credential>``)."""
         own = tenant is not None and (group.tenant_dimensions or tenant in group.tenant_plans)
-        key = (group.name, tenant if own else None)
+        name = group.name
+        if group.credentials:
+            if credential not in group.credentials:
+                raise ConfigError(
+                    f"group {group.name!r} runs on credentials {list(group.credentials)};"
+                    f" not {credential!r}"
+                )
+            name = f"{group.name}@{credential}"
+        key = (name, tenant if own else None)
         cached = self._limit_groups.get(key)
         if cached is not None:
             return cached
@@ -360,7 +384,7 @@ class Config:
                 for d in (plan.dimensions if plan else group.tenant_dimensions)
             ]
         limit_group = LimitGroup(
-            group.name,
+            name,
             tuple(dims),
             group.concurrency,
             group.lease_ttl_s,
@@ -374,6 +398,19 @@ class Config:
                 del self._limit_groups[next(iter(self._limit_groups))]
             self._limit_groups[key] = limit_group
         return limit_group
+
+    def limit_group_named(self, name: str) -> tuple[GroupSettings, str | None] | None:
+        """The group and credential of a limit group's name (see ``limit_group``),
+        None for a name no configured group has."""
+        base, _, credential = name.partition("@")
+        group = self.groups.get(base)
+        if group is None or (credential or None) not in (group.credentials or (None,)):
+            return None
+        return group, credential or None
+
+    def limit_group_names(self) -> tuple[str, ...]:
+        """Every limit group's name, per credential for a group with several."""
+        return tuple(n for group in self.groups.values() for n in group.limit_group_names())
 
     def tenant_weight(self, group: GroupSettings, tenant: str | None) -> float:
         plan = group.tenant_plans.get(tenant) if tenant is not None else None
@@ -600,6 +637,19 @@ def _optional_seconds(spec: Mapping[str, Any], name: str, where: str) -> float |
     return float(value)
 
 
+def _credentials(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not (isinstance(value, list) and value and all(isinstance(c, str) for c in value)):
+        raise ConfigError(f"{where}.credentials: expected a non-empty list of credential names")
+    bad = [c for c in value if not _CREDENTIAL_NAME.match(c)]
+    if bad or len(set(value)) != len(value):
+        raise ConfigError(
+            f"{where}.credentials: names of letters, digits, _ . -, each once (got {value})"
+        )
+    return tuple(value)
+
+
 def _optional_positive_int(spec: Mapping[str, Any], name: str, where: str) -> int | None:
     value = spec.get(name)
     if value is None:
@@ -747,6 +797,8 @@ def _group(
     where = f"groups.{name}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{where}: expected a table")
+    if "@" in name:
+        raise ConfigError(f"{where}: '@' is kept for credentials' groups (<group>@<credential>)")
     provider = spec.get("provider")
     if not isinstance(provider, str) or provider not in providers:
         raise ConfigError(f"{where}.provider: {provider!r} is not under [providers]")
@@ -795,6 +847,7 @@ def _group(
         cold_start=float(spec.get("cold_start", 0.25)),
         wire_margin_s=_optional_seconds(spec, "wire_margin_s", where),
         default_max_tokens=_optional_positive_int(spec, "default_max_tokens", where),
+        credentials=_credentials(spec.get("credentials"), where),
     )
     try:  # validate the whole group once
         LimitGroup(

@@ -28,6 +28,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 import time
@@ -43,7 +44,7 @@ import redis
 from throttle.calendar import window_starts_ms
 from throttle.errors import CostExceedsCapacityError, ReservationHandleError, StorageError
 from throttle.keys import KeyBuilder
-from throttle.limits import Algorithm, Dimension, LimitGroup
+from throttle.limits import Algorithm, Dimension, LimitGroup, effective_capacity
 from throttle.scripts import Scripts
 
 _ALGORITHM_CODES = {Algorithm.GCRA: "g", Algorithm.SLIDING: "s", Algorithm.CALENDAR: "c"}
@@ -668,6 +669,37 @@ class RedisLimiter:
         with _storage_errors("TIME"):
             seconds, micros = cast(tuple[int, int], self.client.time())
         return int(seconds) * 1000 + int(micros) / 1000
+
+    def start_wait_s(self, group: LimitGroup, costs: Mapping[str, float]) -> float:
+        """How long a request of ``costs`` would wait to start in ``group`` if admitted
+        now: its GCRA buckets, the pause gate, and work already in its fair queue
+        (counted as infinite). Reads only; to choose among groups (credentials)."""
+        plan = self._plan(group)
+        dims = group.dimensions
+        gcra = list(plan.order[: plan.gcra_count])
+        fields = ["pause", "m", "b"]
+        for i in gcra:
+            fields += [f"t:{dims[i].name}", f"k:{dims[i].name}"]
+        with _storage_errors("HMGET"):
+            pipe = self.client.pipeline(transaction=False)
+            pipe.time()
+            pipe.hmget(plan.state_key, fields)
+            (seconds, micros), values = pipe.execute()
+        now = (int(seconds) * 1000 + int(micros) / 1000) - EPOCH_MS
+        raw = [None if v is None else float(v) for v in values]
+        if (raw[2] or 0) > 0:
+            return math.inf
+        multiplier = raw[1] or 1.0
+        slot = max(now, raw[0] or 0.0)
+        for k, i in enumerate(gcra):
+            dim = dims[i]
+            tat_us, learned = raw[3 + 2 * k], raw[4 + 2 * k]
+            tolerance = dim.period_ms * (1.0 - group.headroom)
+            emission = dim.period_ms / effective_capacity(dim, learned, multiplier)
+            tat = now + tolerance * (1 - group.cold_start) if tat_us is None else tat_us / 1000
+            cost = float(costs.get(dim.name, 0.0))
+            slot = max(slot, tat + min(cost * emission, tolerance) - tolerance)
+        return (slot - now) / 1000
 
     def queued_work(self, group: str) -> int:
         """Items waiting in ready flows of ``group``'s fair queue (the state's ``b``,

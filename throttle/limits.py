@@ -51,6 +51,9 @@ _SPEC = re.compile(
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9_.:\-]+$")
+#: A limit group's name: a configured group's, or ``<group>@<credential>`` for one
+#: credential's own buckets of a group that lists several (throttle.config).
+_GROUP_NAME = re.compile(r"^[A-Za-z0-9_.:\-]+(@[A-Za-z0-9_.:\-]+)?$")
 
 _AUTO = re.compile(r"^\s*auto\s*(?:/\s*(?P<count>\d+(?:\.\d+)?)?\s*(?P<unit>[A-Za-z]+))?\s*$")
 
@@ -281,7 +284,7 @@ class LimitGroup:
     _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not _NAME.match(self.name):
+        if not _GROUP_NAME.match(self.name):
             raise ConfigError(f"limit group name {self.name!r}: use letters, digits, _ . : -")
         if not self.dimensions and self.concurrency is None:
             raise ConfigError(f"limit group {self.name!r} has no dimension and no concurrency")

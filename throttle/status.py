@@ -248,16 +248,17 @@ def _ago_s(fields: Mapping[str, str], name: str, now_ms: float) -> float | None:
 
 
 def group_status(
-    group: GroupSettings, raw: RawGroupState, lanes: Sequence[str] = ()
+    group: GroupSettings, raw: RawGroupState, lanes: Sequence[str] = (), name: str | None = None
 ) -> GroupStatus:
-    """Interpret one group's raw state (``lanes``: the scheduler's, highest first)."""
+    """Interpret one group's raw state (``lanes``: the scheduler's, highest first;
+    ``name``: the limit group's, ``<group>@<credential>`` for one credential's)."""
     fields, now_ms = raw.fields, raw.now_ms
     multiplier = _number(fields, "m") or 1.0
     pause_ms = _number(fields, "pause") or 0.0
     paused_for_s = max(0.0, pause_ms - now_ms) / 1000
     epoch_end_ms = _number(fields, "q") or 0.0
     return GroupStatus(
-        name=group.name,
+        name=name or group.name,
         provider=group.provider,
         multiplier=multiplier,
         paused_for_s=paused_for_s,
@@ -592,10 +593,14 @@ def read_raw_states(
 
 
 def read_status(client: redis.Redis, config: Config) -> tuple[float, list[GroupStatus]]:
-    """Every configured group's status, in name order; server now in ms since EPOCH_MS."""
-    names = sorted(config.groups)
+    """Every configured limit group's status (one per credential of a group with
+    several), in name order; server now in ms since EPOCH_MS."""
+    names = sorted(config.limit_group_names())
     lanes = [lane.name for lane in config.scheduler.lanes]
     now_ms, raws = read_raw_states(client, KeyBuilder(config.redis.prefix), names, lanes)
-    return now_ms, [
-        group_status(config.groups[n], raw, lanes) for n, raw in zip(names, raws, strict=True)
-    ]
+    statuses = []
+    for name, raw in zip(names, raws, strict=True):
+        named = config.limit_group_named(name)
+        assert named is not None
+        statuses.append(group_status(named[0], raw, lanes, name))
+    return now_ms, statuses

@@ -77,7 +77,9 @@ class Dispatcher:
 
         assert self.scheduler is not None
         worker = self.config.worker
-        limit_group = self.config.limit_group(self.config.groups[group])
+        named = self.config.limit_group_named(group)
+        assert named is not None, group
+        limit_group = self.config.limit_group(named[0], None, named[1])
         done = self.scheduler.run_pass(limit_group)
         publish_released(self.publish, group, done)
         self.released += len(done.released)
@@ -91,7 +93,7 @@ class Dispatcher:
         """Release what is due in the parking lot; return how long to sleep (s)."""
         worker = self.config.worker
         sleep_s = worker.dispatcher_interval_s
-        for group in self.config.groups:
+        for group in self.config.limit_group_names():
             batch = self.parking.take_due(
                 group, lead_s=worker.release_lead_s, limit=500, stale_s=worker.release_stale_s
             )
@@ -107,7 +109,7 @@ class Dispatcher:
         return sleep_s
 
     def run(self, stop: threading.Event) -> None:
-        groups = list(self.config.groups)
+        groups = list(self.config.limit_group_names())
         due = dict.fromkeys(groups, 0.0)  # monotonic time of each group's next pass
         parked_at = 0.0
         while not stop.is_set():

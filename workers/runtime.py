@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 import random
 import threading
 import time
@@ -89,6 +90,9 @@ class ThrottleState:
     #: (``workers/message.py``); a copy of the message sent any other way (a retry)
     #: no longer has this set and ignores that header.
     awaiting_release: str | None = None
+    #: The credential this task runs on, once chosen (a group with several): its
+    #: buckets hold the reservation, and its key makes the call.
+    credential: str | None = None
     waited_s: float = 0.0
     attempts: int = 0
     rate_limited: int = 0
@@ -361,7 +365,8 @@ class CompletionRunner:
             state.parked_at_s = None
         settings = self.config.group_for(call.provider, call.model)
         provider = self.config.providers[settings.provider]
-        client = self.clients.get(provider, call.credential)
+        credential = self.credential_for(call, settings, state)
+        client = self.clients.get(provider, credential)
         if not isinstance(call.max_tokens, int) or call.max_tokens < 1:
             raise InvalidRequestError(f"max_tokens must be a positive integer: {call.max_tokens!r}")
         request = client.build(
@@ -370,7 +375,7 @@ class CompletionRunner:
         if call.request_id:
             headers = {**request.headers, "x-client-request-id": call.request_id}
             request = dataclasses.replace(request, headers=headers)
-        group = self.config.limit_group(settings, call.tenant)
+        group = self.config.limit_group(settings, call.tenant, state.credential)
         while True:
             if state.reservation is None:
                 remaining = self._check_deadline(state, "before admission")
@@ -430,6 +435,39 @@ class CompletionRunner:
             if outcome is not None:
                 return outcome
 
+    def credential_for(
+        self, call: CompletionCall, settings: GroupSettings, state: ThrottleState
+    ) -> str | None:
+        """The credential ``call`` runs on. A group with several (``credentials``):
+        the one the task holds already, or the one it names, or else the one whose
+        buckets would start it soonest (the shortest fair queue first), kept in
+        ``state`` for the rest of its life. Otherwise the task's own, if any (it only
+        swaps the key; the buckets are the group's)."""
+        if not settings.credentials:
+            return call.credential
+        chosen = state.credential or call.credential
+        if chosen is not None:
+            if chosen not in settings.credentials:
+                raise InvalidRequestError(
+                    f"credential {chosen!r} is not one of group {settings.name!r}'s"
+                    f" ({', '.join(settings.credentials)})"
+                )
+            state.credential = chosen
+            return chosen
+        profile = self.config.providers[settings.provider].resolved_profile()
+        scratch = ThrottleState(state.deadline_at_s)
+        best: tuple[float, int, str] | None = None
+        for credential in settings.credentials:
+            group = self.config.limit_group(settings, call.tenant, credential)
+            costs = self._plan_costs(call, settings, group, profile, scratch)
+            queued = self.limiter.queued_work(group.name)
+            wait_s = self.limiter.start_wait_s(group, costs) if queued <= 0 else math.inf
+            if best is None or (wait_s, queued) < best[:2]:
+                best = (wait_s, queued, credential)
+        assert best is not None
+        state.credential = best[2]
+        return best[2]
+
     def _labels(self, call: CompletionCall, settings: GroupSettings) -> tuple[str, str]:
         """The metrics' lane and tenant labels of ``call``."""
         lane = call.lane or self.config.scheduler.default_lane
@@ -461,7 +499,8 @@ class CompletionRunner:
         has work queued (it would only join the queue behind it), else None: send it to
         the broker as usual. Saves the task a pass through Celery."""
         settings = self.config.group_for(call.provider, call.model)
-        group = self.config.limit_group(settings, call.tenant)
+        self.credential_for(call, settings, state)
+        group = self.config.limit_group(settings, call.tenant, state.credential)
         if self.limiter.queued_work(group.name) <= 0:
             return None
         profile = self.config.providers[settings.provider].resolved_profile()

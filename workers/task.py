@@ -109,15 +109,17 @@ class ThrottledTask(Task):
         entry, state.awaiting_release = state.awaiting_release, None
         group = getattr(self.request, GROUP_HEADER, None)
         text = getattr(self.request, RELEASE_HEADER, None)
-        release = None
-        if isinstance(group, str) and isinstance(text, str) and group in context.config.groups:
-            release = parse_release(group, text)
-        if release is None or release.entry_id != entry:
+        release, named = None, None
+        if isinstance(group, str) and isinstance(text, str):
+            named = context.config.limit_group_named(group)
+            release = parse_release(group, text) if named is not None else None
+        if release is None or named is None or release.entry_id != entry:
             log.warning("task %s: no readable release; admitted anew", self.request.id)
             return
         state.wait_at_release_s = release.wait_s
+        settings, state.credential = named
         if release.record:
-            limit_group = context.config.limit_group(context.config.groups[release.group])
+            limit_group = context.config.limit_group(settings, None, state.credential)
             state.reservation = context.limiter.handle_for(
                 limit_group, release.entry_id, release.slot_us, release.record
             )

@@ -49,6 +49,7 @@ STATE_FIELDS: dict[str, tuple[type, ...]] = {
     "parked_at_s": _OPTIONAL_NUMBER,
     "release": (dict, type(None)),
     "awaiting_release": _OPTIONAL_TEXT,
+    "credential": _OPTIONAL_TEXT,
     "waited_s": _NUMBER,
     "attempts": (int,),
     "rate_limited": (int,),
