@@ -45,6 +45,7 @@ Markdown tables go to stdout; raw JSON to ``bench/results/providers-<time>.json`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import statistics
 import sys
@@ -58,7 +59,10 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+import redis  # noqa: E402
+
 from bench.results_file import machine, write_raw  # noqa: E402
+from throttle.keys import KeyBuilder  # noqa: E402
 from throttle.testing.emulator import (  # noqa: E402
     EmulatorConfig,
     FaultConfig,
@@ -185,6 +189,10 @@ class AzureRun:
     unforced_429_fraction: float
     utilization: float
     seconds: float
+    #: The group's AIMD multiplier after the run (1.0: the 429s did not lower it).
+    multiplier: float = 1.0
+    #: (emulator s, tokens charged so far), every 0.2 s: what the utilization is from.
+    samples: tuple[tuple[float, float], ...] = ()
 
 
 def azure_limits(scale: float) -> dict[str, float]:
@@ -246,6 +254,9 @@ def azure_run(subject: str, workers: int, round_: int, scale: float) -> AzureRun
         stats = stack.emulator_stats()
         answered = sum(stats["by_status"].values())
         refused = stats["by_status"].get("429", 0) - (FORCED_429S if subject == "4x429" else 0)
+        assert stack.config is not None
+        state = KeyBuilder(stack.config.redis.prefix).state("azure:gpt-4o")
+        multiplier = float(redis.Redis.from_url(stack.config.redis.url).hget(state, "m") or 1)
     return AzureRun(
         subject,
         workers,
@@ -255,6 +266,8 @@ def azure_run(subject: str, workers: int, round_: int, scale: float) -> AzureRun
         max(0, refused) / max(1, answered),
         window_utilization(samples, caps["tokens"], skip_windows=3 if subject == "4x429" else 0),
         seconds,
+        multiplier,
+        tuple(samples),
     )
 
 
@@ -312,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for subject in subjects:
                     azure = azure_run(subject, workers, round_, args.scale)
                     azure_runs.append(azure)
-                    print(azure, file=sys.stderr)
+                    print(dataclasses.replace(azure, samples=()), file=sys.stderr)
         azure_table(azure_runs, args.workers, args.scale)
     runs: list[Run] = []
     for round_ in range(args.rounds if args.only != "azure" else 0):

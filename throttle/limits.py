@@ -209,9 +209,11 @@ class Aimd:
 
 
 #: A sliding log's default wire margin (LimitGroup.window_ms): this fraction of its
-#: window, at most WIRE_MARGIN_MAX_S (Azure's 60 s token log keeps entries 60.25 s,
-#: its 10 s request log 10.2 s; a compressed 1 s log 1.02 s).
+#: window, at least WIRE_MARGIN_MIN_S (a busy worker's delay between the check and
+#: the send) and at most WIRE_MARGIN_MAX_S. Azure's 60 s token log keeps entries
+#: 60.25 s, its 10 s request log 10.2 s; a compressed 1 s log 1.05 s.
 WIRE_MARGIN_FRACTION = 0.02
+WIRE_MARGIN_MIN_S = 0.05
 WIRE_MARGIN_MAX_S = 0.25
 
 #: The highest multiplier of an ``auto`` group that has heard no limits: its start
@@ -279,7 +281,7 @@ class LimitGroup:
     #: full burst at a provider whose quota others may be using; headers soon tell.
     cold_start: float = 1.0
     #: How much longer than its window a sliding log keeps each entry, in seconds;
-    #: None: 2% of the window, at most :data:`WIRE_MARGIN_MAX_S`.
+    #: None: 2% of the window, within [WIRE_MARGIN_MIN_S, WIRE_MARGIN_MAX_S].
     wire_margin_s: float | None = None
     _by_name: dict[str, int] = field(init=False, repr=False, compare=False)
 
@@ -345,7 +347,8 @@ class LimitGroup:
         """How long a sliding log keeps an entry: its window plus the wire margin."""
         if self.wire_margin_s is not None:
             return dim.period_ms + self.wire_margin_s * 1000.0
-        return dim.period_ms + min(WIRE_MARGIN_MAX_S * 1000.0, WIRE_MARGIN_FRACTION * dim.period_ms)
+        margin_s = max(WIRE_MARGIN_MIN_S, WIRE_MARGIN_FRACTION * dim.period_s)
+        return dim.period_ms + min(WIRE_MARGIN_MAX_S, margin_s) * 1000.0
 
     @property
     def multiplier_ceiling(self) -> float:
