@@ -408,9 +408,9 @@ def test_the_demo_runs_and_reports() -> None:
     assert elapsed_s < 60
 
 
-@pytest.mark.integration
-@pytest.mark.slow
-def test_ctrl_c_stops_every_process_the_demo_started() -> None:
+def demo_with_stack_up() -> tuple[subprocess.Popen[str], str, list[int]]:
+    """A demo started with 400 tasks, once its stack is up: the process, its config
+    path and its stack's ports."""
     demo = subprocess.Popen(
         demo_command("--tasks", "400", "--keep"),
         cwd=REPO,
@@ -419,18 +419,28 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
         stderr=subprocess.STDOUT,
         text=True,
     )
+    assert demo.stdout is not None
+    config, seen = None, ""
+    deadline = time.monotonic() + 60
+    while config is None and time.monotonic() < deadline:
+        line = demo.stdout.readline()
+        if not line:
+            demo.kill()
+            raise AssertionError("the demo ended before the stack was up")
+        seen += line
+        found = re.search(r"LLM_THROTTLE_CONFIG=(\S+)", line)
+        config = found.group(1) if found else None
+    if config is None:
+        demo.kill()
+        raise AssertionError("the demo's stack did not come up in 60 s")
+    return demo, config, stack_ports(seen)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ctrl_c_stops_every_process_the_demo_started() -> None:
+    demo, config, ports = demo_with_stack_up()
     try:
-        assert demo.stdout is not None
-        config, seen = None, ""
-        deadline = time.monotonic() + 60
-        while config is None and time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            assert line, "the demo ended before the stack was up"
-            seen += line
-            found = re.search(r"LLM_THROTTLE_CONFIG=(\S+)", line)
-            config = found.group(1) if found else None
-        assert config is not None
-        ports = stack_ports(seen)
         assert all(listening(port) for port in ports)
         assert len(processes_with_env("LLM_THROTTLE_CONFIG", config)) >= 2, "workers running"
         demo.send_signal(signal.SIGINT)
@@ -445,29 +455,13 @@ def test_ctrl_c_stops_every_process_the_demo_started() -> None:
     assert not any(listening(port) for port in ports), "emulator or redis left"
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_sigkilled_demo_leaves_no_process_behind() -> None:
     """Its children die with it (a parent-death signal): no worker, emulator or
     redis-server is left running, though the demo could not stop them itself."""
-    demo = subprocess.Popen(
-        demo_command("--tasks", "400", "--keep"),
-        cwd=REPO,
-        env=demo_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    demo, config, ports = demo_with_stack_up()
     try:
-        assert demo.stdout is not None
-        config, seen = None, ""
-        deadline = time.monotonic() + 60
-        while config is None and time.monotonic() < deadline:
-            line = demo.stdout.readline()
-            assert line, "the demo ended before the stack was up"
-            seen += line
-            found = re.search(r"LLM_THROTTLE_CONFIG=(\S+)", line)
-            config = found.group(1) if found else None
-        assert config is not None
-        ports = stack_ports(seen)
         assert len(processes_with_env("LLM_THROTTLE_CONFIG", config)) >= 2, "workers running"
         demo.kill()
         demo.wait()
