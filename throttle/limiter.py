@@ -670,10 +670,11 @@ class RedisLimiter:
             seconds, micros = cast(tuple[int, int], self.client.time())
         return int(seconds) * 1000 + int(micros) / 1000
 
-    def start_wait_s(self, group: LimitGroup, costs: Mapping[str, float]) -> float:
+    def start_wait_s(self, group: LimitGroup, costs: Mapping[str, float]) -> tuple[float, int]:
         """How long a request of ``costs`` would wait to start in ``group`` if admitted
-        now: its GCRA buckets, the pause gate, and work already in its fair queue
-        (counted as infinite). Reads only; to choose among groups (credentials)."""
+        now (its GCRA buckets and the pause gate; infinite while work waits in its fair
+        queue), and how many items wait there. One read; to choose among groups (the
+        credentials of one)."""
         plan = self._plan(group)
         dims = group.dimensions
         gcra = list(plan.order[: plan.gcra_count])
@@ -687,8 +688,9 @@ class RedisLimiter:
             (seconds, micros), values = pipe.execute()
         now = (int(seconds) * 1000 + int(micros) / 1000) - EPOCH_MS
         raw = [None if v is None else float(v) for v in values]
-        if (raw[2] or 0) > 0:
-            return math.inf
+        queued = int(raw[2] or 0)
+        if queued > 0:
+            return math.inf, queued
         multiplier = raw[1] or 1.0
         slot = max(now, raw[0] or 0.0)
         for k, i in enumerate(gcra):
@@ -699,7 +701,7 @@ class RedisLimiter:
             tat = now + tolerance * (1 - group.cold_start) if tat_us is None else tat_us / 1000
             cost = float(costs.get(dim.name, 0.0))
             slot = max(slot, tat + min(cost * emission, tolerance) - tolerance)
-        return (slot - now) / 1000
+        return (slot - now) / 1000, 0
 
     def queued_work(self, group: str) -> int:
         """Items waiting in ready flows of ``group``'s fair queue (the state's ``b``,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import random
 import threading
 import time
@@ -455,18 +454,16 @@ class CompletionRunner:
             state.credential = chosen
             return chosen
         profile = self.config.providers[settings.provider].resolved_profile()
-        scratch = ThrottleState(state.deadline_at_s)
-        best: tuple[float, int, str] | None = None
-        for credential in settings.credentials:
-            group = self.config.limit_group(settings, call.tenant, credential)
-            costs = self._plan_costs(call, settings, group, profile, scratch)
-            queued = self.limiter.queued_work(group.name)
-            wait_s = self.limiter.start_wait_s(group, costs) if queued <= 0 else math.inf
-            if best is None or (wait_s, queued) < best[:2]:
-                best = (wait_s, queued, credential)
-        assert best is not None
-        state.credential = best[2]
-        return best[2]
+        first = self.config.limit_group(settings, call.tenant, settings.credentials[0])
+        # every credential's group has the same dimensions: the costs are computed once
+        costs = self._plan_costs(call, settings, first, profile, ThrottleState(0.0))
+        state.credential = min(
+            settings.credentials,
+            key=lambda credential: self.limiter.start_wait_s(
+                self.config.limit_group(settings, call.tenant, credential), costs
+            ),
+        )
+        return state.credential
 
     def _labels(self, call: CompletionCall, settings: GroupSettings) -> tuple[str, str]:
         """The metrics' lane and tenant labels of ``call``."""
