@@ -198,3 +198,36 @@ def test_a_message_a_pass_pushes_comes_back_when_its_worker_dies_as_it_pops_it(
     assert restored["properties"]["delivery_info"].pop("redelivered") is True
     assert restored == json.loads(popped)
     assert parse_release("g", restored["headers"][RELEASE_HEADER]) is not None
+
+
+def test_our_transport_records_nothing_again_for_a_message_a_pass_recorded(
+    app: Celery, redis_url: str, key_prefix: str
+) -> None:
+    """The pass recorded its message as unacknowledged, and its release says so: a
+    worker on workers/transport.py that takes it leaves that record as it is (kombu's
+    own transport writes the same record again, restamped); its ack removes it. A
+    message sent the usual way is recorded on delivery as kombu records it."""
+    from workers.transport import TRANSPORT
+
+    app.conf.broker_transport = TRANSPORT
+    client = redis.Redis.from_url(app.conf.broker_url)
+    key = published_by_a_pass(app, redis_url, key_prefix)
+    hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
+    [raw] = client.lrange(key, 0, -1)
+    message = json.loads(raw)
+    assert message["headers"][RELEASE_HEADER].startswith("+"), "the release says: recorded"
+    tag = message["properties"]["delivery_tag"]
+    record, stamp = client.hget(hash_key, tag), client.zscore(index_key, tag)
+    time.sleep(0.05)
+    with app.connection_for_read() as connection:
+        got = connection.default_channel.basic_get(app.queue_name)  # type: ignore[attr-defined]
+        assert got is not None and got.delivery_tag == tag
+        assert (client.hget(hash_key, tag), client.zscore(index_key, tag)) == (record, stamp)
+        got.ack()
+    assert client.hlen(hash_key) == 0 and client.zcard(index_key) == 0
+    app.send_task("t.task", kwargs={"x": 2}, queue=app.queue_name)  # type: ignore[attr-defined]
+    with app.connection_for_read() as connection:
+        got = connection.default_channel.basic_get(app.queue_name)  # type: ignore[attr-defined]
+        assert got is not None and client.hexists(hash_key, got.delivery_tag)
+        got.ack()
+    assert client.hlen(hash_key) == 0

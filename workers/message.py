@@ -37,6 +37,9 @@ RELEASE_HEADER = "llm_throttle_release"
 GROUP_HEADER = "llm_throttle_group"
 #: What the pass replaces; it appears in the envelope nowhere else.
 OPEN_RELEASE = "\x00llm-throttle-release\x00"
+#: A release starts so when the pass that pushed its message also recorded it in
+#: kombu's hash of unacknowledged messages: the worker that takes it records nothing.
+RECORDED_MARK = "+"
 MESSAGE_MARK = PARKED_MESSAGE_MARK
 
 #: kombu's Redis transport defaults (``kombu.transport.redis.Channel``).
@@ -71,10 +74,17 @@ def without_release(stored: str) -> tuple[str, str]:
     return key, head + tail
 
 
+def recorded_by_release(headers: Mapping[str, Any] | None) -> bool:
+    """Whether a message's release says the pass recorded it as unacknowledged."""
+    text = (headers or {}).get(RELEASE_HEADER)
+    return isinstance(text, str) and text.startswith(RECORDED_MARK)
+
+
 def parse_release(group: str, text: str) -> Release | None:
-    """The release a pass wrote (``entry,slot_us,wait_us,lease,reason,record``), None
-    if ``text`` is not one (the header of a message that was not released by a pass)."""
-    parts = text.split(",", 5)
+    """The release a pass wrote (``entry,slot_us,wait_us,lease,reason,record``, with a
+    leading ``+`` when the pass recorded the message as unacknowledged), None if
+    ``text`` is not one (the header of a message that was not released by a pass)."""
+    parts = text.removeprefix(RECORDED_MARK).split(",", 5)
     if len(parts) != 6 or not parts[1].lstrip("-").isdigit() or not parts[2].isdigit():
         return None
     entry, slot_us, wait_us, lease, reason, record = parts
