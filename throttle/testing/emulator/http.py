@@ -159,11 +159,13 @@ class HttpConnection(asyncio.Protocol):
         """Send every chunk that is due, in order, then wait for the next one."""
         loop = asyncio.get_running_loop()
         chunks = streamed.chunks
+        due = bytearray()
         while index < len(chunks) and chunks[index][0] <= loop.time() - started_s:
             data = chunks[index][1]
-            if self._transport is not None and data:
-                self._transport.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            due += f"{len(data):x}\r\n".encode() + data + b"\r\n" if data else b""
             index += 1
+        if self._transport is not None and due:
+            self._transport.write(bytes(due))  # what is due together goes out together
         if index < len(chunks):
             delay_s = started_s + chunks[index][0] - loop.time()
             loop.call_later(delay_s, self._stream_step, streamed, index, started_s, keep_alive)
