@@ -161,11 +161,10 @@ class HttpConnection(asyncio.Protocol):
         chunks = streamed.chunks
         due = bytearray()
         while index < len(chunks) and chunks[index][0] <= loop.time() - started_s:
-            data = chunks[index][1]
-            due += f"{len(data):x}\r\n".encode() + data + b"\r\n" if data else b""
+            due += chunks[index][1]
             index += 1
-        if self._transport is not None and due:
-            self._transport.write(bytes(due))  # what is due together goes out together
+        if self._transport is not None and due:  # what is due together: one chunk
+            self._transport.write(f"{len(due):x}\r\n".encode() + bytes(due) + b"\r\n")
         if index < len(chunks):
             delay_s = started_s + chunks[index][0] - loop.time()
             loop.call_later(delay_s, self._stream_step, streamed, index, started_s, keep_alive)
