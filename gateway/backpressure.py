@@ -5,7 +5,9 @@ The expected start comes from one read of the group's state (``TIME`` and one
 ``HMGET``, pipelined; for a group with several credentials, one per credential in the
 same pipeline, and the soonest counts, as the worker would choose): the buckets'
 wait, plus the fair queue draining before it at the group's rate
-(:class:`throttle.limiter.StartWait`). ``Retry-After`` is the time until that start
+(:class:`throttle.limiter.StartWait`), and no earlier than after what this process
+queued itself and Redis does not show yet (a burst of callers all read the same
+state before their tasks reach a worker). ``Retry-After`` is the time until that start
 comes within the caller's wait; callers refused at the same moment are given
 successive turns (each refusal is counted as one more request ahead of the next
 refused one until its turn passes), so they do not all come back at once. The turns
@@ -49,6 +51,7 @@ class Backpressure:
         self.estimator = TokenEstimator()
         self._clock = clock
         self._turns: dict[str, deque[float]] = {}
+        self._sent_until: dict[str, float] = {}
 
     def costs(
         self,
@@ -90,14 +93,20 @@ class Backpressure:
         return min(starts, key=lambda item: item[1].expected_s)
 
     def refuse(self, group: str, start: StartWait, max_wait_s: float) -> float | None:
-        """None when the request may queue; else the Retry-After (seconds) it gets."""
-        if start.expected_s <= max_wait_s:
-            return None
+        """None when the request may queue (it is counted as ahead of the next ones);
+        else the Retry-After (seconds) it gets."""
         now = self._clock()
+        # What this process sent and Redis does not show yet (its tasks are on their
+        # way through the broker): a start no earlier than after them.
+        expected_s = max(start.expected_s, self._sent_until.get(group, now) - now)
+        if expected_s <= max_wait_s:
+            self._sent_until[group] = now + expected_s + start.per_item_s
+            return None
         turns = self._turns.setdefault(group, deque())
         while turns and turns[0] <= now:
             turns.popleft()
-        wait_s = retry_after_s(start, max_wait_s, len(turns))
+        ahead = StartWait(expected_s, 0, start.per_item_s)
+        wait_s = retry_after_s(ahead, max_wait_s, len(turns))
         turns.append(now + wait_s)
         if len(turns) > 1 and turns[-1] < turns[-2]:  # keep it sorted: a rare late one
             turns = self._turns[group] = deque(sorted(turns))

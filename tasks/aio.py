@@ -93,6 +93,9 @@ class ResultListener:
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        # Subscribing concurrently would let each caller open its own connection,
+        # and the subscriptions made on all but the last would never be read.
+        self._lock = asyncio.Lock()
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Any:
         key = self.backend.get_key_for_task(task_id)
@@ -104,7 +107,8 @@ class ResultListener:
         try:
             try:
                 if len(waiters) == 1:
-                    await self._subscription().subscribe(key)
+                    async with self._lock:  # one connection: connect and send in turn
+                        await self._subscription().subscribe(key)
                 meta = _ready_meta(self.backend, await self._client.get(key))
             except aioredis.RedisError as exc:
                 await self._reset(exc)
@@ -118,7 +122,8 @@ class ResultListener:
                 del self._waiters[key]
                 if self._pubsub is not None:
                     with contextlib.suppress(aioredis.RedisError):
-                        await self._pubsub.unsubscribe(key)
+                        async with self._lock:
+                            await self._pubsub.unsubscribe(key)
         return _outcome(self.backend, meta)
 
     def _subscription(self) -> Any:

@@ -192,11 +192,22 @@ def test_callers_refused_together_get_successive_turns() -> None:
     now = [100.0]
     gate = Backpressure(config_from_dict(CONFIG), limiter=None, client=None, clock=lambda: now[0])  # type: ignore[arg-type]
     start = StartWait(bucket_wait_s=0.0, queued=50, per_item_s=0.1)
-    assert gate.refuse("g", StartWait(0.0, 5, 0.1), max_wait_s=2.0) is None
     waits = [gate.refuse("g", start, max_wait_s=2.0) for _ in range(5)]
     assert waits == pytest.approx([3.0, 3.1, 3.2, 3.3, 3.4])
     now[0] += 10.0  # every turn has passed
     assert gate.refuse("g", start, max_wait_s=2.0) == pytest.approx(3.0)
+
+
+def test_a_burst_read_before_its_tasks_show_counts_what_was_sent() -> None:
+    """Callers that all read an empty group: the ones sent are ahead of the next."""
+    now = [0.0]
+    gate = Backpressure(config_from_dict(CONFIG), limiter=None, client=None, clock=lambda: now[0])  # type: ignore[arg-type]
+    idle = StartWait(bucket_wait_s=0.0, queued=0, per_item_s=0.1)
+    answers = [gate.refuse("g", idle, max_wait_s=1.0) for _ in range(15)]
+    assert answers[:11] == [None] * 11  # starts at 0.0, 0.1, ... 1.0 s
+    assert answers[11:] == [1.0] * 4  # never under a second
+    now[0] = 5.0  # they have all started
+    assert gate.refuse("g", idle, max_wait_s=1.0) is None
 
 
 # -- streams ----------------------------------------------------------------------
