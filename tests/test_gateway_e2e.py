@@ -40,11 +40,6 @@ def stack() -> Iterator[LocalStack]:
         }
     )  # fmt: skip
     group = {"headroom": COMPRESSED_HEADROOM, "default_max_tokens": 100}
-    mini, sat, haiku = (
-        (["gpt-4o-mini"], "100/s"),
-        (["gpt-sat"], "20/s"),
-        (["claude-haiku"], "100/s"),
-    )
     document = {
         "providers": {
             "emu": {"profile": "openai", "base_url": "emulator"},
