@@ -142,6 +142,25 @@ def test_the_anthropic_sdk_runs_sync_and_streamed_messages(stack: LocalStack) ->
     assert final.usage.output_tokens >= 90 and final.usage.input_tokens >= 1
 
 
+def test_a_provider_429_before_the_first_byte_pauses_and_the_stream_still_arrives(
+    stack: LocalStack,
+) -> None:
+    before = stack.emulator_stats()["by_status"].get("429", 0)
+    fault = {"kind": "rate_limit", "max_hits": 1, "retry_after_s": 1, "pool": "default"}
+    stack.emulator_post("/__emu/faults", {"faults": [fault]})
+    client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-a", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_tokens=10,
+        stream=True,  # type: ignore[arg-type]
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == "This is an emulated completion."
+    assert stack.emulator_stats()["by_status"].get("429", 0) == before + 1
+    stack.emulator_post("/__emu/faults", {"clear": True})
+
+
 def test_bad_input_gets_a_4xx_in_the_openai_shape_and_queues_nothing(stack: LocalStack) -> None:
     url = _url(stack) + "/v1/chat/completions"
     before = stack.emulator_stats()["requests"]
