@@ -263,16 +263,18 @@ class LocalStack:
 
     def start_gateway(self, port: int | None = None, *, timeout_s: float = 30.0) -> str:
         """Start ``llm-throttle serve`` (the gateway) on 127.0.0.1; returns its URL once
-        it answers ``/health`` (with any status)."""
+        it answers ``/health`` (with any status). It gets no provider key: it needs
+        none."""
         port = port or free_port()
         log = open(self.workdir / "gateway.log", "wb")  # noqa: SIM115
         args = [
             sys.executable, "-m", "throttle.cli", "serve", "--config", str(self.config_path),
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
+        env = {k: v for k, v in self.env().items() if not k.startswith("LLM_THROTTLE_KEY_")}
         self.gateway = subprocess.Popen(
             args,
-            env=self.env(),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
