@@ -61,7 +61,8 @@ def released(stored: str, release: str) -> tuple[str, dict[str, Any]]:
     """What schedule.lua pushes for ``stored``: its key and the envelope, the release
     written into the open header."""
     assert stored.startswith(MESSAGE_MARK)
-    key, head, tail = stored[1:].split("\n", 2)
+    first, head, tail = stored[1:].split("\n", 2)
+    key = first.split("\t", 1)[0]
     return key, json.loads(head + release + tail)
 
 
@@ -131,9 +132,12 @@ def test_a_release_in_redis_needs_the_broker_on_the_limiters_server() -> None:
     assert broker_db_for_release("redis://:a@h:1/0", "redis://:b@h:1/1") is None
 
 
-def published_by_a_pass(app: Celery, redis_url: str, key_prefix: str) -> str:
+def published_by_a_pass(
+    app: Celery, redis_url: str, key_prefix: str, *, older_form: bool = False
+) -> str:
     """Queue one ready-made message and run the pass that releases it (it pushes the
-    message onto the broker's queue itself); returns its queue key."""
+    message onto the broker's queue itself); returns its queue key. ``older_form``:
+    stored as an older version stored it (no delivery tag nor record end)."""
     hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
     broker = BrokerOnServer(redis_db(app.conf.broker_url), redis_db(redis_url), hash_key, index_key)
     limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
@@ -150,6 +154,9 @@ def published_by_a_pass(app: Celery, redis_url: str, key_prefix: str) -> str:
         {},
         "{'x': 1}",  # type: ignore[attr-defined]
     )
+    if older_form:
+        first, rest = stored.split("\n", 1)
+        stored = first.split("\t", 1)[0] + "\n" + rest
     done = scheduler.push(
         group, QueuedItem("id-1.0", {"requests": 1}, "interactive", "t", 1, 0, stored)
     )
@@ -157,14 +164,15 @@ def published_by_a_pass(app: Celery, redis_url: str, key_prefix: str) -> str:
     time.sleep(done.due_in_s)
     done = scheduler.run_pass(group)
     assert [(r.item_id, r.published) for r in done.released] == [("id-1.0", True)]
-    return stored[1:].split("\n", 1)[0]
+    return stored[1:].split("\n", 1)[0].split("\t", 1)[0]
 
 
+@pytest.mark.parametrize("older_form", [False, True])
 def test_a_message_a_pass_pushes_is_recorded_as_kombu_records_a_popped_one(
-    app: Celery, redis_url: str, key_prefix: str
+    app: Celery, redis_url: str, key_prefix: str, older_form: bool
 ) -> None:
     client = redis.Redis.from_url(app.conf.broker_url)
-    key = published_by_a_pass(app, redis_url, key_prefix)
+    key = published_by_a_pass(app, redis_url, key_prefix, older_form=older_form)
     hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
     [raw] = client.lrange(key, 0, -1)
     message = json.loads(raw)

@@ -11,7 +11,10 @@ canvas, ``expires``, ``priority``, headers), captured at the producer instead of
 in the envelope kombu's Redis transport pushes. One header is left open: the pass
 writes the release into it (slot, wait, lease, reason, the reservation's record).
 
-Stored form: ``ESC <queue list key> LF <envelope up to the open header> LF <rest>``.
+Stored form: ``ESC <queue list key> TAB <delivery tag> TAB <the end of kombu's record
+of it as unacknowledged: ', "<exchange>", "<routing key>"]'> LF <envelope up to the open
+header> LF <rest>``: the pass that publishes it records it as kombu would, with no
+parsing.
 """
 
 from __future__ import annotations
@@ -70,8 +73,8 @@ class Release:
 def without_release(stored: str) -> tuple[str, str]:
     """The queue key and message of a stored one with an empty release (a worker then
     admits it anew): for a release that a pass could not publish itself."""
-    key, head, tail = stored[len(MESSAGE_MARK) :].split("\n", 2)
-    return key, head + tail
+    first, head, tail = stored[len(MESSAGE_MARK) :].split("\n", 2)
+    return first.split("\t", 1)[0], head + tail
 
 
 def recorded_by_release(headers: Mapping[str, Any] | None) -> bool:
@@ -232,4 +235,10 @@ def prebuilt_message(
     if open_at < 0 or text.count(json.dumps(OPEN_RELEASE)) != 1 or "\n" in key + text:
         raise CannotPrebuild("the release header could not be placed")
     head, tail = text[: open_at + 1], text[open_at + len(json.dumps(OPEN_RELEASE)) - 1 :]
-    return f"{MESSAGE_MARK}{key}\n{head}\n{tail}"
+    # kombu's record of an unacknowledged message: [message, exchange, routing key]
+    delivery = envelope["properties"]["delivery_info"]
+    suffix = f", {json.dumps(delivery['exchange'])}, {json.dumps(delivery['routing_key'])}]"
+    tag = envelope["properties"]["delivery_tag"]
+    if "\t" in key + tag + suffix:
+        raise CannotPrebuild("the queue's name holds a tab")
+    return f"{MESSAGE_MARK}{key}\t{tag}\t{suffix}\n{head}\n{tail}"

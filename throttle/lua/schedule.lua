@@ -53,8 +53,9 @@
   ARGV[6]  id of the item to push, '' for a pass only
   ARGV[7]  'broker db,own db[,unacked hash,unacked index]' when the broker is a
            Redis on this server, else '': a payload that is a ready-made broker
-           message (workers/message.py: ESC, queue key, LF, the envelope up to its
-           open release header, LF, the rest) is pushed onto its queue by this pass
+           message (workers/message.py: ESC, queue key, TAB, delivery tag, TAB, the
+           end of its unacknowledged record, LF, the envelope up to its open release
+           header, LF, the rest) is pushed onto its queue by this pass
            (SELECT, LPUSH), with the release written into the header; it needs no
            claim and is not in KEYS[5]. Given the names of kombu's unacknowledged
            hash and index, the message is recorded there too, as kombu records a
@@ -269,7 +270,8 @@ local broker = split(ARGV[7], ',')
 local dbs = ARGV[7]
 local outbox = {}
 -- The end of a ready-made envelope (workers/message.py puts these properties last):
--- kombu's unacknowledged record needs its exchange, routing key and delivery tag.
+-- kombu's unacknowledged record needs its exchange, routing key and delivery tag
+-- (read here only for a message stored by an older version without them).
 local ENVELOPE_END = '"delivery_info": {"exchange": ("[^"]*"), "routing_key": ("[^"]*")}, ' ..
   '"priority": %d+, "body_encoding": "base64", "delivery_tag": "([^"]+)"}}$'
 local function json_safe(text)
@@ -290,13 +292,19 @@ local function emit(h, slot_us, lease, record, reason)
     local key_end = string.find(payload, '\n', 2, true)
     local head_end = string.find(payload, '\n', key_end + 1, true)
     local tail = string.sub(payload, head_end + 1)
-    local exchange, routing_key, tag = nil, nil, nil
-    if broker[4] then exchange, routing_key, tag = string.match(string.sub(tail, -400), ENVELOPE_END) end
+    local key, tag, suffix = string.match(string.sub(payload, 2, key_end - 1), '^([^\t]*)\t([^\t]*)\t(.*)$')
+    if not key then  -- stored by an older version: the record's parts are in the envelope
+      key = string.sub(payload, 2, key_end - 1)
+      local exchange, routing_key
+      exchange, routing_key, tag = string.match(string.sub(tail, -400), ENVELOPE_END)
+      if tag then suffix = ', ' .. exchange .. ', ' .. routing_key .. ']' end
+    end
+    if not broker[4] then tag = nil end
     local release = string.format('%s%s,%d,%d,%d,%s,%s', tag and '+' or '', id, slot_us,
                                   math.max(0, slot_us - math.floor(now * 1000)), lease, reason, record)
     local text = string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) .. tail
-    local unacked = tag and {tag, '[' .. text .. ', ' .. exchange .. ', ' .. routing_key .. ']'}
-    outbox[#outbox + 1] = {string.sub(payload, 2, key_end - 1), text, unacked}
+    local unacked = tag and {tag, '[' .. text .. suffix}
+    outbox[#outbox + 1] = {key, text, unacked}
     rcall('HDEL', payloads_key, id)
     payload = '\27'
   else

@@ -16,6 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -39,6 +40,10 @@ def redis_server_binary() -> str:
     return found
 
 
+class PortTaken(StorageError):
+    """Another process listens on the port the server was to bind."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -58,6 +63,10 @@ class EmbeddedRedis:
     def __init__(
         self, port: int | None = None, *, start_timeout_s: float = 10.0, appendonly: bool = False
     ) -> None:
+        #: A port of our choosing may be taken by another process before the server
+        #: binds it (free_port only saw it free): start then tries another one.
+        self._port_chosen = port is None
+        self._started = False
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
         self.appendonly = appendonly
@@ -69,8 +78,19 @@ class EmbeddedRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
+        for _ in range(5):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if not self._port_chosen or self._started:
+                    raise  # a restart keeps its port: its clients know no other
+                self.port = free_port()
+        raise StorageError("redis-server found no free port in 5 tries")
+
+    def _start_once(self) -> EmbeddedRedis:
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="llm-throttle-redis-")
+        self._log = Path(self._dir.name) / "redis-server.log"
         persistence = ["--appendonly", "yes", "--appendfsync", "always"]
         args = [
             redis_server_binary(),
@@ -81,6 +101,7 @@ class EmbeddedRedis:
             "--dir", self._dir.name,
             "--daemonize", "no",
             "--loglevel", "warning",
+            "--logfile", str(self._log),
             "--maxclients", "2000",
         ]  # fmt: skip
         self._process = subprocess.Popen(
@@ -91,22 +112,32 @@ class EmbeddedRedis:
             preexec_fn=die_with_parent(),
         )
         self._wait_ready()
+        self._started = True
         return self
 
     def _wait_ready(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=1.0)
         deadline = time.monotonic() + self.start_timeout_s
         try:
             while time.monotonic() < deadline:
                 assert self._process is not None
                 if self._process.poll() is not None:
                     err = self._process.stderr.read().decode() if self._process.stderr else ""
-                    raise StorageError(f"redis-server exited at start: {err.strip()}")
+                    log = self._log.read_text(errors="replace") if self._log.exists() else ""
+                    if self._process.stderr is not None:
+                        self._process.stderr.close()
+                    self._process = None
+                    if "Address already in use" in log:
+                        raise PortTaken(self.port)
+                    raise StorageError(f"redis-server exited at start: {(err + log).strip()}")
                 try:
-                    if client.ping():
+                    # our own server, not another that holds the port (it answers too)
+                    info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+                    if info.get("process_id") == self._process.pid:
                         return
-                except redis.ConnectionError:
-                    time.sleep(0.02)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass
+                time.sleep(0.02)
             self.stop()
             raise StorageError(f"redis-server did not answer on port {self.port}")
         finally:

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 import time
@@ -152,6 +153,7 @@ class Emulator:
         with self._lock:
             now_s = self.clock.now_s()
             return {
+                "pid": os.getpid(),  # who answers on this port (a starter checks it)
                 "now_s": now_s - self._origin_s,
                 "clock": "manual" if isinstance(self.clock, ManualClock) else "real",
                 "profile": self.config.profile.value,
