@@ -83,11 +83,14 @@ def _outcome(backend: Any, meta: dict[str, Any]) -> Any:
 class ResultListener:
     """Waits for many tasks' results over two connections to the result backend: one
     subscription shared by every wait (each task's key is subscribed while someone
-    waits for it) and one client for reads. For a server that answers many callers
-    at once (the gateway); create and use it on one event loop."""
+    waits for it) and one client for reads; a wait also reads its result every
+    ``recheck_s`` (a result published before its subscription took effect is not
+    lost). For a server that answers many callers at once (the gateway); create and
+    use it on one event loop."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(self, backend: Any, *, recheck_s: float = 2.0) -> None:
         self.backend = backend
+        self.recheck_s = recheck_s
         url = getattr(backend, "url", None) or _url(backend)
         self._client = aioredis.from_url(url)
         self._pubsub: Any = None
@@ -96,6 +99,9 @@ class ResultListener:
         # Subscribing concurrently would let each caller open its own connection,
         # and the subscriptions made on all but the last would never be read.
         self._lock = asyncio.Lock()
+        # Set once a key is subscribed: the reader waits on it while nothing is (a
+        # poll here would hold the first result after an idle moment for its period).
+        self._subscribed = asyncio.Event()
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Any:
         key = self.backend.get_key_for_task(task_id)
@@ -109,13 +115,14 @@ class ResultListener:
                 if len(waiters) == 1:
                     async with self._lock:  # one connection: connect and send in turn
                         await self._subscription().subscribe(key)
+                    self._subscribed.set()
                 meta = _ready_meta(self.backend, await self._client.get(key))
             except aioredis.RedisError as exc:
                 await self._reset(exc)
                 raise StorageError(f"result backend unreachable: {exc}") from exc
             if meta is None:
                 async with asyncio.timeout(timeout_s):
-                    meta = await future
+                    meta = await self._until_ready(key, future)
         finally:
             waiters.remove(future)
             if not waiters:
@@ -125,6 +132,21 @@ class ResultListener:
                         async with self._lock:
                             await self._pubsub.unsubscribe(key)
         return _outcome(self.backend, meta)
+
+    async def _until_ready(self, key: str, future: asyncio.Future[dict[str, Any]]) -> Any:
+        """The published result, or the stored one read every ``recheck_s``: a result
+        stored while the subscription was on its way (or lost with a reconnect) is
+        found within that, not at the caller's timeout."""
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=self.recheck_s)
+            if done:
+                return future.result()
+            try:
+                meta = _ready_meta(self.backend, await self._client.get(key))
+            except aioredis.RedisError as exc:
+                raise StorageError(f"result backend unreachable: {exc}") from exc
+            if meta is not None:
+                return meta
 
     def _subscription(self) -> Any:
         if self._pubsub is None:
@@ -136,7 +158,8 @@ class ResultListener:
         while True:
             try:
                 if not pubsub.subscribed:
-                    await asyncio.sleep(0.05)
+                    self._subscribed.clear()
+                    await self._subscribed.wait()
                     continue
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except aioredis.RedisError as exc:

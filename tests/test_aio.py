@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 
 import pytest
+import redis
+from celery import Celery
 
 from tasks import aenqueue
 from tasks.aio import ResultListener
 from throttle.errors import InvalidRequestError
 from workers.harness import LocalStack
-
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 CALL = {
     "provider": "emu",
@@ -23,6 +24,8 @@ CALL = {
 }
 
 
+@pytest.mark.integration
+@pytest.mark.slow
 def test_awaited_completions(stacks: list[LocalStack]) -> None:
     from test_e2e import emulator, throttle_doc
 
@@ -78,3 +81,25 @@ def test_awaited_completions(stacks: list[LocalStack]) -> None:
 
     shared = asyncio.run(forty_on_one_listener())
     assert len(shared) == 40 and all(r["response"]["choices"] for r in shared)  # type: ignore[index]
+
+
+def test_a_result_stored_without_its_publish_is_found_by_the_recheck(redis_url: str) -> None:
+    """A result whose publish the subscription missed (stored before the SUBSCRIBE
+    took effect, or during a reconnect) is read from the backend, not waited for
+    until the caller's timeout."""
+    backend = Celery("aio-recheck", backend=redis_url, set_as_current=False).backend
+
+    async def wait_for_a_silent_result() -> object:
+        listener = ResultListener(backend, recheck_s=0.1)
+        task_id = str(uuid.uuid4())
+        waiting = asyncio.create_task(listener.wait(task_id, timeout_s=20))
+        await asyncio.sleep(0.3)  # subscribed; nothing stored yet
+        meta = {"status": "SUCCESS", "result": {"ok": 1}, "traceback": None, "task_id": task_id}
+        key = backend.get_key_for_task(task_id)
+        redis.Redis.from_url(redis_url).set(key, backend.encode(meta))  # and no PUBLISH
+        try:
+            return await waiting
+        finally:
+            await listener.close()
+
+    assert asyncio.run(wait_for_a_silent_result()) == {"ok": 1}
