@@ -132,10 +132,19 @@ async def _body(gateway: Gateway, request: Request) -> dict[str, Any]:
     return decode_body(b"".join(chunks))
 
 
-async def _admit(
-    gateway: Gateway, request: Request, chat: ChatRequest, grant: KeyGrant
-) -> tuple[str, float | None]:
-    """Backpressure: (limit group, Retry-After if refused)."""
+@dataclass(frozen=True)
+class Admit:
+    """Backpressure's answer for one request."""
+
+    group: str
+    #: Seconds to tell the caller to come back after; None: queue it.
+    refused_s: float | None
+    #: The read found the group's fair queue empty (the send need not read it again).
+    queue_empty: bool
+
+
+async def _admit(gateway: Gateway, request: Request, chat: ChatRequest, grant: KeyGrant) -> Admit:
+    """Backpressure: queue the request, or refuse it with a Retry-After."""
     settings = gateway.config.group_for(chat.provider, chat.model)
     try:
         limit = output_limit(
@@ -145,10 +154,10 @@ async def _admit(
             settings, grant.tenant, chat.model, chat.messages, limit, chat.params
         )
     except ThrottleError:  # enqueue names the problem
-        return settings.name, None
+        return Admit(settings.name, None, False)
     wait_s = max_wait_s(request.headers, gateway.settings.max_wait_s)
-    group, start = await gateway.backpressure.start(settings, grant.tenant, costs)
-    return group, gateway.backpressure.refuse(group, start, wait_s)
+    group, start, queue_empty = await gateway.backpressure.start(settings, grant.tenant, costs)
+    return Admit(group, gateway.backpressure.refuse(group, start, wait_s), queue_empty)
 
 
 async def _complete(request: Request, api: str) -> Response:
@@ -159,16 +168,16 @@ async def _complete(request: Request, api: str) -> Response:
     try:
         grant = _grant(gateway, request)
         chat = chat_request(api, await _body(gateway, request), gateway.index)
-        group, refused_s = await _admit(gateway, request, chat, grant)
-        if refused_s is not None:
-            metrics.REFUSED.labels(group).inc()
+        admit = await _admit(gateway, request, chat, grant)
+        if admit.refused_s is not None:
+            metrics.REFUSED.labels(admit.group).inc()
             raise GatewayError(
                 429,
-                f"{group}: the queue would hold this request longer than the caller allows;"
-                f" retry in {refused_s:.1f} s",
+                f"{admit.group}: the queue would hold this request longer than the caller"
+                f" allows; retry in {admit.refused_s:.1f} s",
                 "rate_limit_error",
                 "rate_limit_exceeded",
-                headers=retry_headers(refused_s),
+                headers=retry_headers(admit.refused_s),
             )
         completion = await aenqueue(
             provider=chat.provider,
@@ -180,6 +189,7 @@ async def _complete(request: Request, api: str) -> Response:
             lane=grant.lane,
             params=chat.params,
             stream=chat.stream,
+            queue_seen_empty=admit.queue_empty,
         )
         if chat.stream:
             response = await _stream(gateway, completion.id, endpoint)

@@ -254,6 +254,7 @@ def enqueue(
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     stream: bool = False,
+    queue_seen_empty: bool = False,
     **keywords: Any,
 ) -> AsyncResult:
     """Validate and queue one completion; returns its ``AsyncResult``.
@@ -267,6 +268,8 @@ def enqueue(
     ``apply_async``. Any other keyword is an InvalidRequestError. ``stream=True``:
     the worker streams from the provider and passes the events on through the task's
     relay stream (workers/relay.py; the gateway reads it) as they arrive.
+    ``queue_seen_empty=True`` says the caller has just read the group's fair queue
+    and found it empty (the gateway does): the send skips that read.
     """
     from workers.app import app_config
 
@@ -292,6 +295,8 @@ def enqueue(
     if stream:
         kwargs["stream"] = True
     try:
+        if queue_seen_empty:
+            options["queue_seen_empty"] = True
         return complete.apply_async(
             kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options
         )

@@ -11,7 +11,7 @@ import pytest
 import redis
 from celery import Celery
 
-from tasks import aenqueue
+from tasks import aenqueue, enqueue
 from tasks.aio import ResultListener
 from throttle.errors import InvalidRequestError
 from workers.harness import LocalStack
@@ -103,3 +103,31 @@ def test_a_result_stored_without_its_publish_is_found_by_the_recheck(redis_url: 
             await listener.close()
 
     assert asyncio.run(wait_for_a_silent_result()) == {"ok": 1}
+
+
+@pytest.mark.integration
+def test_a_send_told_the_queue_is_empty_reads_it_no_more(stacks: list[LocalStack]) -> None:
+    """The gateway's backpressure read has just seen the group's fair queue empty:
+    ``enqueue(queue_seen_empty=True)`` sends without reading it again (one Redis
+    round trip less per request)."""
+    from test_e2e import emulator, throttle_doc
+
+    stack = LocalStack(
+        emulator({"default": ("gpt-4o-mini", "requests=100/s")}),
+        throttle_doc({"emu:mini": {"models": ["gpt-4o-mini"], "requests": "50/s"}}),
+    ).start()
+    stacks.append(stack)
+    assert stack.app is not None and stack.config is not None
+    stack.app.set_current()
+    client = redis.Redis.from_url(stack.config.redis.url)
+
+    def queue_reads() -> int:
+        stats = client.info("commandstats").get("cmdstat_hget", {})
+        return int(stats.get("calls", 0)) if isinstance(stats, dict) else 0
+
+    before = queue_reads()
+    enqueue(**CALL)
+    read_once = queue_reads()
+    enqueue(**CALL, queue_seen_empty=True)
+    assert read_once == before + 1 and queue_reads() == read_once
+    assert redis.Redis.from_url(stack.config.broker_url).llen("llm") == 2
