@@ -91,8 +91,8 @@ class Backpressure:
             (group.name, self.limiter.start_wait_from(group, costs, server_time, vals))
             for group, vals in zip(groups, values, strict=True)
         ]
-        group, soonest = min(starts, key=lambda item: item[1].expected_s)
-        return group, soonest, all(start.queued == 0 for _, start in starts)
+        name, soonest = min(starts, key=lambda item: item[1].expected_s)
+        return name, soonest, all(start.queued == 0 for _, start in starts)
 
     def refuse(self, group: str, start: StartWait, max_wait_s: float) -> float | None:
         """None when the request may queue (it is counted as ahead of the next ones);
