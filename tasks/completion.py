@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.exceptions import TaskPredicate
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -28,7 +29,6 @@ from throttle.errors import (
     CostExceedsCapacityError,
     InvalidRequestError,
     StorageError,
-    ThrottleError,
     UnknownGroupError,
 )
 from throttle.providers.request import Message
@@ -117,7 +117,10 @@ def complete(
         )
         try:
             result = self.run_completion(call, throttle_state, relay.events)
-        except ThrottleError as exc:
+        except TaskPredicate:  # a retry or a re-queue: the task runs again, and relays
+            relay.stop()
+            raise
+        except Exception as exc:  # any failure ends the reader's wait at once
             relay.fail(exc)
             raise
         relay.end(result["usage"])
