@@ -22,6 +22,7 @@ from gateway.translate import (
 )
 from throttle.config import config_from_dict
 from throttle.errors import (
+    ClientRequestError,
     ConfigError,
     CostExceedsCapacityError,
     QuotaExhaustedError,
@@ -174,6 +175,23 @@ def test_typed_errors_map_onto_statuses() -> None:
     relayed = from_relayed({"type": "ClientRequestError", "message": "bad", "status": 422})
     assert relayed.status == 422
     assert from_relayed({"type": "StreamBrokenError", "message": "cut"}).status == 502
+    assert from_relayed({"type": "RateLimitedError", "message": "slow down"}).status == 429
+
+
+def test_an_untyped_relayed_error_is_an_internal_one() -> None:
+    for kind in ("InternalError", "KeyError", "os"):
+        error = from_relayed({"type": kind, "message": "sk-live-secret", "status": 401})
+        assert (error.status, error.message) == (500, "internal error")
+
+
+def test_a_provider_refusing_the_workers_key_is_not_the_callers_401() -> None:
+    """A 401 would tell the caller's SDK that its gateway key is wrong."""
+    refused = ClientRequestError("invalid x-api-key", status=401)
+    assert from_exception(refused).status == 502
+    relayed = from_relayed({"type": "ClientRequestError", "message": "no", "status": 403})
+    assert (relayed.status, relayed.code) == (502, "upstream_auth_error")
+    not_found = from_exception(ClientRequestError("no such model", status=404))
+    assert not_found.status == 404
 
 
 # -- backpressure -----------------------------------------------------------------
