@@ -27,9 +27,9 @@ from starlette.routing import Route
 
 from gateway import metrics
 from gateway.backpressure import Backpressure, retry_headers
-from gateway.errors import GatewayError, from_exception, from_relayed
+from gateway.errors import GatewayError, from_exception
 from gateway.health import Health
-from gateway.relay import relay_entries
+from gateway.relay import TaskWatch, relay_entries
 from gateway.settings import GatewaySettings, KeyGrant, gateway_settings
 from gateway.translate import (
     ANTHROPIC,
@@ -164,7 +164,6 @@ async def _complete(request: Request, api: str) -> Response:
     gateway: Gateway = request.app.state.gateway
     endpoint = request.url.path
     started = time.monotonic()
-    shape = "anthropic" if api == ANTHROPIC else "openai"
     try:
         grant = _grant(gateway, request)
         chat = chat_request(api, await _body(gateway, request), gateway.index)
@@ -192,7 +191,7 @@ async def _complete(request: Request, api: str) -> Response:
             queue_seen_empty=admit.queue_empty,
         )
         if chat.stream:
-            response = await _stream(gateway, completion.id, endpoint)
+            response = await _stream(gateway, completion.id, api)
         else:
             result = await completion.wait(gateway.settings.request_timeout_s, gateway.listener)
             response = JSONResponse(result["response"], headers=_facts(result))
@@ -200,7 +199,7 @@ async def _complete(request: Request, api: str) -> Response:
         error = from_exception(exc)
         if error.status >= 500:
             log.warning("%s: %s %s", endpoint, error.status, error.message)
-        body = error.anthropic_body() if shape == "anthropic" else error.openai_body()
+        body = error.anthropic_body() if api == ANTHROPIC else error.openai_body()
         response = JSONResponse(body, error.status, headers=dict(error.headers))
     metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
     metrics.SECONDS.labels(endpoint).observe(time.monotonic() - started)
@@ -215,14 +214,16 @@ def _facts(result: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-async def _stream(gateway: Gateway, task_id: str, endpoint: str) -> Response:
+async def _stream(gateway: Gateway, task_id: str, shape: str) -> Response:
     """Wait for the first relayed entry: an error is answered as such; events start
-    the event stream, which goes on as the worker relays them."""
+    the event stream, which goes on as the worker relays them (an error after them
+    is an ``error`` event in the caller's API's shape)."""
     key = relay_key(gateway.config.redis.prefix, task_id)
-    entries = relay_entries(gateway.client, key, gateway.settings.request_timeout_s)
+    watch = TaskWatch(gateway.listener, gateway.client, gateway.health.heartbeat_key, task_id)
+    entries = relay_entries(gateway.client, key, gateway.settings.request_timeout_s, watch)
     kind, value = await anext(entries)
     if kind == "error":
-        raise from_relayed(value)
+        raise value
 
     async def body() -> AsyncIterator[bytes]:
         metrics.STREAMS.inc()
@@ -233,10 +234,7 @@ async def _stream(gateway: Gateway, task_id: str, endpoint: str) -> Response:
                 if next_kind == "d":
                     yield next_value
                 elif next_kind == "error":
-                    error = from_relayed(next_value)
-                    yield (
-                        b"event: error\ndata: " + json.dumps(error.openai_body()).encode() + b"\n\n"
-                    )
+                    yield _error_event(next_value, shape)
         finally:
             metrics.STREAMS.dec()
             with contextlib.suppress(Exception):
@@ -244,6 +242,12 @@ async def _stream(gateway: Gateway, task_id: str, endpoint: str) -> Response:
 
     headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
+
+
+def _error_event(error: GatewayError, shape: str) -> bytes:
+    """A failure after events went out: the ``error`` event both SDKs raise on."""
+    body = error.anthropic_body() if shape == ANTHROPIC else error.openai_body()
+    return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
 
 async def chat_completions(request: Request) -> Response:

@@ -133,6 +133,16 @@ class ResultListener:
                             await self._pubsub.unsubscribe(key)
         return _outcome(self.backend, meta)
 
+    async def outcome(self, task_id: str) -> Any:
+        """The task's result if it has finished (its exception raised if it failed),
+        else None: one read, no wait."""
+        key = self.backend.get_key_for_task(task_id)
+        try:
+            meta = _ready_meta(self.backend, await self._client.get(key))
+        except aioredis.RedisError as exc:
+            raise StorageError(f"result backend unreachable: {exc}") from exc
+        return None if meta is None else _outcome(self.backend, meta)
+
     async def _until_ready(self, key: str, future: asyncio.Future[dict[str, Any]]) -> Any:
         """The published result, or the stored one read every ``recheck_s``: a result
         stored while the subscription was on its way (or lost with a reconnect) is

@@ -114,6 +114,7 @@ def complete(
             context.client,
             relay_key(context.config.redis.prefix, self.request.id),
             keep_usage_chunk=wants_usage_chunk(call.params),
+            worker=self.request.hostname,
         )
         try:
             result = self.run_completion(call, throttle_state, relay.events)

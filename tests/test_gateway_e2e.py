@@ -283,3 +283,29 @@ def test_health_turns_503_without_workers_or_redis_and_200_when_back(stack: Loca
     assert within(5.0, 503)
     stack.redis.start()
     assert within(30.0, 200)
+
+
+def test_a_worker_killed_mid_stream_ends_the_callers_stream_with_an_error(
+    stack: LocalStack,
+) -> None:
+    """The relay names its worker; when the stream goes quiet the gateway reads that
+    worker's heartbeat, and a dead one ends the caller's stream with an ``error``
+    event (the SDK raises it) instead of a wait until request_timeout_s."""
+    if not any(worker.poll() is None for worker in stack.workers):
+        stack.start_workers(1, concurrency=4)
+    client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-a", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_tokens=100,
+        stream=True,  # type: ignore[arg-type]
+    )
+    chunks = iter(stream)
+    next(chunks)  # the answer has begun (it takes ~1.6 s)
+    for index, worker in enumerate(stack.workers):
+        if worker.poll() is None:
+            stack.kill_worker(index)
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in chunks:
+            pass
+    assert caught.value.code == "worker_lost", caught.value

@@ -2,7 +2,9 @@
 provider to whoever serves the caller (the gateway), through a Redis stream keyed by
 the task id, as they arrive.
 
-Entries, in order: ``d`` (raw server-sent events, as the provider sent them), then
+Entries, in order: ``w`` (the name of the worker relaying, as its heartbeat has it:
+a reader that hears nothing more can tell a dead worker from a slow provider), ``d``
+(raw server-sent events, as the provider sent them), then
 one ``end`` (JSON: the usage settled) or ``error`` (JSON: ``type``, ``message``,
 ``status``). Real providers send about one token per read, so writes are batched by
 time: the first read goes out at once, later ones at most every ``flush_every_s``
@@ -69,6 +71,7 @@ class StreamRelay:
         key: str,
         *,
         keep_usage_chunk: bool,
+        worker: str | None = None,
         ttl_s: int = RELAY_TTL_S,
         flush_every_s: float = FLUSH_EVERY_S,
         clock: Callable[[], float] = time.monotonic,
@@ -76,6 +79,7 @@ class StreamRelay:
         self.client = client
         self.key = key
         self.keep_usage_chunk = keep_usage_chunk
+        self.worker = worker
         self.ttl_s = ttl_s
         self.flush_every_s = flush_every_s
         self._clock = clock
@@ -136,6 +140,8 @@ class StreamRelay:
     def _write(self, last: dict[Any, Any] | None = None) -> None:
         """Under the lock: what waits, then ``last``, and the expiry, in one round trip."""
         pipe = self.client.pipeline(transaction=False)
+        if self.writes == 0 and self.worker is not None:
+            pipe.xadd(self.key, {"w": self.worker})
         if self._pending:
             pipe.xadd(self.key, {"d": b"".join(self._pending)})
             self._pending = []
