@@ -194,7 +194,8 @@ async def _complete(request: Request, api: str) -> Response:
             response = await _stream(gateway, completion.id, api)
         else:
             result = await completion.wait(gateway.settings.request_timeout_s, gateway.listener)
-            response = JSONResponse(result["response"], headers=_facts(result))
+            headers = {**_facts(result), "x-throttle-task-id": completion.id}
+            response = JSONResponse(result["response"], headers=headers)
     except Exception as exc:
         error = from_exception(exc)
         if error.status >= 500:
@@ -240,7 +241,11 @@ async def _stream(gateway: Gateway, task_id: str, shape: str) -> Response:
             with contextlib.suppress(Exception):
                 await entries.aclose()  # type: ignore[attr-defined]
 
-    headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+    headers = {
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+        "x-throttle-task-id": task_id,
+    }
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 

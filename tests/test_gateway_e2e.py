@@ -14,6 +14,7 @@ import redis
 import requests
 
 from gateway.settings import key_digest
+from throttle.errors import InvalidRequestError
 from throttle.testing.emulator import EmulatorConfig
 from workers.harness import COMPRESSED_HEADROOM, LocalStack
 
@@ -159,6 +160,53 @@ def test_a_provider_429_before_the_first_byte_pauses_and_the_stream_still_arrive
     assert text == "This is an emulated completion."
     assert stack.emulator_stats()["by_status"].get("429", 0) == before + 1
     stack.emulator_post("/__emu/faults", {"clear": True})
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    }
+]
+
+
+def _sent_body(stack: LocalStack, request_id: str) -> dict[str, object]:
+    """The body the emulator received for the task ``request_id``."""
+    reply = requests.get(stack.emulator.base_url + "/__emu/requests", timeout=10).json()
+    bodies = [r["body"] for r in reply["requests"] if r["request_id"] == request_id]
+    assert len(bodies) == 1, reply
+    return bodies[0]  # type: ignore[no-any-return]
+
+
+def test_sdk_parameters_reach_the_providers_body_and_unknown_keywords_are_refused(
+    stack: LocalStack,
+) -> None:
+    """``enqueue(temperature=..., tools=[...])`` as the SDK takes them: they reach the
+    provider's request body (they were AMQP message properties, never sent); a
+    misspelt keyword is InvalidRequestError and nothing is queued."""
+    call = {"provider": "emu", "model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    result = stack.enqueue(**call, temperature=0.2, tools=TOOLS, seed=7)
+    result.get(timeout=60)
+    body = _sent_body(stack, result.id)
+    assert (body["temperature"], body["tools"], body["seed"]) == (0.2, TOOLS, 7)
+    assert body["max_tokens"] == 5 and body["messages"] == MESSAGES
+
+    broker = redis.Redis.from_url(stack.config.broker_url)  # type: ignore[union-attr]
+    queued = broker.llen("llm")
+    with pytest.raises(InvalidRequestError, match="temprature"):
+        stack.enqueue(**call, temprature=0.2)
+    assert broker.llen("llm") == queued
+
+    client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-b", max_retries=0)
+    answer = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=5,
+        temperature=0.3,
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    body = _sent_body(stack, answer.headers["x-throttle-task-id"])
+    assert (body["temperature"], body["tools"]) == (0.3, TOOLS)
 
 
 def test_bad_input_gets_a_4xx_in_the_openai_shape_and_queues_nothing(stack: LocalStack) -> None:
