@@ -88,9 +88,14 @@ class ResultListener:
     lost). For a server that answers many callers at once (the gateway); create and
     use it on one event loop."""
 
-    def __init__(self, backend: Any, *, recheck_s: float = 2.0) -> None:
+    def __init__(
+        self, backend: Any, *, recheck_s: float = 2.0, unsubscribe_after_s: float = 0.1
+    ) -> None:
         self.backend = backend
         self.recheck_s = recheck_s
+        self.unsubscribe_after_s = unsubscribe_after_s
+        self._leaving: set[str] = set()
+        self._leaver: asyncio.Task[None] | None = None
         url = getattr(backend, "url", None) or _url(backend)
         self._client = aioredis.from_url(url)
         self._pubsub: Any = None
@@ -127,11 +132,25 @@ class ResultListener:
             waiters.remove(future)
             if not waiters:
                 del self._waiters[key]
-                if self._pubsub is not None:
-                    with contextlib.suppress(aioredis.RedisError):
-                        async with self._lock:
-                            await self._pubsub.unsubscribe(key)
+                self._unsubscribe_soon(key)
         return _outcome(self.backend, meta)
+
+    def _unsubscribe_soon(self, key: str) -> None:
+        """Keys nobody waits for any more leave the subscription together, one
+        ``UNSUBSCRIBE`` per ``unsubscribe_after_s`` rather than one per result."""
+        self._leaving.add(key)
+        if self._leaver is None:
+            self._leaver = asyncio.get_running_loop().create_task(self._unsubscribe_leaving())
+
+    async def _unsubscribe_leaving(self) -> None:
+        await asyncio.sleep(self.unsubscribe_after_s)
+        self._leaver = None  # keys leaving from now on go with the next one
+        keys = [key for key in self._leaving if key not in self._waiters]
+        self._leaving.clear()
+        if keys and self._pubsub is not None:
+            with contextlib.suppress(aioredis.RedisError):
+                async with self._lock:
+                    await self._pubsub.unsubscribe(*keys)
 
     async def outcome(self, task_id: str) -> Any:
         """The task's result if it has finished (its exception raised if it failed),
@@ -191,6 +210,7 @@ class ResultListener:
         subscribes afresh."""
         pubsub, self._pubsub = self._pubsub, None
         reader, self._reader = self._reader, None
+        self._leaving.clear()  # a new subscription starts without them
         for waiters in self._waiters.values():
             for future in waiters:
                 if not future.done():
@@ -202,6 +222,9 @@ class ResultListener:
                 await pubsub.aclose()
 
     async def close(self) -> None:
+        if self._leaver is not None:
+            self._leaver.cancel()
+            self._leaver = None
         await self._reset(StorageError("listener closed"))
         await self._client.aclose()
 
@@ -227,6 +250,12 @@ async def aenqueue(**kwargs: Any) -> AwaitableResult:
 
     def send() -> AsyncResult:
         app.set_current()
-        return enqueue(**kwargs)
+        result = enqueue(**kwargs)
+        # Celery's Redis backend subscribed its blocking result consumer to the task
+        # at send (for a .get() that an awaited result never makes); leave here, on
+        # this thread, not when the result is collected (on the event loop's thread).
+        with contextlib.suppress(Exception):
+            result.backend.result_consumer.cancel_for(result.id)
+        return result
 
     return AwaitableResult(await asyncio.to_thread(send))

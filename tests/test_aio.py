@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 
 from tasks import aenqueue, enqueue
-from tasks.aio import ResultListener
+from tasks.aio import AwaitableResult, ResultListener
 from throttle.errors import InvalidRequestError
 from workers.harness import LocalStack
 
@@ -83,6 +83,10 @@ def test_awaited_completions(stacks: list[LocalStack]) -> None:
     assert len(shared) == 40 and all(r["response"]["choices"] for r in shared)  # type: ignore[index]
 
 
+def _subscribers(client: redis.Redis, channel: bytes) -> int:
+    return int(dict(client.pubsub_numsub(channel)).get(channel, 0))  # type: ignore[arg-type]
+
+
 def test_a_result_stored_without_its_publish_is_found_by_the_recheck(redis_url: str) -> None:
     """A result whose publish the subscription missed (stored before the SUBSCRIBE
     took effect, or during a reconnect) is read from the backend, not waited for
@@ -96,9 +100,18 @@ def test_a_result_stored_without_its_publish_is_found_by_the_recheck(redis_url: 
         await asyncio.sleep(0.3)  # subscribed; nothing stored yet
         meta = {"status": "SUCCESS", "result": {"ok": 1}, "traceback": None, "task_id": task_id}
         key = backend.get_key_for_task(task_id)
-        redis.Redis.from_url(redis_url).set(key, backend.encode(meta))  # and no PUBLISH
+        client = redis.Redis.from_url(redis_url)
+        client.set(key, backend.encode(meta))  # and no PUBLISH
         try:
-            return await waiting
+            result = await waiting
+            # the key leaves the subscription once nobody waits (with others, in a
+            # moment: one UNSUBSCRIBE for many)
+            for _ in range(100):
+                if _subscribers(client, key) == 0:
+                    break
+                await asyncio.sleep(0.05)
+            assert _subscribers(client, key) == 0
+            return result
         finally:
             await listener.close()
 
@@ -131,3 +144,28 @@ def test_a_send_told_the_queue_is_empty_reads_it_no_more(stacks: list[LocalStack
     enqueue(**CALL, queue_seen_empty=True)
     assert read_once == before + 1 and queue_reads() == read_once
     assert redis.Redis.from_url(stack.config.broker_url).llen("llm") == 2
+
+
+@pytest.mark.integration
+def test_an_awaited_send_leaves_celerys_blocking_result_consumer(
+    stacks: list[LocalStack],
+) -> None:
+    """Celery's Redis backend subscribes its blocking consumer to every task sent; an
+    awaited one never uses it, and its unsubscribe at garbage collection would be a
+    blocking Redis write on the event loop's thread."""
+    from test_e2e import emulator, throttle_doc
+
+    stack = LocalStack(
+        emulator({"default": ("gpt-4o-mini", "requests=100/s")}),
+        throttle_doc({"emu:mini": {"models": ["gpt-4o-mini"], "requests": "50/s"}}),
+    ).start()
+    stacks.append(stack)
+    assert stack.app is not None
+    stack.app.set_current()
+
+    async def send() -> AwaitableResult:
+        return await aenqueue(**CALL)
+
+    completion = asyncio.run(send())  # held: not collected yet
+    backend = completion.result.backend  # the sending thread's
+    assert backend.get_key_for_task(completion.id) not in backend.result_consumer.subscribed_to
