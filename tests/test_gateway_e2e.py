@@ -209,6 +209,49 @@ def test_sdk_parameters_reach_the_providers_body_and_unknown_keywords_are_refuse
     assert (body["temperature"], body["tools"]) == (0.3, TOOLS)
 
 
+def test_a_provider_error_before_the_first_byte_is_the_http_answer(stack: LocalStack) -> None:
+    """A streamed call the provider refuses before its first event: the caller gets
+    the error as the HTTP status in its API's shape, not a 200 event stream."""
+    fault = {"kind": "insufficient_quota", "max_hits": 1, "pool": "default"}
+    stack.emulator_post("/__emu/faults", {"faults": [fault]})
+    try:
+        client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-a", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=10,
+                stream=True,
+            )
+        assert caught.value.code == "insufficient_quota"
+        assert caught.value.response.headers["content-type"].startswith("application/json")
+    finally:
+        stack.emulator_post("/__emu/faults", {"clear": True})
+
+
+def test_a_caller_leaving_mid_stream_leaves_the_task_to_finish_and_settle(
+    stack: LocalStack,
+) -> None:
+    before = stack.emulator_stats()["streams"]
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 100, "stream": True}
+    with requests.post(
+        _url(stack) + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": "Bearer key-c"},
+        stream=True,
+        timeout=30,
+    ) as reply:
+        assert reply.status_code == 200
+        task_id = reply.headers["x-throttle-task-id"]
+        assert next(reply.iter_content(chunk_size=None))  # the answer has begun...
+    # ...and the caller is gone: the worker reads the provider's answer to its end
+    assert stack.app is not None
+    result = stack.app.AsyncResult(task_id).get(timeout=60)
+    assert result["usage"]["output_tokens"] >= 90  # the whole answer, settled on
+    after = stack.emulator_stats()["streams"]
+    assert after["finished"] == before["finished"] + 1 and after["open"] == 0
+
+
 def test_bad_input_gets_a_4xx_in_the_openai_shape_and_queues_nothing(stack: LocalStack) -> None:
     url = _url(stack) + "/v1/chat/completions"
     before = stack.emulator_stats()["requests"]
