@@ -12,6 +12,12 @@ requests in flight, ``--requests`` per block):
 * ``direct``: to the emulator itself (base_url = the emulator);
 * ``gateway``: to the gateway, which runs each as the throttled task on a worker.
 
+``--baseline-tree PATH`` adds a third subject, ``base``: a gateway run from another
+checkout of the repository (``PYTHONPATH=PATH``; the same workers, Redis and
+emulator), to measure a change to the gateway before and after in one run, e.g.
+``git archive <commit> | tar -x -C /tmp/base``. Its ratios are against direct too,
+and ``gateway``'s p50 minus ``base``'s is printed per round.
+
 Blocks alternate within each round (A B, then B A in the next round), so each round
 has both subjects under the same machine load; figures are per round: requests/s,
 latency p50/p99, the gateway's latency minus the direct one (added ms, p50 and p99)
@@ -109,36 +115,55 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rounds: list[dict[str, Any]] = []
     with LocalStack(emulator, document) as stack:
         stack.start_workers(args.workers, concurrency=16)
-        gateway = stack.start_gateway() + "/v1"
-        direct = stack.emulator.base_url + "/v1"
+        order = [("direct", stack.emulator.base_url + "/v1")]
+        order.append(("gateway", stack.start_gateway() + "/v1"))
+        if args.baseline_tree:
+            base_env = {"PYTHONPATH": str(Path(args.baseline_tree).resolve())}
+            order.append(("base", stack.start_gateway(extra_env=base_env) + "/v1"))
         kinds = [False, True] if args.stream else [False]
-        for stream in kinds:  # warm both paths
-            asyncio.run(block(direct, 50, args.inflight, stream))
-            asyncio.run(block(gateway, 50, args.inflight, stream))
+        for stream in kinds:  # warm every path
+            for _name, url in order:
+                asyncio.run(block(url, 50, args.inflight, stream))
         for n in range(args.rounds):
             for stream in kinds:
-                order = [("direct", direct), ("gateway", gateway)]
                 figures: dict[str, Any] = {"round": n + 1, "stream": stream}
                 for name, url in order if n % 2 == 0 else order[::-1]:
                     figures[name] = asyncio.run(block(url, args.requests, args.inflight, stream))
-                d, g = figures["direct"], figures["gateway"]
-                figures["added_p50_ms"] = g["p50_ms"] - d["p50_ms"]
-                figures["added_p99_ms"] = g["p99_ms"] - d["p99_ms"]
-                figures["throughput_ratio"] = g["requests_per_s"] / d["requests_per_s"]
+                _compare(figures, "gateway", "")
+                if args.baseline_tree:
+                    _compare(figures, "base", "base_")
+                    figures["gateway_minus_base_p50_ms"] = (
+                        figures["gateway"]["p50_ms"] - figures["base"]["p50_ms"]
+                    )
                 rounds.append(figures)
                 print(_row(figures), flush=True)
         stats = stack.emulator_stats()
     return {"args": vars(args), "machine": machine(), "rounds": rounds, "emulator": stats}
 
 
+def _compare(figures: dict[str, Any], subject: str, prefix: str) -> None:
+    """``subject``'s added latency and requests/s ratio against direct calls."""
+    d, g = figures["direct"], figures[subject]
+    figures[f"{prefix}added_p50_ms"] = g["p50_ms"] - d["p50_ms"]
+    figures[f"{prefix}added_p99_ms"] = g["p99_ms"] - d["p99_ms"]
+    figures[f"{prefix}throughput_ratio"] = g["requests_per_s"] / d["requests_per_s"]
+
+
 def _row(f: dict[str, Any]) -> str:
     d, g = f["direct"], f["gateway"]
-    return (
+    row = (
         f"| {f['round']} | {'stream' if f['stream'] else 'sync'} "
         f"| {d['requests_per_s']:.0f} | {g['requests_per_s']:.0f} | {f['throughput_ratio']:.2f} "
         f"| {d['p50_ms']:.1f} / {d['p99_ms']:.1f} | {g['p50_ms']:.1f} / {g['p99_ms']:.1f} "
         f"| {f['added_p50_ms']:.1f} / {f['added_p99_ms']:.1f} |"
     )
+    if "base" in f:
+        b = f["base"]
+        row += (
+            f" {b['requests_per_s']:.0f} | {f['base_throughput_ratio']:.2f} "
+            f"| {b['p50_ms']:.1f} / {b['p99_ms']:.1f} | {f['gateway_minus_base_p50_ms']:.1f} |"
+        )
+    return row
 
 
 def main() -> int:
@@ -150,18 +175,24 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--ttft-ms", type=float, default=20.0, help="the emulator's latency")
     parser.add_argument("--stream", action="store_true", help="also streamed calls")
+    parser.add_argument("--baseline-tree", help="another checkout's gateway as subject 'base'")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests = 2, 200
-    print("| round | kind | direct req/s | gateway req/s | ratio | direct p50/p99 ms "
-          "| gateway p50/p99 ms | added p50/p99 ms |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|")
+    header = ("| round | kind | direct req/s | gateway req/s | ratio | direct p50/p99 ms "
+              "| gateway p50/p99 ms | added p50/p99 ms |")  # fmt: skip
+    if args.baseline_tree:
+        header += " base req/s | base ratio | base p50/p99 ms | gateway - base p50 ms |"
+    print(header)
+    print("|---" * (header.count("|") - 1) + "|")
     result = run(args)
     for stream in sorted({r["stream"] for r in result["rounds"]}):
         mine = [r for r in result["rounds"] if r["stream"] == stream]
+        keys = ["throughput_ratio", "added_p50_ms", "added_p99_ms"]
+        if args.baseline_tree:
+            keys += ["base_throughput_ratio", "base_added_p50_ms", "gateway_minus_base_p50_ms"]
         result[f"median_{'stream' if stream else 'sync'}"] = {
-            key: statistics.median(r[key] for r in mine)
-            for key in ("throughput_ratio", "added_p50_ms", "added_p99_ms")
+            key: statistics.median(r[key] for r in mine) for key in keys
         }
     print({k: v for k, v in result.items() if k.startswith("median")})
     print(f"raw: {write_raw('gateway', result)}")
