@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -206,8 +205,9 @@ async def _complete(request: Request, api: str) -> Response:
         error = from_exception(exc)
         if error.status >= 500:
             log.warning("%s: %s %s", endpoint, error.status, error.message)
-        body = error.anthropic_body() if api == ANTHROPIC else error.openai_body()
-        response = JSONResponse(body, error.status, headers=dict(error.headers))
+        response = JSONResponse(
+            error.body(api == ANTHROPIC), error.status, headers=dict(error.headers)
+        )
     metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
     metrics.SECONDS.labels(endpoint).observe(time.monotonic() - started)
     return response
@@ -221,7 +221,7 @@ def _facts(result: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-async def _stream(gateway: Gateway, task_id: str, shape: str) -> Response:
+async def _stream(gateway: Gateway, task_id: str, api: str) -> Response:
     """Wait for the first relayed entry: an error is answered as such; events start
     the event stream, which goes on as the worker relays them (an error after them
     is an ``error`` event in the caller's API's shape)."""
@@ -241,7 +241,7 @@ async def _stream(gateway: Gateway, task_id: str, shape: str) -> Response:
                 if next_kind == "d":
                     yield next_value
                 elif next_kind == "error":
-                    yield _error_event(next_value, shape)
+                    yield next_value.sse_event(api == ANTHROPIC)
         finally:
             metrics.STREAMS.dec()
             with contextlib.suppress(Exception):
@@ -253,12 +253,6 @@ async def _stream(gateway: Gateway, task_id: str, shape: str) -> Response:
         "x-throttle-task-id": task_id,
     }
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
-
-
-def _error_event(error: GatewayError, shape: str) -> bytes:
-    """A failure after events went out: the ``error`` event both SDKs raise on."""
-    body = error.anthropic_body() if shape == ANTHROPIC else error.openai_body()
-    return b"event: error\ndata: " + json.dumps(body).encode() + b"\n\n"
 
 
 async def chat_completions(request: Request) -> Response:

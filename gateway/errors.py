@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -65,6 +66,15 @@ class GatewayError(Exception):
     def anthropic_body(self) -> dict[str, Any]:
         kind = _ANTHROPIC_TYPES.get(self.status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": self.message}}
+
+    def body(self, anthropic: bool) -> dict[str, Any]:
+        """The body in the caller's API's shape."""
+        return self.anthropic_body() if anthropic else self.openai_body()
+
+    def sse_event(self, anthropic: bool) -> bytes:
+        """A failure after a stream's events went out: the ``error`` event both SDKs
+        raise on, with the body in the caller's API's shape."""
+        return b"event: error\ndata: " + json.dumps(self.body(anthropic)).encode() + b"\n\n"
 
 
 def bad_request(message: str, param: str | None = None) -> GatewayError:

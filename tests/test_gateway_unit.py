@@ -297,3 +297,13 @@ def test_the_tally_reads_anthropic_usage_from_start_and_delta() -> None:
 def test_the_emulator_spreads_content_over_the_generation_time() -> None:
     events = [("start", b"s"), ("content", b"a"), ("content", b"b"), ("end", b"e")]
     assert schedule(events, 0.1, 1.0) == ((0.1, b"s"), (0.1, b"a"), (0.6, b"b"), (1.1, b"e"))
+
+
+def test_a_failure_after_events_is_an_error_event_in_the_callers_shape() -> None:
+    """Both SDKs raise on an ``error`` event; each reads its own API's body."""
+    error = GatewayError(502, "the stream broke", "server_error", "upstream_error")
+    openai_event, anthropic_event = error.sse_event(False), error.sse_event(True)
+    assert openai_event.startswith(b"event: error\ndata: ") and openai_event.endswith(b"\n\n")
+    assert json.loads(openai_event.split(b"data: ", 1)[1])["error"]["code"] == "upstream_error"
+    body = json.loads(anthropic_event.split(b"data: ", 1)[1])
+    assert body == {"type": "error", "error": {"type": "api_error", "message": "the stream broke"}}
