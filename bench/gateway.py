@@ -43,7 +43,9 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 import openai  # noqa: E402
+import redis  # noqa: E402
 
+from bench.backlog_cost import process_cpu_s  # noqa: E402
 from bench.results_file import machine, write_raw  # noqa: E402
 from gateway.settings import key_digest  # noqa: E402
 from throttle.testing.emulator import EmulatorConfig  # noqa: E402
@@ -99,6 +101,42 @@ async def block(base_url: str, count: int, inflight: int, stream: bool) -> dict[
     }
 
 
+class CpuMeter:
+    """CPU seconds spent by each part of the stack, read around a block: the bench
+    client (this process: the SDK), the emulator, Redis (``INFO cpu``), the workers,
+    and each gateway; per request, they show where a gateway call's time goes."""
+
+    def __init__(self, stack: LocalStack, gateways: dict[str, int]) -> None:
+        assert stack.config is not None and stack.emulator.pid is not None
+        self.stack = stack
+        self.redis = redis.Redis.from_url(stack.config.redis.url)
+        self.pids = {"emulator": stack.emulator.pid, **gateways}
+
+    def sample(self) -> dict[str, float]:
+        cpu = self.redis.info("cpu")
+        seconds = {name: process_cpu_s(pid) for name, pid in self.pids.items()}
+        seconds["client"] = time.process_time()
+        seconds["redis"] = float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+        seconds["workers"] = sum(process_cpu_s(w.pid) for w in self.stack.workers)
+        return seconds
+
+    def block(
+        self, subject: str, url: str, count: int, inflight: int, stream: bool
+    ) -> dict[str, Any]:
+        """A block's figures, with ``cpu_ms``: per request, the subject's own gateway
+        (none for direct) and the parts every subject shares."""
+        before = self.sample()
+        figures = asyncio.run(block(url, count, inflight, stream))
+        after = self.sample()
+        parts = ["client", "emulator", "redis", "workers"]
+        if subject in self.pids:
+            parts.append(subject)
+        figures["cpu_ms"] = {
+            ("gateway" if p == subject else p): 1000 * (after[p] - before[p]) / count for p in parts
+        }
+        return figures
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     emulator = EmulatorConfig.from_mapping(
         {
@@ -120,6 +158,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.baseline_tree:
             base_env = {"PYTHONPATH": str(Path(args.baseline_tree).resolve())}
             order.append(("base", stack.start_gateway(extra_env=base_env) + "/v1"))
+        names = [name for name, _url in order[1:]]
+        meter = CpuMeter(stack, {n: g.pid for n, g in zip(names, stack.gateways, strict=True)})
         kinds = [False, True] if args.stream else [False]
         for stream in kinds:  # warm every path
             for _name, url in order:
@@ -128,7 +168,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for stream in kinds:
                 figures: dict[str, Any] = {"round": n + 1, "stream": stream}
                 for name, url in order if n % 2 == 0 else order[::-1]:
-                    figures[name] = asyncio.run(block(url, args.requests, args.inflight, stream))
+                    figures[name] = meter.block(name, url, args.requests, args.inflight, stream)
                 _compare(figures, "gateway", "")
                 if args.baseline_tree:
                     _compare(figures, "base", "base_")
@@ -166,6 +206,22 @@ def _row(f: dict[str, Any]) -> str:
     return row
 
 
+def cpu_table(rounds: list[dict[str, Any]]) -> str:
+    """Median CPU ms per request by part of the stack, per subject and kind."""
+    parts = ["client", "emulator", "redis", "workers", "gateway"]
+    lines = ["| subject | kind | " + " | ".join(parts) + " | total |", "|---" * 7 + "|"]
+    for subject in ("direct", "gateway", "base"):
+        for stream in (False, True):
+            mine = [r[subject]["cpu_ms"] for r in rounds if subject in r and r["stream"] == stream]
+            if not mine:
+                continue
+            medians = [statistics.median(m.get(p, 0.0) for m in mine) for p in parts]
+            cells = " | ".join(f"{v:.2f}" for v in medians)
+            kind = "stream" if stream else "sync"
+            lines.append(f"| {subject} | {kind} | {cells} | {sum(medians):.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 rounds of 200 requests")
@@ -195,6 +251,7 @@ def main() -> int:
             key: statistics.median(r[key] for r in mine) for key in keys
         }
     print({k: v for k, v in result.items() if k.startswith("median")})
+    print(cpu_table(result["rounds"]))
     print(f"raw: {write_raw('gateway', result)}")
     return 0
 
