@@ -5,8 +5,9 @@ Run it beside the workers, with the same configuration::
     LLM_THROTTLE_CONFIG=/etc/llm-throttle.toml uvicorn examples.fastapi_app:app
 
 (FastAPI and uvicorn come with the ``examples`` extra: ``pip install
-'llm-throttle[examples]'``; tests/test_examples.py runs it so.) Each request waits for its completion without holding a thread: ``aenqueue``
-sends on a worker thread and the wait is a subscription to the result backend.
+'llm-throttle[examples]'``; tests/test_examples.py runs it so.) Each request waits
+for its completion without holding a thread: ``aenqueue`` sends on a worker thread
+and the wait is a subscription to the result backend.
 """
 
 from __future__ import annotations

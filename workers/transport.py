@@ -13,11 +13,12 @@ once their visibility timeout has passed. Used by ``workers/app.py`` for a
 ``redis://`` or ``rediss://`` broker.
 
 And two savings: one Redis client object per connection pool for publishing and
-acknowledging (kombu made one per call). A message that a scheduling pass pushed onto the queue is recorded as
-unacknowledged by that same pass (``throttle/lua/schedule.lua``), in the very form
-kombu writes, and its release header says so. Taking it records nothing again (kombu
-would write the same record in a second round trip); its visibility timeout then
-counts from its release instead of from its delivery.
+acknowledging (kombu made one per call). And a message that a scheduling pass pushed
+onto the queue is recorded as unacknowledged by that same pass
+(``throttle/lua/schedule.lua``), in the very form kombu writes, and its release header
+says so. Taking it records nothing again (kombu would write the same record in a
+second round trip); its visibility timeout then counts from its release instead of
+from its delivery.
 """
 
 from __future__ import annotations
