@@ -13,8 +13,8 @@ requests in flight, ``--requests`` per block):
 * ``gateway``: to the gateway, which runs each as the throttled task on a worker.
 
 ``--baseline-tree PATH`` adds a third subject, ``base``: a gateway run from another
-checkout of the repository (``PYTHONPATH=PATH``; the same workers, Redis and
-emulator), to measure a change to the gateway before and after in one run, e.g.
+checkout of the repository (run from PATH, with PATH first on its path; the same
+workers, Redis and emulator), to measure a change to the gateway before and after in one run, e.g.
 ``git archive <commit> | tar -x -C /tmp/base``. Its ratios are against direct too,
 and ``gateway``'s p50 minus ``base``'s is printed per round.
 
@@ -156,8 +156,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         order = [("direct", stack.emulator.base_url + "/v1")]
         order.append(("gateway", stack.start_gateway() + "/v1"))
         if args.baseline_tree:
-            base_env = {"PYTHONPATH": str(Path(args.baseline_tree).resolve())}
-            order.append(("base", stack.start_gateway(extra_env=base_env) + "/v1"))
+            base_tree = Path(args.baseline_tree).resolve()
+            order.append(("base", stack.start_gateway(source_tree=base_tree) + "/v1"))
         names = [name for name, _url in order[1:]]
         meter = CpuMeter(stack, {n: g.pid for n, g in zip(names, stack.gateways, strict=True)})
         kinds = [False, True] if args.stream else [False]

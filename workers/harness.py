@@ -266,12 +266,13 @@ class LocalStack:
         port: int | None = None,
         *,
         timeout_s: float = 30.0,
-        extra_env: Mapping[str, str] | None = None,
+        source_tree: Path | None = None,
     ) -> str:
         """Start ``llm-throttle serve`` (a gateway) on 127.0.0.1; returns its URL once
         it answers ``/health`` (with any status). It gets no provider key: it needs
-        none. ``extra_env``: e.g. ``PYTHONPATH`` of another checkout (bench/gateway.py
-        measures a baseline's gateway beside this one's)."""
+        none. ``source_tree``: run another checkout's code (its directory first on the
+        path, and the working directory: bench/gateway.py measures a baseline's
+        gateway beside this one's)."""
         port = port or free_port()
         index = len(self.gateways)
         log_path = self.workdir / ("gateway.log" if index == 0 else f"gateway{index}.log")
@@ -281,9 +282,12 @@ class LocalStack:
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         env = {k: v for k, v in self.env().items() if not k.startswith("LLM_THROTTLE_KEY_")}
+        if source_tree is not None:
+            env["PYTHONPATH"] = str(source_tree)
         gateway = subprocess.Popen(
             args,
-            env={**env, **(extra_env or {})},
+            cwd=source_tree,
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
