@@ -1,7 +1,8 @@
 """What the HTTP front door costs (issue 13, acceptance 6). Run by hand, never in CI::
 
-    .venv/bin/python bench/gateway.py --quick     # about 1 minute
-    .venv/bin/python bench/gateway.py             # about 3 minutes
+    .venv/bin/python bench/gateway.py --quick                       # under a minute
+    .venv/bin/python bench/gateway.py --stream --serial 150         # about 3 minutes
+    .venv/bin/python bench/gateway.py --baseline-tree /tmp/base --serial 150
 
 It starts its own redis-server, provider emulator (limits that never bind, a fixed
 ``--ttft-ms`` and no generation time), Celery workers (``--workers`` processes,
@@ -22,7 +23,10 @@ Blocks alternate within each round (A B, then B A in the next round), so each ro
 has both subjects under the same machine load; figures are per round: requests/s,
 latency p50/p99, the gateway's latency minus the direct one (added ms, p50 and p99)
 and its requests/s over the direct ones. With ``--stream`` the same is measured for
-streamed calls (latency to the first content chunk). The VM's speed drifts within
+streamed calls (latency to the first content chunk). ``--serial N`` then sends N calls
+per subject one at a time, the subjects taking turns call by call: the latency each
+adds without queueing for the 2 cores (which the blocks above are mostly about: the
+CPU table shows each part's share). The VM's speed drifts within
 minutes (../shared/reference/perf-baselines.md): only same-round ratios mean much.
 
 A Markdown table goes to stdout; raw JSON to ``bench/results/gateway-<time>.json``.
@@ -177,8 +181,48 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     )
                 rounds.append(figures)
                 print(_row(figures), flush=True)
+        serial = serial_latency(order, args.serial) if args.serial else None
         stats = stack.emulator_stats()
-    return {"args": vars(args), "machine": machine(), "rounds": rounds, "emulator": stats}
+    return {
+        "args": vars(args),
+        "machine": machine(),
+        "rounds": rounds,
+        "serial": serial,
+        "emulator": stats,
+    }
+
+
+def serial_latency(order: list[tuple[str, str]], count: int) -> dict[str, dict[str, float]]:
+    """Latency without queueing for CPU: one call at a time, the subjects taking turns
+    call by call (the order reversed every other turn), ``count`` calls each; p50,
+    p90, p99 ms per subject and its p50 added to direct's."""
+    clients = {name: openai.OpenAI(base_url=url, api_key=KEY, max_retries=0) for name, url in order}
+    seconds: dict[str, list[float]] = {name: [] for name, _url in order}
+    names = [name for name, _url in order]
+    for n in range(count + 10):  # the first 10 turns warm up
+        for name in names if n % 2 == 0 else names[::-1]:
+            started = time.perf_counter()
+            clients[name].chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=16,
+            )
+            if n >= 10:
+                seconds[name].append(time.perf_counter() - started)
+    figures = {
+        name: {f"p{q}_ms": 1000 * quantile(values, q / 100) for q in (50, 90, 99)}
+        for name, values in seconds.items()
+    }
+    for name in names[1:]:
+        figures[name]["added_p50_ms"] = figures[name]["p50_ms"] - figures["direct"]["p50_ms"]
+    for name, f in figures.items():
+        added = f" (+{f['added_p50_ms']:.1f})" if "added_p50_ms" in f else ""
+        print(
+            f"serial, {count} calls each, turn by turn: {name} p50 {f['p50_ms']:.1f}{added}"
+            f" p90 {f['p90_ms']:.1f} p99 {f['p99_ms']:.1f} ms",
+            flush=True,
+        )
+    return figures
 
 
 def _compare(figures: dict[str, Any], subject: str, prefix: str) -> None:
@@ -232,6 +276,9 @@ def main() -> int:
     parser.add_argument("--ttft-ms", type=float, default=20.0, help="the emulator's latency")
     parser.add_argument("--stream", action="store_true", help="also streamed calls")
     parser.add_argument("--baseline-tree", help="another checkout's gateway as subject 'base'")
+    parser.add_argument(
+        "--serial", type=int, default=0, help="then N calls each, one at a time, turn by turn"
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests = 2, 200
