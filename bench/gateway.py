@@ -17,7 +17,9 @@ requests in flight, ``--requests`` per block):
 checkout of the repository (run from PATH, with PATH first on its path; the same
 workers, Redis and emulator), to measure a change to the gateway before and after in one run, e.g.
 ``git archive <commit> | tar -x -C /tmp/base``. Its ratios are against direct too,
-and ``gateway``'s p50 minus ``base``'s is printed per round.
+and ``gateway``'s p50 minus ``base``'s is printed per round. (With ``--stream`` the
+base must read the relay's format of this tree: the gateway as merged before the
+relay named its worker cannot.)
 
 Blocks alternate within each round (A B, then B A in the next round), so each round
 has both subjects under the same machine load; figures are per round: requests/s,
