@@ -83,10 +83,10 @@ def _outcome(backend: Any, meta: dict[str, Any]) -> Any:
 class ResultListener:
     """Waits for many tasks' results over two connections to the result backend: one
     subscription shared by every wait (each task's key is subscribed while someone
-    waits for it) and one client for reads; a wait also reads its result every
-    ``recheck_s`` (a result published before its subscription took effect is not
-    lost). For a server that answers many callers at once (the gateway); create and
-    use it on one event loop."""
+    waits for it) and one client for reads; a wait also reads its result after
+    ``recheck_s`` and at growing intervals (a result published before its
+    subscription took effect is not lost). For a server that answers many callers
+    at once (the gateway); create and use it on one event loop."""
 
     def __init__(
         self, backend: Any, *, recheck_s: float = 2.0, unsubscribe_after_s: float = 0.1
@@ -163,11 +163,14 @@ class ResultListener:
         return None if meta is None else _outcome(self.backend, meta)
 
     async def _until_ready(self, key: str, future: asyncio.Future[dict[str, Any]]) -> Any:
-        """The published result, or the stored one read every ``recheck_s``: a result
-        stored while the subscription was on its way (or lost with a reconnect) is
-        found within that, not at the caller's timeout."""
+        """The published result, or the stored one read after ``recheck_s``, then
+        after twice as long each time (up to 30 s: a long wait of many callers costs
+        few reads): a result stored while the subscription was on its way (or lost
+        with a reconnect) is found then, not at the caller's timeout."""
+        recheck_s = self.recheck_s
         while True:
-            done, _ = await asyncio.wait({future}, timeout=self.recheck_s)
+            done, _ = await asyncio.wait({future}, timeout=recheck_s)
+            recheck_s = min(2 * recheck_s, max(self.recheck_s, 30.0))
             if done:
                 return future.result()
             try:
