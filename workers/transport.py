@@ -12,11 +12,13 @@ still recorded as unacknowledged in Redis, and the first worker back puts them b
 once their visibility timeout has passed. Used by ``workers/app.py`` for a
 ``redis://`` or ``rediss://`` broker.
 
-And one saving: a message that a scheduling pass pushed onto the queue is recorded as
-unacknowledged by that same pass (``throttle/lua/schedule.lua``), in the very form
-kombu writes, and its release header says so. Taking it records nothing again (kombu
-would write the same record in a second round trip); its visibility timeout then
-counts from its release instead of from its delivery.
+And two savings: one Redis client object per connection pool for publishing and
+acknowledging (kombu made one per call). And a message that a scheduling pass pushed
+onto the queue is recorded as unacknowledged by that same pass
+(``throttle/lua/schedule.lua``), in the very form kombu writes, and its release header
+says so. Taking it records nothing again (kombu would write the same record in a
+second round trip); its visibility timeout then counts from its release instead of
+from its delivery.
 """
 
 from __future__ import annotations
@@ -57,6 +59,19 @@ class QoS(kombu_redis.QoS):
 
 class Channel(kombu_redis.Channel):
     QoS = QoS
+    _sync_client: Any = None
+
+    def _create_client(self, asynchronous: bool = False) -> Any:
+        """kombu builds a new Redis client object (with its few hundred response
+        callbacks) for every publish and acknowledgement, about 0.2 ms of CPU each;
+        one per connection pool serves them all (a client is a thin handle on its
+        pool, safe to share)."""
+        if asynchronous:
+            return super()._create_client(asynchronous=True)
+        client = self._sync_client
+        if client is None or client.connection_pool is not self.pool:
+            client = self._sync_client = super()._create_client()
+        return client
 
 
 class Transport(kombu_redis.Transport):

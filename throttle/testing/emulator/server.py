@@ -145,6 +145,11 @@ class EmulatorProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def pid(self) -> int | None:
+        """The emulator process's id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> str:
         for _ in range(5):
             try:
