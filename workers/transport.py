@@ -42,6 +42,35 @@ class QoS(kombu_redis.QoS):
             return
         super().append(message, delivery_tag)
 
+    def ack(self, delivery_tag: Any) -> None:
+        """A task that ends while the broker is away (its channel closed for the
+        reconnection) cannot remove its record: kombu 5.7 then stopped the worker
+        ('Unrecoverable error: AttributeError ... client', seen with Redis SIGKILLed
+        under load). The record stays, and kombu's sweep delivers the message again
+        after its visibility timeout (at least once, as acks_late promises)."""
+        try:
+            super().ack(delivery_tag)
+        except (AttributeError, RedisError, OSError) as exc:
+            self._unrecorded(delivery_tag, "acknowledge", exc)
+
+    def reject(self, delivery_tag: Any, requeue: bool = False) -> None:
+        try:
+            super().reject(delivery_tag, requeue=requeue)
+        except (AttributeError, RedisError, OSError) as exc:
+            self._unrecorded(delivery_tag, "reject", exc)
+
+    def _unrecorded(self, delivery_tag: Any, what: str, exc: Exception) -> None:
+        if isinstance(exc, AttributeError) and self.channel.connection is not None:
+            raise exc  # not the closed channel: a fault of ours or kombu's
+        virtual.QoS.ack(self, delivery_tag)  # no longer held here
+        log.warning(
+            "broker connection lost: could not %s message %s; it comes back after the"
+            " visibility timeout (%s)",
+            what,
+            delivery_tag,
+            exc,
+        )
+
     def restore_unacked(self, client: Any = None) -> Any:
         try:
             return super().restore_unacked(client)
