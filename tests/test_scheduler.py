@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import math
 import time
 
 import pytest
@@ -230,6 +231,20 @@ def test_a_refund_to_a_bucket_that_does_not_bind_wakes_nothing(
     assert own.reservation is not None
     assert scheduler.limiter.settle(group, own.reservation, {"tokens": -400}) is not None
     assert scheduler.wait_for_wake(["no-wake"], 0.3) is None
+
+
+def test_the_queue_length_a_start_read_sees_is_the_queues(scheduler: FairScheduler) -> None:
+    """The state's 'b' follows every push and release: a choice among credentials (the
+    shortest fair queue) and the gateway's backpressure read it as the queue's length
+    (it was written only when work appeared or went, and once a second)."""
+    group = saturated("length", "10/s")
+    limiter = scheduler.limiter
+    for n in range(1, 6):
+        scheduler.push(group, item(f"i{n}", "a"))
+        assert limiter.start_wait_s(group, {"requests": 1}) == (math.inf, n)
+    released = drain(scheduler, group, 2, scheduler.run_pass(group))
+    assert len(released) >= 2
+    assert limiter.start_wait_s(group, {"requests": 1})[1] == 5 - len(released)
 
 
 def test_ten_thousand_tenants_leave_nothing_behind(

@@ -21,9 +21,10 @@
   Items past their deadline, or that can never be admitted, are released without a
   reservation (the worker fails or re-admits them).
 
-  KEYS[1]  state hash of the group (admit.lua's KEYS[1]); this script keeps its 'b'
-           above 0 while items wait in ready flows (the count when last written),
-           which makes bounded admissions queue
+  KEYS[1]  state hash of the group (admit.lua's KEYS[1]); this script keeps its 'b' at
+           the number of items in ready flows: above 0, it makes bounded admissions
+           queue, and it is the queue's length a choice among credentials and the
+           gateway's backpressure read
   KEYS[2]  concurrency leases zset
   KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
            'z' the cursor of the sweep of idle tenants' buckets in KEYS[1],
@@ -136,8 +137,8 @@ for k, lane in ipairs(lanes) do
   lane.v, lane.credit = tonumber(counters[5 + 2 * k]) or 0, tonumber(counters[6 + 2 * k]) or 0
 end
 
--- The state's 'b' > 0 tells admissions that work waits in ready flows (written when
--- that turns true or false, and once a second in case the state hash expired).
+-- The state's 'b' tells how many items wait in ready flows (> 0: admissions queue);
+-- written when it changes, and once a second in case the state hash expired.
 local function mark_queued()
   if rcall('HSET', state_key, 'b', ready_n) == 1 and rcall('PTTL', state_key) < 0 then
     rcall('PEXPIRE', state_key, ttl)  -- the hash may be new: a field of it is
@@ -244,7 +245,7 @@ end
 -- releases nothing: the pass would stop at the same limit. Only the counters change.
 if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
   rcall('HSET', sched_key, 'r', ready_n, 'n', all_n, 'e', expiry)
-  if b_before <= 0 and ready_n > 0 then mark_queued() end
+  if ready_n ~= b_before then mark_queued() end
   keep_touched(expiry)
   return {math.floor(now * 1000), last_due, 0}
 end
@@ -518,7 +519,7 @@ end
 rcall('HSET', sched_key, unpack(writes))
 if expiry <= now then touch(sched_key) end  -- written anew since it expired
 keep_touched(expiry > now and expiry or now + ttl)
-if chores_due or (ready_n > 0) ~= (b_before > 0) then
+if chores_due or ready_n ~= b_before then
   if ready_n > 0 then mark_queued() else rcall('HDEL', state_key, 'b') end
 end
 -- A push that brought the next pass forward wakes a dispatcher (one BLPOP takes it).
