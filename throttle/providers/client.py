@@ -306,18 +306,7 @@ class ProviderClient:
         on_events: Callable[[Sequence[SseEvent]], None],
     ) -> ProviderResponse:
         started = self._monotonic()
-        try:
-            response = self._session.request(
-                request.method,
-                request.url,
-                headers=request.wire_headers(),
-                json=dict(request.json),
-                timeout=(self.timeouts.connect_s, self.timeouts.read_s),
-                allow_redirects=False,
-                stream=True,
-            )
-        except requests.RequestException as exc:
-            raise self._transport_error(request, exc) from None
+        response = self._send(request, stream=True)
         with response:
             if not 200 <= response.status_code < 300:
                 try:
@@ -361,19 +350,28 @@ class ProviderClient:
 
     def _attempt(self, request: HttpRequest, attempt: int) -> ProviderResponse:
         started = self._monotonic()
+        response = self._send(request, stream=False)
         try:
-            response = self._session.request(
+            content = response.content
+        except requests.RequestException as exc:
+            raise self._transport_error(request, exc) from None
+        return self._answer(request, response, content, started, attempt)
+
+    def _send(self, request: HttpRequest, *, stream: bool) -> requests.Response:
+        """One HTTP exchange up to the response's headers (``stream``: the body is read
+        as it comes); a transport failure as this client's error."""
+        try:
+            return self._session.request(
                 request.method,
                 request.url,
                 headers=request.wire_headers(),
                 json=dict(request.json),
                 timeout=(self.timeouts.connect_s, self.timeouts.read_s),
                 allow_redirects=False,
+                stream=stream,
             )
-            content = response.content
         except requests.RequestException as exc:
             raise self._transport_error(request, exc) from None
-        return self._answer(request, response, content, started, attempt)
 
     def _answer(
         self,
