@@ -27,6 +27,7 @@ from celery import current_app, states
 from celery.result import AsyncResult
 
 from tasks.completion import enqueue
+from throttle.connect import connect_async
 from throttle.errors import StorageError
 
 
@@ -47,7 +48,7 @@ class AwaitableResult:
         """The task's result once it is ready (its exception raised if it failed)."""
         backend = self.result.backend
         key = backend.get_key_for_task(self.id)
-        client = aioredis.from_url(getattr(backend, "url", None) or _url(backend))
+        client = connect_async(_url(backend))
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(key)
@@ -70,7 +71,11 @@ class AwaitableResult:
 
 
 def _url(backend: Any) -> str:
-    return str(backend.app.conf.result_backend)
+    """The result backend as the throttle's configuration names it (a Sentinel master
+    too; Celery's own setting holds kombu's form of it)."""
+    from workers.app import app_config
+
+    return app_config(backend.app).result_backend
 
 
 def _ready_meta(backend: Any, raw: bytes | None) -> dict[str, Any] | None:

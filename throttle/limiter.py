@@ -42,6 +42,7 @@ from typing import Any, cast
 import redis
 
 from throttle.calendar import window_starts_ms
+from throttle.connect import RedisClient
 from throttle.errors import CostExceedsCapacityError, ReservationHandleError, StorageError
 from throttle.keys import KeyBuilder
 from throttle.limits import Algorithm, Dimension, LimitGroup, effective_capacity
@@ -300,7 +301,7 @@ class RedisLimiter:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         keys: KeyBuilder | None = None,
         record_ttl_s: float = 900.0,

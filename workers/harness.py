@@ -121,7 +121,7 @@ class LocalStack:
         self.emulator.start()
         doc: dict[str, Any] = {k: dict(v) for k, v in self.throttle_doc.items()}
         base = self.redis.url.rsplit("/", 1)[0]
-        doc.setdefault("redis", {})["url"] = f"{base}/0"
+        doc.setdefault("redis", {}).setdefault("url", f"{base}/0")  # or a Cluster, Sentinel
         celery = doc.setdefault("celery", {})
         celery.setdefault("broker_url", f"{base}/1")
         celery.setdefault("result_backend", f"{base}/2")

@@ -50,3 +50,15 @@ class Transport(kombu_redis.Transport):
 
 #: The value of Celery's ``broker_transport`` that selects it.
 TRANSPORT = f"{__name__}:Transport"
+
+
+class SentinelChannel(kombu_redis.SentinelChannel):
+    QoS = QoS
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+#: ... and the same for a broker behind Redis Sentinel.
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"
