@@ -126,6 +126,8 @@ def _db(text: str, what: str) -> int:
 
 def _redacted(url: str) -> str:
     scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
     credentials, at, hosts = rest.rpartition("@")
     if not at:
         return url
