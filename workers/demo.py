@@ -38,6 +38,9 @@ from workers.demo_report import (
 )
 from workers.harness import LocalStack
 
+#: On Ctrl-C, how long the stack's processes get to exit after SIGTERM before SIGKILL.
+STOP_GRACE_S = 1.0
+
 
 class DemoError(Exception):
     """The demo could not run; the message says why."""
@@ -141,7 +144,7 @@ def run_demo(options: DemoOptions) -> int:
     stopped before it returns, whatever happened."""
     out = options.out
     workdir = Path(tempfile.mkdtemp(prefix="llm-throttle-demo-"))
-    keep_logs = False
+    keep_logs = interrupted = False
     stack: LocalStack | None = None
     try:
         with _terminating_signals_raise():
@@ -151,9 +154,15 @@ def run_demo(options: DemoOptions) -> int:
                     options.plan.throttle_doc(),
                     workdir=str(workdir),
                 )
-                return _run(stack, options)
+                code = _run(stack, options)
+                if options.keep:
+                    _wait_for_interrupt(out)
+                    interrupted = True
+                return code
             except (KeyboardInterrupt, Interrupted) as exc:
+                interrupted = True
                 out.write(f"\nllm-throttle demo: interrupted ({str(exc) or 'SIGINT'}); stopping\n")
+                out.flush()
                 return 130
             except DemoError as exc:
                 keep_logs = True
@@ -168,7 +177,9 @@ def run_demo(options: DemoOptions) -> int:
                     if stack is not None:
                         if keep_logs:
                             out.write(_log_tails(stack))
-                        stack.stop()
+                        # interrupted: nothing is kept, so nothing waits for the calls
+                        # in hand (a warm worker shutdown under load took seconds)
+                        stack.stop(grace_s=STOP_GRACE_S if interrupted else None)
     finally:
         if keep_logs:
             out.write(f"logs kept in {workdir}\n")
@@ -223,8 +234,6 @@ def _run(stack: LocalStack, options: DemoOptions) -> int:
         "(--keep leaves redis, the emulator and the workers running until Ctrl-C.)\n"
     )
     out.flush()
-    if options.keep:
-        _wait_for_interrupt(out)
     if report.failed or report.unfinished:
         out.write(f"llm-throttle demo: {report.failed} failed, {report.unfinished} unfinished\n")
         return 1

@@ -11,6 +11,7 @@ Everything it starts runs in its own process group and is stopped on exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -270,7 +271,14 @@ class LocalStack:
                 self.flower.wait()
         self.flower = None
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop everything it started. By default in order and gracefully: workers
+        finish the calls in hand (up to 15 s), then the emulator and Redis stop. With
+        ``grace_s`` (the demo on Ctrl-C: nothing is kept) every process is signalled at
+        once and whatever still runs ``grace_s`` later is killed, so the stop takes
+        about ``grace_s`` at most, however busy the workers are."""
+        if grace_s is not None:
+            self._terminate_all(grace_s)
         self.stop_flower()
         self.stop_workers()
         if self.app is not None:
@@ -279,6 +287,21 @@ class LocalStack:
         self.redis.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def _terminate_all(self, grace_s: float) -> None:
+        processes = [self.flower, *self.workers, self.emulator.process, self.redis.process]
+        running = [p for p in processes if p is not None and p.poll() is None]
+        for process in running:  # each leads its own process group (start_new_session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
     def __enter__(self) -> LocalStack:
         # ``with LocalStack(...).start() as stack`` must not start a second Redis and

@@ -98,8 +98,9 @@ class EmbeddedRedis:
         return self._process is not None and self._process.poll() is None
 
     @property
-    def pid(self) -> int | None:
-        return None if self._process is None else self._process.pid
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running server process (in its own process group), if started."""
+        return self._process
 
     def _command(self, directory: str) -> list[str]:
         persistence = ["--appendonly", "yes", "--appendfsync", "always"]

@@ -142,6 +142,11 @@ class EmulatorProcess:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running emulator process (in its own process group), if started."""
+        return self._process
+
     def start(self) -> str:
         fd, self._config_file = tempfile.mkstemp(prefix="llm-emulator-", suffix=".json")
         with os.fdopen(fd, "w") as file:
