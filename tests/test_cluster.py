@@ -21,6 +21,7 @@ from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.limits import LimitGroup
 from throttle.scheduler import FairScheduler, QueuedItem
+from throttle.status import read_raw_states
 from throttle.testing.replicated import EmbeddedCluster
 from workers.harness import LocalStack
 
@@ -110,3 +111,22 @@ def test_a_master_killed_mid_run_fails_over_and_no_task_is_lost(
         assert all(worker.poll() is None for worker in stack.workers), "both workers alive"
         admitted = stack.emulator_stats()["admitted"]
         assert 200 <= admitted <= 200 + max(in_flight, 2 * threads), (admitted, in_flight)
+
+
+def test_the_credential_choice_and_the_status_read_work_across_masters(
+    cluster: EmbeddedCluster, key_prefix: str
+) -> None:
+    """Both read a group's state with the server's clock; a Cluster pipelines no TIME."""
+    client = connect(cluster.url)
+    limiter = RedisLimiter(client, keys=KeyBuilder(key_prefix))
+    names = groups_on_two_masters(cluster, key_prefix)
+    groups = [LimitGroup.from_specs(name, {"requests": "2/s"}) for name in names]
+    try:
+        for group in groups:
+            assert limiter.admit(group, {"requests": 2}, max_wait_s=0).reserved
+            wait_s, queued = limiter.start_wait_s(group, {"requests": 2})
+            assert 0.5 < wait_s <= 1.0 and queued == 0, wait_s
+        _now_ms, states = read_raw_states(client, KeyBuilder(key_prefix), names)
+        assert [bool(state.fields) for state in states] == [True, True]
+    finally:
+        client.close()

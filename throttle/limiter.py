@@ -40,6 +40,7 @@ from enum import Enum
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from throttle.calendar import window_starts_ms
 from throttle.connect import RedisClient
@@ -674,8 +675,9 @@ class RedisLimiter:
     def start_wait_s(self, group: LimitGroup, costs: Mapping[str, float]) -> tuple[float, int]:
         """How long a request of ``costs`` would wait to start in ``group`` if admitted
         now (its GCRA buckets and the pause gate; infinite while work waits in its fair
-        queue), and how many items wait there. One read; to choose among groups (the
-        credentials of one)."""
+        queue), and how many items wait there. One read (two on a Redis Cluster, which
+        pipelines no TIME: the clock is then read from the node owning the group's
+        slot); to choose among groups (the credentials of one)."""
         plan = self._plan(group)
         dims = group.dimensions
         gcra = list(plan.order[: plan.gcra_count])
@@ -683,10 +685,17 @@ class RedisLimiter:
         for i in gcra:
             fields += [f"t:{dims[i].name}", f"k:{dims[i].name}"]
         with _storage_errors("HMGET"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.time()
-            pipe.hmget(plan.state_key, fields)
-            (seconds, micros), values = pipe.execute()
+            values: list[Any]
+            if isinstance(self.client, RedisCluster):
+                cluster: Any = self.client  # redis-py leaves these calls untyped
+                node = cluster.get_node_from_key(plan.state_key)
+                seconds, micros = cluster.execute_command("TIME", target_nodes=node)
+                values = cluster.hmget(plan.state_key, fields)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.time()
+                pipe.hmget(plan.state_key, fields)
+                (seconds, micros), values = pipe.execute()
         now = (int(seconds) * 1000 + int(micros) / 1000) - EPOCH_MS
         raw = [None if v is None else float(v) for v in values]
         queued = int(raw[2] or 0)
