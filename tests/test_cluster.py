@@ -107,7 +107,8 @@ def test_a_master_killed_mid_run_fails_over_and_no_task_is_lost(
         old, new = cluster.fail_over(KeyBuilder().state("emu:mini"))
         assert old != new
         wait_all(results, timeout_s=120, stack=stack)
-        assert all(r.successful() for r in results)
+        failed = [repr(r.result) for r in results if not r.successful()]
+        assert not failed, (len(failed), failed[:3])
         assert all(worker.poll() is None for worker in stack.workers), "both workers alive"
         admitted = stack.emulator_stats()["admitted"]
         assert 200 <= admitted <= 200 + max(in_flight, 2 * threads), (admitted, in_flight)
