@@ -359,6 +359,15 @@ class CompletionRunner:
     # -- the path -------------------------------------------------------------------
 
     def run(self, call: CompletionCall, state: ThrottleState) -> Outcome:
+        try:
+            return self._run(call, state)
+        except StorageError as exc:
+            # Redis away past admission (the credential choice, begin, a pause after a
+            # 429): the task waits and comes back with its state (a reservation it
+            # holds is begun then); admission itself follows the failure policy.
+            return RetryLater(self._backoff_s(state.error_retries + 1), exc, state)
+
+    def _run(self, call: CompletionCall, state: ThrottleState) -> Outcome:
         if state.parked_at_s is not None:
             state.waited_s += max(0.0, self._wall() - state.parked_at_s)
             state.parked_at_s = None
