@@ -8,7 +8,8 @@ moment between 0.2 s and ``--latest`` seconds after the start: while the stack c
 up, while tasks are sent and run, or while the kept stack waits. It measures the time
 from the signal to the demo's exit, and checks that every process the demo had started
 (its whole process tree just before the signal) is gone. ``--load N`` keeps N busy
-processes (nice 19) spinning meanwhile. The target: every run stops within 5 s and
+processes spinning meanwhile (at ``--load-nice``, default 19; 0 competes with the demo
+as another test run would). The target: every run stops within 5 s and
 leaves nothing behind.
 
 Markdown goes to stdout; raw JSON to ``bench/results/demo-stop-<time>.json``.
@@ -90,8 +91,8 @@ def phase_of(lines: list[str]) -> str:
     return "starting stack"
 
 
-def spin() -> None:
-    os.nice(19)
+def spin(niceness: int) -> None:
+    os.nice(niceness)
     while True:
         pass
 
@@ -136,10 +137,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--latest", type=float, default=25.0, help="latest signal, s")
     parser.add_argument("--load", type=int, default=0, help="busy processes meanwhile")
+    parser.add_argument("--load-nice", type=int, default=19, help="their niceness")
     parser.add_argument("--seed", type=int, default=12)
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
-    spinners = [multiprocessing.Process(target=spin, daemon=True) for _ in range(args.load)]
+    spinners = [
+        multiprocessing.Process(target=spin, args=(args.load_nice,), daemon=True)
+        for _ in range(args.load)
+    ]
     for spinner in spinners:
         spinner.start()
     runs = []
@@ -151,7 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for spinner in spinners:
             spinner.kill()
-    print(f"Ctrl-C stops the demo: {args.runs} runs, load {args.load}, target {TARGET_S:.0f} s\n")
+    print(
+        f"Ctrl-C stops the demo: {args.runs} runs, load {args.load} (nice {args.load_nice}),"
+        f" target {TARGET_S:.0f} s\n"
+    )
     print("| run | signal after s | phase | stop s | exit | processes | left behind |")
     print("|---:|---:|---|---:|---:|---:|---:|")
     for r in runs:

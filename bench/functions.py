@@ -52,18 +52,23 @@ COSTS = {"requests": 1.0, "tokens": 1000.0, "input_tokens": 800.0, "requests_day
 
 
 def library_source() -> str:
-    """admit.lua as a function library: its helpers as they are, its two closing lines
-    (the script's body) inside the registered function."""
+    """admit.lua as a function library: its helpers defined once, at load (what a
+    library could save over a script, whose whole chunk runs on every call), and its
+    two closing lines (the script's body) inside the registered function. The server
+    API cannot be reached at load, so ``rcall`` is bound on each call."""
     lines = script_source("admit.lua").rstrip().splitlines()
     body, tail = lines[:-2], lines[-2:]
     assert tail[-1].startswith("return admit_request("), tail
     # replicate_commands is a script-only call (functions always replicate effects)
     body = [line for line in body if "replicate_commands" not in line]
+    assert body.count("local rcall = redis.call") == 1
+    body[body.index("local rcall = redis.call")] = "local rcall"
     return "\n".join(
         [
             f"#!lua name={LIBRARY}",
             *body,
             f"server.register_function('{FUNCTION}', function(KEYS, ARGV)",
+            "  rcall = server.call",
             *(f"  {line}" for line in tail),
             "end)",
         ]
