@@ -121,7 +121,9 @@ def one_run(n: int, latest_s: float, rng: random.Random) -> Run:
     except subprocess.TimeoutExpired:
         code = None
     stop_s = time.monotonic() - started
-    if code is None:
+    if code is None:  # where is it stuck? (the demo dumps its threads on SIGUSR1)
+        demo.send_signal(signal.SIGUSR1)
+        time.sleep(2)
         demo.kill()
         demo.wait()
     time.sleep(0.5)  # a killed child is reaped by init, not at once
@@ -129,6 +131,8 @@ def one_run(n: int, latest_s: float, rng: random.Random) -> Run:
     for pid in left:  # leave the machine clean for the next run
         os.kill(pid, signal.SIGKILL)
     reader.join(timeout=5)
+    if code is None:
+        print(f"run {n} did not stop; its last output:\n{''.join(lines[-80:])}", file=sys.stderr)
     return Run(n, round(delay_s, 2), phase, round(stop_s, 2), code, len(tree), len(left))
 
 

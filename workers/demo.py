@@ -14,6 +14,7 @@ line in :mod:`workers.demo_progress`.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import shutil
 import signal
 import sys
@@ -143,6 +144,9 @@ def run_demo(options: DemoOptions) -> int:
     """Run the demo end to end; returns the exit code. Every process it started is
     stopped before it returns, whatever happened."""
     out = options.out
+    # `kill -USR1 <pid>` prints where every thread is: for a demo that does not stop
+    with contextlib.suppress(ValueError, AttributeError):  # not the main thread
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     workdir = Path(tempfile.mkdtemp(prefix="llm-throttle-demo-"))
     keep_logs = interrupted = False
     stack: LocalStack | None = None
