@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import os
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,8 @@ from workers.harness import LocalStack
 
 #: On Ctrl-C, how long the stack's processes get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_S = 1.0
+#: ... and how long the whole cleanup may take before the demo exits regardless.
+STOP_DEADLINE_S = 4.0
 
 
 class DemoError(Exception):
@@ -61,17 +65,43 @@ class DemoOptions:
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
+class _StopRequest:
+    """The signal that asked the demo to stop, if any. Its handler raises at once, but
+    an exception raised while Python runs a finalizer is printed and dropped: Celery's
+    ``AsyncResult.__del__`` talks to Redis, and the demo drops hundreds of results, so
+    a Ctrl-C landing there was lost and the demo ran on (1 stop in 35 under load did
+    not come within 60 s). The demo's loops call :meth:`check` and raise it again."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def raise_it(self) -> None:
+        if self.name == "SIGINT":
+            raise KeyboardInterrupt
+        raise Interrupted(self.name or "")
+
+    def check(self) -> None:
+        if self.name is not None:
+            self.raise_it()
+
+
+_stop = _StopRequest()
+
+
 @contextlib.contextmanager
 def _terminating_signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise :class:`Interrupted` (SIGINT already raises
-    KeyboardInterrupt), so ``finally`` blocks run and every child is stopped."""
+    """SIGINT raises KeyboardInterrupt, SIGTERM/SIGHUP :class:`Interrupted`, so
+    ``finally`` blocks run and every child is stopped; each is remembered in
+    ``_stop`` as well."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+        _stop.name = signal.Signals(signum).name
+        _stop.raise_it()
 
+    _stop.name = None
     previous: dict[signal.Signals, Any] = {}
     try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: leave signals alone
         pass
@@ -150,6 +180,7 @@ def run_demo(options: DemoOptions) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="llm-throttle-demo-"))
     keep_logs = interrupted = False
     stack: LocalStack | None = None
+    code_if_stuck: int | None = None
     try:
         with _terminating_signals_raise():
             try:
@@ -158,7 +189,7 @@ def run_demo(options: DemoOptions) -> int:
                     options.plan.throttle_doc(),
                     workdir=str(workdir),
                 )
-                code = _run(stack, options)
+                code_if_stuck = code = _run(stack, options)
                 if options.keep:
                     _wait_for_interrupt(out)
                     interrupted = True
@@ -178,6 +209,8 @@ def run_demo(options: DemoOptions) -> int:
                 return 1
             finally:
                 with _signals_ignored():
+                    if stack is not None and interrupted:
+                        _exit_if_stuck(stack, out, 130 if code_if_stuck is None else code_if_stuck)
                     if stack is not None:
                         if keep_logs:
                             out.write(_log_tails(stack))
@@ -190,6 +223,25 @@ def run_demo(options: DemoOptions) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
         out.flush()
+
+
+def _exit_if_stuck(stack: LocalStack, out: TextIO, code: int) -> None:
+    """Stopped by a signal: if the cleanup has not ended the process ``STOP_DEADLINE_S``
+    from now, print where every thread is, kill the stack's processes and exit."""
+    processes = [stack.flower, *stack.workers, stack.emulator.process, stack.redis.process]
+    pids = [p.pid for p in processes if p is not None]
+
+    def watchdog() -> None:
+        time.sleep(STOP_DEADLINE_S)
+        out.write(f"\nllm-throttle demo: cleanup took over {STOP_DEADLINE_S:.0f} s; exiting\n")
+        out.flush()
+        faulthandler.dump_traceback(all_threads=True)
+        for pid in pids:  # each leads its own process group
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+        os._exit(code)
+
+    threading.Thread(target=watchdog, name="llm-throttle-demo-watchdog", daemon=True).start()
 
 
 def _log_tails(stack: LocalStack, lines: int = 15) -> str:
@@ -263,6 +315,7 @@ def _enqueue_for(
     being drawn while a big workload is sent."""
     until = time.monotonic() + budget_s
     while todo and time.monotonic() < until:
+        _stop.check()
         r = todo.pop(0)
         at_s = time.time()
         result = stack.enqueue(
@@ -280,7 +333,8 @@ def _wait_for_interrupt(out: TextIO) -> None:
     out.flush()
     with contextlib.suppress(KeyboardInterrupt, Interrupted):
         while True:
-            time.sleep(3600)
+            _stop.check()
+            time.sleep(0.5)
     out.write("\nstopping.\n")
 
 
@@ -301,6 +355,7 @@ def _watch(
     history: list[tuple[float, int]] = []
     provider_429s, next_sample_s = 0, 0.0
     while True:
+        _stop.check()
         _enqueue_for(stack, todo, collector, tick_s)
         collector.poll()
         t_s = time.monotonic() - t_run
