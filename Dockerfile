@@ -1,4 +1,4 @@
-# Image of the workers, Flower and the provider emulator (docker-compose.yml).
+# Image of the workers, Flower, the gateway and the provider emulator (docker-compose.yml).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -12,11 +12,12 @@ COPY pyproject.toml README.md ./
 COPY throttle ./throttle
 COPY workers ./workers
 COPY tasks ./tasks
+COPY gateway ./gateway
 
 # A compiler only for dependencies without a wheel for this platform; removed again.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends gcc libc6-dev make \
-    && pip install ".[ops]" \
+    && pip install ".[ops,gateway]" \
     && apt-get purge -y gcc libc6-dev make \
     && apt-get autoremove -y \
     && rm -rf /var/lib/apt/lists/* \

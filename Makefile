@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,ops]'
+	$(BIN)/pip install --quiet -e '.[dev,ops,gateway]'
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check throttle workers tasks tests bench docs examples
-	$(BIN)/ruff format --check throttle workers tasks tests bench docs examples
+	$(BIN)/ruff check throttle workers tasks gateway tests bench docs examples
+	$(BIN)/ruff format --check throttle workers tasks gateway tests bench docs examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

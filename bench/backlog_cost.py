@@ -65,6 +65,8 @@ class Sample:
     admitted: int
     #: Calls per Redis command name.
     by_command: dict[str, int]
+    #: Server µs per Redis command name (a script's own commands count in its EVALSHA too).
+    usec_by_command: dict[str, int]
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,8 @@ class Measure:
     redis_commands: float
     #: Calls per completion of each Redis command, most first.
     by_command: dict[str, float]
+    #: Server µs per completion of each Redis command, most first.
+    usec_by_command: dict[str, float]
 
 
 def process_cpu_s(pid: int) -> float:
@@ -91,16 +95,15 @@ def process_cpu_s(pid: int) -> float:
 def sample(stack: LocalStack, client: redis.Redis) -> Sample:
     cpu = client.info("cpu")
     stats = client.info("stats")
+    commands = client.info("commandstats")
     return Sample(
         sum(process_cpu_s(w.pid) for w in stack.workers),
         time.process_time(),
         float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         int(stats["total_commands_processed"]),
         int(stack.emulator_stats()["admitted"]),
-        {
-            k.removeprefix("cmdstat_"): int(v["calls"])
-            for k, v in client.info("commandstats").items()
-        },
+        {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in commands.items()},
+        {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in commands.items()},
     )
 
 
@@ -127,8 +130,15 @@ def send(stack: LocalStack, model: str, count: int) -> list[Any]:
     ]
 
 
-def wait_done(results: list[Any], timeout_s: float) -> None:
+def wait_done(stack: LocalStack, results: list[Any], admitted: int, timeout_s: float) -> None:
+    """Until every result is in. Watched through the emulator's count of admitted calls
+    first (a poll of the result backend every 50 ms would add its own load to the Redis
+    being measured, and more of it to the subject that takes longer)."""
     deadline = time.monotonic() + timeout_s
+    while int(stack.emulator_stats()["admitted"]) - admitted < len(results):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the provider never saw every call")
+        time.sleep(0.05)
     while not all(r.ready() for r in results):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{sum(not r.ready() for r in results)} tasks unfinished")
@@ -174,7 +184,7 @@ def measure(
         before = sample(stack, client)
         began = time.monotonic()
         results = send(stack, "gpt-4o-mini", args.tasks)
-    wait_done(results, timeout_s=300)
+    wait_done(stack, results, before.admitted, timeout_s=300)
     after = sample(stack, client)
     n = after.admitted - before.admitted
     return Measure(
@@ -186,17 +196,43 @@ def measure(
         (after.producer_cpu_s - before.producer_cpu_s) * 1000 / n,
         (after.redis_cpu_s - before.redis_cpu_s) * 1000 / n,
         (after.redis_commands - before.redis_commands) / n,
-        dict(
-            sorted(
-                (
-                    (k, round((v - before.by_command.get(k, 0)) / n, 2))
-                    for k, v in after.by_command.items()
-                    if v > before.by_command.get(k, 0)
-                ),
-                key=lambda kv: -kv[1],
-            )
-        ),
+        per_completion(before.by_command, after.by_command, n),
+        per_completion(before.usec_by_command, after.usec_by_command, n),
     )
+
+
+def per_completion(before: dict[str, int], after: dict[str, int], n: int) -> dict[str, float]:
+    """What grew between two samples of a counter per command, per completion."""
+    grown = ((k, round((v - before.get(k, 0)) / n, 2)) for k, v in after.items())
+    return dict(sorted(((k, v) for k, v in grown if v > 0), key=lambda kv: -kv[1]))
+
+
+@dataclass(frozen=True)
+class Idle:
+    """CPU spent per second by a stack with nothing to do (timers, polls, the server's
+    cron), measured between the subjects of a round: a completion that a limit spaces
+    out is charged more of it than one that runs at once, whatever it costs itself."""
+
+    round: int
+    worker_cpu_ms_per_s: float
+    redis_cpu_ms_per_s: float
+
+
+def measure_idle(stack: LocalStack, client: redis.Redis, round_: int, seconds: float) -> Idle:
+    before, began = sample(stack, client), time.monotonic()
+    time.sleep(seconds)
+    after, spent = sample(stack, client), time.monotonic() - began
+    return Idle(
+        round_,
+        (after.worker_cpu_s - before.worker_cpu_s) * 1000 / spent,
+        (after.redis_cpu_s - before.redis_cpu_s) * 1000 / spent,
+    )
+
+
+def net_of_idle(m: Measure, idle: Idle, key: str) -> float:
+    """A per-completion CPU figure less the idle CPU of the time the measure took."""
+    rate = idle.worker_cpu_ms_per_s if key == "worker_cpu_ms" else idle.redis_cpu_ms_per_s
+    return float(getattr(m, key)) - rate * m.seconds / m.completions
 
 
 FIGURES = (
@@ -207,20 +243,39 @@ FIGURES = (
 )
 
 
-def print_table(measures: Sequence[Measure]) -> None:
+def print_table(measures: Sequence[Measure], idles: Sequence[Idle]) -> None:
     rounds = sorted({m.round for m in measures})
     by = {(m.subject, m.round): m for m in measures}
+    idle = {i.round: i for i in idles}
+    rows: list[tuple[str, dict[int, float], dict[int, float]]] = [
+        (
+            label,
+            {r: float(getattr(by["immediate", r], key)) for r in rounds},
+            {r: float(getattr(by["backlogged", r], key)) for r in rounds},
+        )
+        for key, label in FIGURES
+    ]
+    for key in ("worker_cpu_ms", "redis_cpu_ms"):
+        rows.append(
+            (
+                f"{key.split('_')[0]} CPU per completion net of idling, ms",
+                {r: net_of_idle(by["immediate", r], idle[r], key) for r in rounds},
+                {r: net_of_idle(by["backlogged", r], idle[r], key) for r in rounds},
+            )
+        )
     print("\n| figure | immediate (median) | backlogged (median) | ratio per round |")
     print("|---|---|---|---|")
-    for key, label in FIGURES:
-        ratios = [
-            getattr(by["backlogged", r], key) / getattr(by["immediate", r], key) for r in rounds
-        ]
+    for label, immediate, backlogged in rows:
+        ratios = [backlogged[r] / immediate[r] for r in rounds]
         print(
-            f"| {label} | {statistics.median(getattr(by['immediate', r], key) for r in rounds):.2f}"
-            f" | {statistics.median(getattr(by['backlogged', r], key) for r in rounds):.2f}"
+            f"| {label} | {statistics.median(immediate.values()):.2f}"
+            f" | {statistics.median(backlogged.values()):.2f}"
             f" | median {statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |"
         )
+    print(
+        "\nidle CPU per second (worker, Redis):"
+        + ", ".join(f" {i.worker_cpu_ms_per_s:.1f} / {i.redis_cpu_ms_per_s:.1f} ms" for i in idles)
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -230,8 +285,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--prime", type=int, default=240, help="backlog built before a run")
     parser.add_argument("--rate", type=float, default=60.0, help="narrow group, requests/s")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--idle-s", type=float, default=3.0, help="idle measure per round")
     args = parser.parse_args(argv)
     measures: list[Measure] = []
+    idles: list[Idle] = []
     with stack_for(args.rate).start() as stack:
         assert stack.config is not None
         client = redis.Redis.from_url(stack.config.redis.url)
@@ -246,13 +303,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(
                     f"round {round_ + 1} {subject}: {m.completions} in {m.seconds:.1f} s,"
                     f" worker {m.worker_cpu_ms:.2f} ms, redis {m.redis_cpu_ms:.2f} ms,"
-                    f" {m.redis_commands:.1f} commands ({m.by_command})",
+                    f" {m.redis_commands:.1f} commands ({m.by_command}), server µs"
+                    f" {m.usec_by_command}",
                     file=sys.stderr,
                 )
-    print_table(measures)
+            idles.append(measure_idle(stack, client, round_, args.idle_s))
+    print_table(measures, idles)
     path = write_raw(
         "backlog_cost",
-        {"machine": machine(), "args": vars(args), "measures": [asdict(m) for m in measures]},
+        {
+            "machine": machine(),
+            "args": vars(args),
+            "measures": [asdict(m) for m in measures],
+            "idle": [asdict(i) for i in idles],
+        },
     )
     print(f"\nraw: {path.relative_to(REPO_ROOT)}")
     return 0

@@ -19,6 +19,7 @@ A failed task raises its exception (typed, as ``AsyncResult.get`` would), a wait
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Generator
 from typing import Any
 
@@ -44,8 +45,14 @@ class AwaitableResult:
     def __await__(self) -> Generator[Any, None, Any]:
         return self.wait().__await__()
 
-    async def wait(self, timeout_s: float | None = None) -> Any:
-        """The task's result once it is ready (its exception raised if it failed)."""
+    async def wait(
+        self, timeout_s: float | None = None, listener: ResultListener | None = None
+    ) -> Any:
+        """The task's result once it is ready (its exception raised if it failed).
+        With a ``listener``, the wait shares its connections (a server with many
+        callers); without, it opens its own for the wait."""
+        if listener is not None:
+            return await listener.wait(self.id, timeout_s)
         backend = self.result.backend
         key = backend.get_key_for_task(self.id)
         client = connect_async(_url(backend))
@@ -65,9 +72,105 @@ class AwaitableResult:
             raise StorageError(f"result backend unreachable: {exc}") from exc
         finally:
             await client.aclose()
-        if meta["status"] == states.SUCCESS:
-            return meta["result"]
-        raise backend.exception_to_python(meta["result"])
+        return _outcome(backend, meta)
+
+
+def _outcome(backend: Any, meta: dict[str, Any]) -> Any:
+    if meta["status"] == states.SUCCESS:
+        return meta["result"]
+    raise backend.exception_to_python(meta["result"])
+
+
+class ResultListener:
+    """Waits for many tasks' results over two connections to the result backend: one
+    subscription shared by every wait (each task's key is subscribed while someone
+    waits for it) and one client for reads. For a server that answers many callers
+    at once (the gateway); create and use it on one event loop."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self._client = connect_async(_url(backend))
+        self._pubsub: Any = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        # Subscribing concurrently would let each caller open its own connection,
+        # and the subscriptions made on all but the last would never be read.
+        self._lock = asyncio.Lock()
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> Any:
+        key = self.backend.get_key_for_task(task_id)
+        if isinstance(key, bytes):
+            key = key.decode()
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(key, [])
+        waiters.append(future)
+        try:
+            try:
+                if len(waiters) == 1:
+                    async with self._lock:  # one connection: connect and send in turn
+                        await self._subscription().subscribe(key)
+                meta = _ready_meta(self.backend, await self._client.get(key))
+            except aioredis.RedisError as exc:
+                await self._reset(exc)
+                raise StorageError(f"result backend unreachable: {exc}") from exc
+            if meta is None:
+                async with asyncio.timeout(timeout_s):
+                    meta = await future
+        finally:
+            waiters.remove(future)
+            if not waiters:
+                del self._waiters[key]
+                if self._pubsub is not None:
+                    with contextlib.suppress(aioredis.RedisError):
+                        async with self._lock:
+                            await self._pubsub.unsubscribe(key)
+        return _outcome(self.backend, meta)
+
+    def _subscription(self) -> Any:
+        if self._pubsub is None:
+            self._pubsub = self._client.pubsub()
+            self._reader = asyncio.get_running_loop().create_task(self._read(self._pubsub))
+        return self._pubsub
+
+    async def _read(self, pubsub: Any) -> None:
+        while True:
+            try:
+                if not pubsub.subscribed:
+                    await asyncio.sleep(0.05)
+                    continue
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except aioredis.RedisError as exc:
+                await self._reset(exc)
+                return
+            if message is None or message.get("type") != "message":
+                continue
+            channel = message["channel"]
+            channel = channel.decode() if isinstance(channel, bytes) else channel
+            meta = _ready_meta(self.backend, message["data"])
+            if meta is None:
+                continue
+            for future in self._waiters.get(channel, ()):
+                if not future.done():
+                    future.set_result(meta)
+
+    async def _reset(self, exc: Exception) -> None:
+        """The subscription broke: every wait fails (StorageError), the next one
+        subscribes afresh."""
+        pubsub, self._pubsub = self._pubsub, None
+        reader, self._reader = self._reader, None
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(StorageError(f"result backend unreachable: {exc}"))
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def close(self) -> None:
+        await self._reset(StorageError("listener closed"))
+        await self._client.aclose()
 
 
 def _url(backend: Any) -> str:

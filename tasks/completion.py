@@ -28,11 +28,15 @@ from throttle.errors import (
     CostExceedsCapacityError,
     InvalidRequestError,
     StorageError,
+    ThrottleError,
     UnknownGroupError,
 )
 from throttle.providers.request import Message
+from throttle.providers.streaming import check_streamable
 from throttle.providers.tokens import TokenEstimator
+from workers.context import worker_context
 from workers.publish import COMPLETE_TASK, kwargs_repr
+from workers.relay import StreamRelay, relay_key, wants_usage_chunk
 from workers.runtime import CompletionCall
 from workers.task import ThrottledTask
 from workers.validate import completion_kwargs
@@ -65,6 +69,7 @@ class CompletionTask(ThrottledTask):
                 kwargs.get("params") or {},
                 None,
                 kwargs.get("lane"),
+                bool(kwargs.get("stream")),
             )
         except (KeyError, TypeError):
             return None  # malformed: the worker gives it its typed error
@@ -83,9 +88,12 @@ def complete(
     params: Mapping[str, Any] | None = None,
     throttle_state: Mapping[str, Any] | None = None,
     lane: str | None = None,
+    stream: bool = False,
 ) -> Any:
     """Run one chat completion through the throttle; returns response, usage and the
-    throttle's facts (seconds waited, attempts, 429s seen, parks)."""
+    throttle's facts (seconds waited, attempts, 429s seen, parks). With ``stream``, the
+    provider's events go to the task's relay stream as they arrive
+    (workers/relay.py), and the response is what they add up to."""
     call = CompletionCall(
         provider,
         model,
@@ -96,8 +104,23 @@ def complete(
         params or {},
         self.request.id,
         lane,
+        stream,
     )
-    result = self.run_completion(call, throttle_state)
+    if not stream:
+        result = self.run_completion(call, throttle_state)
+    else:
+        context = worker_context(self.app)
+        relay = StreamRelay(
+            context.client,
+            relay_key(context.config.redis.prefix, self.request.id),
+            keep_usage_chunk=wants_usage_chunk(call.params),
+        )
+        try:
+            result = self.run_completion(call, throttle_state, relay.events)
+        except ThrottleError as exc:
+            relay.fail(exc)
+            raise
+        relay.end(result["usage"])
     result["throttle"]["celery_retries"] = self.request.retries
     if metadata is not None:
         result["metadata"] = dict(metadata)
@@ -114,10 +137,11 @@ def validate(
     tenant: str | None = None,
     lane: str | None = None,
     credential: str | None = None,
+    stream: bool = False,
 ) -> None:
     """Reject a request that could never run, before anything is queued: an unknown
     provider, model, lane or credential (of a group with several), malformed messages
-    or params, a cost above a limit's capacity."""
+    or params, a cost above a limit's capacity, a stream from a provider that cannot."""
     settings = config.group_for(provider, model)
     if settings.credentials and credential is not None and credential not in settings.credentials:
         raise InvalidRequestError(
@@ -129,6 +153,8 @@ def validate(
     except ConfigError as exc:
         raise InvalidRequestError(str(exc)) from None
     profile = config.providers[settings.provider].resolved_profile()
+    if stream:
+        check_streamable(profile)
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise InvalidRequestError(f"max_tokens must be a positive integer: {max_tokens!r}")
     profile.build_request(
@@ -227,6 +253,7 @@ def enqueue(
     credential: str | None = None,
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
+    stream: bool = False,
     **keywords: Any,
 ) -> AsyncResult:
     """Validate and queue one completion; returns its ``AsyncResult``.
@@ -237,7 +264,9 @@ def enqueue(
     ``params``. ``tenant`` names whose share it uses, ``lane`` its priority
     (``[scheduler]`` in the config; default the configured default lane). Celery
     options (:data:`CELERY_OPTIONS`: ``task_id``, ``countdown``, ``expires``...) go to
-    ``apply_async``. Any other keyword is an InvalidRequestError.
+    ``apply_async``. Any other keyword is an InvalidRequestError. ``stream=True``:
+    the worker streams from the provider and passes the events on through the task's
+    relay stream (workers/relay.py; the gateway reads it) as they arrive.
     """
     from workers.app import app_config
 
@@ -245,7 +274,9 @@ def enqueue(
     params, options = split_keywords(keywords, params)
     settings = config.group_for(provider, model)
     limit = output_limit(settings.default_max_tokens, max_tokens, max_completion_tokens)
-    validate(config, provider, model, messages, limit, params, tenant, lane, credential)
+    if not isinstance(stream, bool):
+        raise InvalidRequestError(f"stream must be true or false: {stream!r}")
+    validate(config, provider, model, messages, limit, params, tenant, lane, credential, stream)
     kwargs = {
         "provider": provider,
         "model": model,
@@ -258,6 +289,8 @@ def enqueue(
     }
     if lane is not None:
         kwargs["lane"] = lane
+    if stream:
+        kwargs["stream"] = True
     try:
         return complete.apply_async(
             kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options

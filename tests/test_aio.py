@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from tasks import aenqueue
+from tasks.aio import ResultListener
 from throttle.errors import InvalidRequestError
 from workers.harness import LocalStack
 
@@ -63,3 +64,17 @@ def test_awaited_completions(stacks: list[LocalStack]) -> None:
     assert len(results) == 40
     assert all(r["response"]["choices"] for r in results)  # type: ignore[index]
     assert threads_seen and threads_seen[0] <= before + 4, "the waits hold no threads"
+
+    async def forty_on_one_listener() -> list[object]:
+        """Waits sharing one subscription (the gateway's), all subscribing at once."""
+        assert stack.app is not None
+        listener = ResultListener(stack.app.backend)
+        completions = [await aenqueue(**CALL) for _ in range(40)]
+        try:
+            results = await asyncio.gather(*(c.wait(60, listener) for c in completions))
+        finally:
+            await listener.close()
+        return list(results)
+
+    shared = asyncio.run(forty_on_one_listener())
+    assert len(shared) == 40 and all(r["response"]["choices"] for r in shared)  # type: ignore[index]

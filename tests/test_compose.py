@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
+from gateway.settings import gateway_settings
+from gateway.translate import ModelIndex
 from throttle.cli import build_parser, emulator_config_from_args
 from throttle.config import load_config
 
@@ -96,7 +98,7 @@ def celery_parts(argv: list[str]) -> tuple[str, str]:
 
 
 def test_the_stack_has_its_services(compose: dict[str, Any]) -> None:
-    assert {"redis", "worker", "flower", "emulator"} <= set(compose["services"])
+    assert {"redis", "worker", "flower", "emulator", "gateway"} <= set(compose["services"])
 
 
 def test_every_variable_is_documented_in_env_example() -> None:
@@ -189,13 +191,29 @@ def test_flower_reads_the_same_config(compose: dict[str, Any]) -> None:
 
 
 def test_the_image_installs_the_ops_extra(compose: dict[str, Any]) -> None:
-    for name in ("worker", "flower", "emulator"):
+    for name in ("worker", "flower", "emulator", "gateway"):
         assert service(compose, name)["build"] == "."
     text = DOCKERFILE.read_text(encoding="utf-8")
     assert re.search(r"^FROM python:3\.11-slim\b", text, re.MULTILINE)
-    assert 'pip install ".[ops]"' in text
-    for package in ("throttle", "workers", "tasks"):
+    assert 'pip install ".[ops,gateway]"' in text
+    for package in ("throttle", "workers", "tasks", "gateway"):
         assert f"COPY {package} " in text
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert any(dep.startswith("flower") for dep in project["optional-dependencies"]["ops"])
     assert project["scripts"]["llm-throttle"] == "throttle.cli:main"
+
+
+def test_the_gateway_serves_the_workers_config_with_its_keys(compose: dict[str, Any]) -> None:
+    gateway, worker = service(compose, "gateway"), service(compose, "worker")
+    args = build_parser().parse_args(command(gateway)[1:])
+    assert args.command == "serve" and args.host == "0.0.0.0" and args.port == 8080
+    assert gateway["volumes"] == worker["volumes"]
+    env = {k: str(v) for k, v in gateway["environment"].items()}
+    for name in ("LLM_THROTTLE_CONFIG", "LLM_THROTTLE_REDIS_URL", "LLM_THROTTLE_BROKER_URL"):
+        assert env[name] == str(worker["environment"][name])
+    assert not any(name.startswith("LLM_THROTTLE_KEY_") for name in env), "no provider key"
+    assert gateway["ports"] == ["127.0.0.1:8080:8080"]
+    config = load_config(ROOT / "deploy/throttle.toml", env=env)
+    settings = gateway_settings(config.gateway)
+    assert settings.grant_for("sk-demo-change-me") is not None
+    assert ModelIndex.build(config, settings.providers).models()

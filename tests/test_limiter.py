@@ -177,6 +177,13 @@ def test_the_state_outlives_every_debt_and_sliding_window_it_holds(
     admission = limiter.admit(tokens, {"tokens": 100})
     assert limiter.settle(tokens, admission.reservation, {"tokens": 4900}) is not None
     assert redis_client.pttl(limiter.keys.state("debt")) > 300_000, "5 min of debt is kept"
+    # a settle extends the state's expiry only when its record of it ('x') is too near,
+    # and never shortens what a pause set (an hour here, past every TAT)
+    admission = limiter.admit(tokens, {"tokens": 100})
+    limiter.pause(tokens, 3600)
+    redis_client.hset(limiter.keys.state("debt"), "x", 0)
+    assert limiter.settle(tokens, admission.reservation, {"tokens": 10}) is not None
+    assert redis_client.pttl(limiter.keys.state("debt")) > 3_600_000, "the pause is kept"
 
 
 def test_a_sliding_log_is_used_whole_and_keeps_entries_a_wire_margin_longer(

@@ -61,7 +61,8 @@ def released(stored: str, release: str) -> tuple[str, dict[str, Any]]:
     """What schedule.lua pushes for ``stored``: its key and the envelope, the release
     written into the open header."""
     assert stored.startswith(MESSAGE_MARK)
-    key, head, tail = stored[1:].split("\n", 2)
+    first, head, tail = stored[1:].split("\n", 2)
+    key = first.split("\t", 1)[0]
     return key, json.loads(head + release + tail)
 
 
@@ -131,9 +132,12 @@ def test_a_release_in_redis_needs_the_broker_on_the_limiters_server() -> None:
     assert broker_db_for_release("redis://:a@h:1/0", "redis://:b@h:1/1") is None
 
 
-def published_by_a_pass(app: Celery, redis_url: str, key_prefix: str) -> str:
+def published_by_a_pass(
+    app: Celery, redis_url: str, key_prefix: str, *, older_form: bool = False
+) -> str:
     """Queue one ready-made message and run the pass that releases it (it pushes the
-    message onto the broker's queue itself); returns its queue key."""
+    message onto the broker's queue itself); returns its queue key. ``older_form``:
+    stored as an older version stored it (no delivery tag nor record end)."""
     hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
     broker = BrokerOnServer(redis_db(app.conf.broker_url), redis_db(redis_url), hash_key, index_key)
     limiter = RedisLimiter(redis.Redis.from_url(redis_url), keys=KeyBuilder(key_prefix))
@@ -150,6 +154,9 @@ def published_by_a_pass(app: Celery, redis_url: str, key_prefix: str) -> str:
         {},
         "{'x': 1}",  # type: ignore[attr-defined]
     )
+    if older_form:
+        first, rest = stored.split("\n", 1)
+        stored = first.split("\t", 1)[0] + "\n" + rest
     done = scheduler.push(
         group, QueuedItem("id-1.0", {"requests": 1}, "interactive", "t", 1, 0, stored)
     )
@@ -157,14 +164,15 @@ def published_by_a_pass(app: Celery, redis_url: str, key_prefix: str) -> str:
     time.sleep(done.due_in_s)
     done = scheduler.run_pass(group)
     assert [(r.item_id, r.published) for r in done.released] == [("id-1.0", True)]
-    return stored[1:].split("\n", 1)[0]
+    return stored[1:].split("\n", 1)[0].split("\t", 1)[0]
 
 
+@pytest.mark.parametrize("older_form", [False, True])
 def test_a_message_a_pass_pushes_is_recorded_as_kombu_records_a_popped_one(
-    app: Celery, redis_url: str, key_prefix: str
+    app: Celery, redis_url: str, key_prefix: str, older_form: bool
 ) -> None:
     client = redis.Redis.from_url(app.conf.broker_url)
-    key = published_by_a_pass(app, redis_url, key_prefix)
+    key = published_by_a_pass(app, redis_url, key_prefix, older_form=older_form)
     hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
     [raw] = client.lrange(key, 0, -1)
     message = json.loads(raw)
@@ -198,3 +206,36 @@ def test_a_message_a_pass_pushes_comes_back_when_its_worker_dies_as_it_pops_it(
     assert restored["properties"]["delivery_info"].pop("redelivered") is True
     assert restored == json.loads(popped)
     assert parse_release("g", restored["headers"][RELEASE_HEADER]) is not None
+
+
+def test_our_transport_records_nothing_again_for_a_message_a_pass_recorded(
+    app: Celery, redis_url: str, key_prefix: str
+) -> None:
+    """The pass recorded its message as unacknowledged, and its release says so: a
+    worker on workers/transport.py that takes it leaves that record as it is (kombu's
+    own transport writes the same record again, restamped); its ack removes it. A
+    message sent the usual way is recorded on delivery as kombu records it."""
+    from workers.transport import TRANSPORT
+
+    app.conf.broker_transport = TRANSPORT
+    client = redis.Redis.from_url(app.conf.broker_url)
+    key = published_by_a_pass(app, redis_url, key_prefix)
+    hash_key, index_key = unacked_keys(app.conf.broker_transport_options)
+    [raw] = client.lrange(key, 0, -1)
+    message = json.loads(raw)
+    assert message["headers"][RELEASE_HEADER].startswith("+"), "the release says: recorded"
+    tag = message["properties"]["delivery_tag"]
+    record, stamp = client.hget(hash_key, tag), client.zscore(index_key, tag)
+    time.sleep(0.05)
+    with app.connection_for_read() as connection:
+        got = connection.default_channel.basic_get(app.queue_name)  # type: ignore[attr-defined]
+        assert got is not None and got.delivery_tag == tag
+        assert (client.hget(hash_key, tag), client.zscore(index_key, tag)) == (record, stamp)
+        got.ack()
+    assert client.hlen(hash_key) == 0 and client.zcard(index_key) == 0
+    app.send_task("t.task", kwargs={"x": 2}, queue=app.queue_name)  # type: ignore[attr-defined]
+    with app.connection_for_read() as connection:
+        got = connection.default_channel.basic_get(app.queue_name)  # type: ignore[attr-defined]
+        assert got is not None and client.hexists(hash_key, got.delivery_tag)
+        got.ack()
+    assert client.hlen(hash_key) == 0

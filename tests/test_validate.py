@@ -40,7 +40,7 @@ def test_a_good_message_passes_by_name_or_position() -> None:
         ([], {"throttle_state": {"deadline_at_s": 1, "costs": {"a": "x"}}}, "costs"),
         ([], {"throttle_state": {"deadline_at_s": 1, "release": {"group": 1}}}, "release"),
         (["emu"], {}, "given twice"),
-        ([0] * 11, {}, "11 positional"),
+        ([0] * 12, {}, "12 positional"),  # one more than the task takes
     ],
 )
 def test_a_broken_message_names_what_is_wrong(

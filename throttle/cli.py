@@ -303,11 +303,66 @@ def run_batch(args: argparse.Namespace) -> int:
         return 2
 
 
+# ------------------------------------------------------------------- serve
+
+
+def _add_serve(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve the OpenAI-compatible HTTP front door (the gateway)",
+        description="Serve POST /v1/chat/completions, POST /v1/messages, GET /v1/models, "
+        "GET /v1/limits, GET /health and /metrics; every completion runs as the throttled "
+        "task. Settings in the [gateway] table of the throttle config (needs the gateway "
+        "extra: pip install 'llm-throttle[gateway]').",
+    )
+    p.add_argument("--config", help="throttle TOML file (default: $LLM_THROTTLE_CONFIG)")
+    p.add_argument("--host", help="bind address (default: gateway.host)")
+    p.add_argument("--port", type=int, help="port (default: gateway.port; 0 = any free port)")
+    p.add_argument("--workers", type=_positive_int, default=1, help="server processes")
+    p.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from gateway.serve import serve
+
+    return serve(args.config, args.host, args.port, args.workers)
+
+
+def _add_gateway_key(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "gateway-key",
+        help="make a gateway API key and print its [gateway.keys] line",
+        description="Print a new random gateway key (give it to the caller) and the line "
+        "for [gateway.keys], which holds only its SHA-256 digest.",
+    )
+    p.add_argument("--tenant", help="the tenant the key runs as")
+    p.add_argument("--lane", help="the lane the key runs in")
+    p.set_defaults(handler=run_gateway_key)
+
+
+def run_gateway_key(args: argparse.Namespace) -> int:
+    import hashlib
+    import secrets
+
+    key = "gk-" + secrets.token_urlsafe(32)
+    grant = ", ".join(
+        f"{name} = {json.dumps(value)}"
+        for name, value in (("tenant", args.tenant), ("lane", args.lane))
+        if value is not None
+    )
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    print(f"key: {key}")
+    print(f'"sha256:{digest}" = {{ {grant} }}')
+    return 0
+
+
 #: Every subcommand's registration function, in help order.
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_demo,
     _add_emulator,
+    _add_gateway_key,
     _add_run,
+    _add_serve,
     _add_status,
 ]
 

@@ -325,6 +325,8 @@ class Config:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     providers: dict[str, ProviderSettings] = field(default_factory=dict)
     groups: dict[str, GroupSettings] = field(default_factory=dict)
+    #: The ``[gateway]`` table as written: the HTTP front door (``gateway/``) reads it.
+    gateway: Mapping[str, Any] = field(default_factory=dict)
     _by_model: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
     _limit_groups: dict[tuple[str, str | None], LimitGroup] = field(
         default_factory=dict, repr=False
@@ -527,7 +529,7 @@ def _section(cls: type[Any], raw: Any, where: str) -> Any:
 
 def config_from_dict(raw: Mapping[str, Any]) -> Config:
     """Validate a parsed TOML document; every error names the offending key."""
-    sections = {"redis", "celery", "worker", "scheduler", "providers", "groups"}
+    sections = {"redis", "celery", "worker", "scheduler", "providers", "groups", "gateway"}
     unknown = sorted(set(raw) - sections)
     if unknown:
         raise ConfigError(f"unknown section(s) {unknown}")
@@ -546,6 +548,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         celery=_section(CelerySettings, raw.get("celery"), "celery"),
         worker=worker,
         scheduler=_scheduler(raw.get("scheduler")),
+        gateway=_table(raw.get("gateway"), "gateway"),
     )
     check_deployment_urls(config.redis.url, config.broker_url, config.result_backend)
     for name, spec in _table(raw.get("providers"), "providers").items():

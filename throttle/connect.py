@@ -19,6 +19,7 @@ from redis.asyncio.sentinel import Sentinel as AsyncSentinel
 from redis.cluster import ClusterNode, RedisCluster
 from redis.sentinel import Sentinel
 
+from throttle.errors import ConfigError
 from throttle.redis_url import RedisTarget, Topology, parse_redis_url
 
 #: What :func:`connect` returns; both run the same commands and scripts (one slot per
@@ -58,16 +59,22 @@ def connect(
     return cast(redis.Redis, master)
 
 
-def connect_async(url: str, *, what: str = "celery.result_backend") -> aioredis.Redis:
+def connect_async(
+    url: str, *, timeout_s: float | None = None, what: str = "celery.result_backend"
+) -> aioredis.Redis:
     """An asyncio client for a single server or a Sentinel master (the result backend's
-    forms; a Cluster cannot hold it)."""
+    forms; the callers of this one do not run on a Cluster: ConfigError)."""
     target = parse_redis_url(url, what=what)
+    options: dict[str, Any] = {"socket_timeout": timeout_s}
     if target.topology is Topology.SINGLE:
-        return aioredis.from_url(url)
+        return aioredis.from_url(url, **options)
     if target.topology is Topology.CLUSTER:
-        raise ValueError(f"{what}: a Redis Cluster cannot be used here")
-    sentinel = _AsyncSentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(target))
-    return cast(aioredis.Redis, sentinel.master_for(target.master, db=target.db, **_auth(target)))
+        raise ConfigError(f"{what}: a Redis Cluster cannot be used here")
+    sentinel = _AsyncSentinel(
+        list(target.hosts), sentinel_kwargs=_sentinel_kwargs(target, timeout_s)
+    )
+    master = sentinel.master_for(target.master, db=target.db, **options, **_auth(target))
+    return cast(aioredis.Redis, master)
 
 
 def is_cluster(client: object) -> bool:

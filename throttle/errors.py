@@ -157,3 +157,8 @@ class RequestTooLargeError(TerminalProviderError):
 
 class ClientRequestError(TerminalProviderError):
     """The provider rejected the request itself (400, 401, 403, 404...)."""
+
+
+class StreamBrokenError(TerminalProviderError):
+    """A streamed answer failed after part of it was passed on (a dropped connection,
+    an error event): sending the request again would repeat what the caller has."""

@@ -60,6 +60,24 @@ EPOCH_MS = 1_700_000_000_000
 PLAN_CACHE_SIZE = 2048
 
 
+@dataclass(frozen=True)
+class StartWait:
+    """When a request would start in a group, as one read tells."""
+
+    #: Until the group's buckets and pause gate would take it, seconds.
+    bucket_wait_s: float
+    #: Items waiting in the group's fair queue (they go first).
+    queued: int
+    #: How long the group's limits take to pass one request like it, seconds.
+    per_item_s: float
+
+    @property
+    def expected_s(self) -> float:
+        """The expected wait: the buckets', then the queue draining before it (each
+        queued item taken to cost what this one does)."""
+        return self.bucket_wait_s + self.queued * self.per_item_s
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """The answer to one admission: a reserved slot, or why there is none."""
@@ -678,32 +696,51 @@ class RedisLimiter:
         queue), and how many items wait there. One read (two on a Redis Cluster, which
         pipelines no TIME: the clock is then read from the node owning the group's
         slot); to choose among groups (the credentials of one)."""
-        plan = self._plan(group)
-        dims = group.dimensions
-        gcra = list(plan.order[: plan.gcra_count])
-        fields = ["pause", "m", "b"]
-        for i in gcra:
-            fields += [f"t:{dims[i].name}", f"k:{dims[i].name}"]
+        key, fields = self.start_wait_read(group)
         with _storage_errors("HMGET"):
-            values: list[Any]
+            server_time: Any
+            values: Any
             if isinstance(self.client, RedisCluster):
                 cluster: Any = self.client  # redis-py leaves these calls untyped
-                node = cluster.get_node_from_key(plan.state_key)
-                seconds, micros = cluster.execute_command("TIME", target_nodes=node)
-                values = cluster.hmget(plan.state_key, fields)
+                node = cluster.get_node_from_key(key)
+                server_time = cluster.execute_command("TIME", target_nodes=node)
+                values = cluster.hmget(key, fields)
             else:
                 pipe = self.client.pipeline(transaction=False)
                 pipe.time()
-                pipe.hmget(plan.state_key, fields)
-                (seconds, micros), values = pipe.execute()
+                pipe.hmget(key, fields)
+                server_time, values = pipe.execute()
+        start = self.start_wait_from(group, costs, server_time, values)
+        return (math.inf if start.queued > 0 else start.bucket_wait_s), start.queued
+
+    def start_wait_read(self, group: LimitGroup) -> tuple[str, list[str]]:
+        """What :meth:`start_wait_from` reads: ``TIME`` and ``HMGET key *fields`` (for
+        callers with their own, asyncio, client: the gateway)."""
+        plan = self._plan(group)
+        dims = group.dimensions
+        fields = ["pause", "m", "b"]
+        for i in plan.order[: plan.gcra_count]:
+            fields += [f"t:{dims[i].name}", f"k:{dims[i].name}"]
+        return plan.state_key, fields
+
+    def start_wait_from(
+        self,
+        group: LimitGroup,
+        costs: Mapping[str, float],
+        server_time: Sequence[Any],
+        values: Sequence[Any],
+    ) -> StartWait:
+        """The start of a request of ``costs`` from the read of :meth:`start_wait_read`
+        (``server_time``: TIME's reply, ``values``: HMGET's)."""
+        plan = self._plan(group)
+        dims = group.dimensions
+        seconds, micros = server_time
         now = (int(seconds) * 1000 + int(micros) / 1000) - EPOCH_MS
         raw = [None if v is None else float(v) for v in values]
-        queued = int(raw[2] or 0)
-        if queued > 0:
-            return math.inf, queued
         multiplier = raw[1] or 1.0
         slot = max(now, raw[0] or 0.0)
-        for k, i in enumerate(gcra):
+        per_item_ms = 0.0
+        for k, i in enumerate(plan.order[: plan.gcra_count]):
             dim = dims[i]
             tat_us, learned = raw[3 + 2 * k], raw[4 + 2 * k]
             tolerance = dim.period_ms * (1.0 - group.headroom)
@@ -711,7 +748,8 @@ class RedisLimiter:
             tat = now + tolerance * (1 - group.cold_start) if tat_us is None else tat_us / 1000
             cost = float(costs.get(dim.name, 0.0))
             slot = max(slot, tat + min(cost * emission, tolerance) - tolerance)
-        return (slot - now) / 1000, 0
+            per_item_ms = max(per_item_ms, cost * emission)
+        return StartWait((slot - now) / 1000, int(raw[2] or 0), per_item_ms / 1000)
 
     def queued_work(self, group: str) -> int:
         """Items waiting in ready flows of ``group``'s fair queue (the state's ``b``,

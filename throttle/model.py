@@ -586,7 +586,8 @@ class FairSchedulerModel:
             q.ready_n += 1
         else:
             known.items.append(item_id)
-            known.weight, known.group = float(weight), group
+            if len(known.items) % 32 == 0:  # a flow's settings: at its start, every 32nd push
+                known.weight, known.group = float(weight), group
             if flow not in q.blocked:
                 q.ready_n += 1
 

@@ -16,6 +16,7 @@ from kombu import Exchange, Queue
 from throttle.config import Config, load_config
 from workers.celery_urls import CeleryUrl, celery_url
 from workers.dispatcher import DispatcherStep
+from workers.heartbeat import HeartbeatStep
 from workers.metrics import MetricsStep
 from workers.transport import SENTINEL_TRANSPORT, TRANSPORT
 
@@ -69,6 +70,7 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
     app.llm_config = config
     app.steps["worker"].add(DispatcherStep)
     app.steps["worker"].add(MetricsStep)
+    app.steps["worker"].add(HeartbeatStep)
     return app
 
 

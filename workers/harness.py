@@ -111,6 +111,7 @@ class LocalStack:
         self.emulator = EmulatorProcess(emulator)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.flower: subprocess.Popen[bytes] | None = None
+        self.gateway: subprocess.Popen[bytes] | None = None
         self.config_path = self.workdir / "throttle.toml"
         self.config: Config | None = None
         self.app: Celery | None = None
@@ -261,6 +262,48 @@ class LocalStack:
             time.sleep(0.2)
         raise RuntimeError(f"Flower did not see workers {sorted(names)}; see {self.workdir}")
 
+    def start_gateway(self, port: int | None = None, *, timeout_s: float = 30.0) -> str:
+        """Start ``llm-throttle serve`` (the gateway) on 127.0.0.1; returns its URL once
+        it answers ``/health`` (with any status). It gets no provider key: it needs
+        none."""
+        port = port or free_port()
+        log = open(self.workdir / "gateway.log", "wb")  # noqa: SIM115
+        args = [
+            sys.executable, "-m", "throttle.cli", "serve", "--config", str(self.config_path),
+            "--host", "127.0.0.1", "--port", str(port),
+        ]  # fmt: skip
+        env = {k: v for k, v in self.env().items() if not k.startswith("LLM_THROTTLE_KEY_")}
+        self.gateway = subprocess.Popen(
+            args,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+        log.close()
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.gateway.poll() is not None:
+                raise RuntimeError(f"the gateway exited at start; see {self.workdir}/gateway.log")
+            try:
+                requests.get(f"{url}/health", timeout=2)
+                return url
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"the gateway did not answer; see {self.workdir}/gateway.log")
+
+    def stop_gateway(self) -> None:
+        if self.gateway is not None and self.gateway.poll() is None:
+            os.killpg(self.gateway.pid, signal.SIGTERM)
+            try:
+                self.gateway.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.gateway.pid, signal.SIGKILL)
+                self.gateway.wait()
+        self.gateway = None
+
     def stop_flower(self) -> None:
         if self.flower is not None and self.flower.poll() is None:
             os.killpg(self.flower.pid, signal.SIGTERM)
@@ -279,6 +322,7 @@ class LocalStack:
         about ``grace_s`` at most, however busy the workers are."""
         if grace_s is not None:
             self._terminate_all(grace_s)
+        self.stop_gateway()
         self.stop_flower()
         self.stop_workers()
         if self.app is not None:
@@ -289,7 +333,13 @@ class LocalStack:
             self._tmp.cleanup()
 
     def _terminate_all(self, grace_s: float) -> None:
-        processes = [self.flower, *self.workers, self.emulator.process, self.redis.process]
+        processes = [
+            self.gateway,
+            self.flower,
+            *self.workers,
+            self.emulator.process,
+            self.redis.process,
+        ]
         running = [p for p in processes if p is not None and p.poll() is None]
         for process in running:  # each leads its own process group (start_new_session)
             with contextlib.suppress(ProcessLookupError):

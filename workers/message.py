@@ -11,7 +11,10 @@ canvas, ``expires``, ``priority``, headers), captured at the producer instead of
 in the envelope kombu's Redis transport pushes. One header is left open: the pass
 writes the release into it (slot, wait, lease, reason, the reservation's record).
 
-Stored form: ``ESC <queue list key> LF <envelope up to the open header> LF <rest>``.
+Stored form: ``ESC <queue list key> TAB <delivery tag> TAB <the end of kombu's record
+of it as unacknowledged: ', "<exchange>", "<routing key>"]'> LF <envelope up to the open
+header> LF <rest>``: the pass that publishes it records it as kombu would, with no
+parsing.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ RELEASE_HEADER = "llm_throttle_release"
 GROUP_HEADER = "llm_throttle_group"
 #: What the pass replaces; it appears in the envelope nowhere else.
 OPEN_RELEASE = "\x00llm-throttle-release\x00"
+#: A release starts so when the pass that pushed its message also recorded it in
+#: kombu's hash of unacknowledged messages: the worker that takes it records nothing.
+RECORDED_MARK = "+"
 MESSAGE_MARK = PARKED_MESSAGE_MARK
 
 #: kombu's Redis transport defaults (``kombu.transport.redis.Channel``).
@@ -68,14 +74,21 @@ class Release:
 def without_release(stored: str) -> tuple[str, str]:
     """The queue key and message of a stored one with an empty release (a worker then
     admits it anew): for a release that a pass could not publish itself."""
-    key, head, tail = stored[len(MESSAGE_MARK) :].split("\n", 2)
-    return key, head + tail
+    first, head, tail = stored[len(MESSAGE_MARK) :].split("\n", 2)
+    return first.split("\t", 1)[0], head + tail
+
+
+def recorded_by_release(headers: Mapping[str, Any] | None) -> bool:
+    """Whether a message's release says the pass recorded it as unacknowledged."""
+    text = (headers or {}).get(RELEASE_HEADER)
+    return isinstance(text, str) and text.startswith(RECORDED_MARK)
 
 
 def parse_release(group: str, text: str) -> Release | None:
-    """The release a pass wrote (``entry,slot_us,wait_us,lease,reason,record``), None
-    if ``text`` is not one (the header of a message that was not released by a pass)."""
-    parts = text.split(",", 5)
+    """The release a pass wrote (``entry,slot_us,wait_us,lease,reason,record``, with a
+    leading ``+`` when the pass recorded the message as unacknowledged), None if
+    ``text`` is not one (the header of a message that was not released by a pass)."""
+    parts = text.removeprefix(RECORDED_MARK).split(",", 5)
     if len(parts) != 6 or not parts[1].lstrip("-").isdigit() or not parts[2].isdigit():
         return None
     entry, slot_us, wait_us, lease, reason, record = parts
@@ -241,4 +254,10 @@ def prebuilt_message(
     if open_at < 0 or text.count(json.dumps(OPEN_RELEASE)) != 1 or "\n" in key + text:
         raise CannotPrebuild("the release header could not be placed")
     head, tail = text[: open_at + 1], text[open_at + len(json.dumps(OPEN_RELEASE)) - 1 :]
-    return f"{MESSAGE_MARK}{key}\n{head}\n{tail}"
+    # kombu's record of an unacknowledged message: [message, exchange, routing key]
+    delivery = envelope["properties"]["delivery_info"]
+    suffix = f", {json.dumps(delivery['exchange'])}, {json.dumps(delivery['routing_key'])}]"
+    tag = envelope["properties"]["delivery_tag"]
+    if "\t" in key + tag + suffix:
+        raise CannotPrebuild("the queue's name holds a tab")
+    return f"{MESSAGE_MARK}{key}\t{tag}\t{suffix}\n{head}\n{tail}"

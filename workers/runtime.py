@@ -26,6 +26,7 @@ from throttle.errors import (
     RateLimitedError,
     ReservationHandleError,
     StorageError,
+    StreamBrokenError,
     TerminalProviderError,
     ThrottleDeadlineError,
     ThrottleError,
@@ -38,6 +39,8 @@ from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
 from throttle.providers.observation import Observation
 from throttle.providers.profile import Profile
 from throttle.providers.request import Message
+from throttle.providers.sse import SseEvent
+from throttle.providers.streaming import check_streamable
 from throttle.providers.tokens import TokenEstimator
 from workers import metrics
 
@@ -58,6 +61,8 @@ class CompletionCall:
     request_id: str | None = None
     #: The fair scheduler's priority lane (None: the configured default).
     lane: str | None = None
+    #: Ask the provider for a stream and pass its events to the run's sink.
+    stream: bool = False
 
 
 @dataclass
@@ -182,6 +187,18 @@ class RetryLater:
 
 
 Outcome = Completed | Parked | Queued | RetryLater
+
+
+#: Where a streamed call's events go as they arrive (workers/relay.py).
+EventSink = Callable[[Sequence[SseEvent]], None]
+
+
+def _send(
+    call: CompletionCall, client: ProviderClient, request: Any, sink: EventSink | None
+) -> ProviderResponse:
+    if call.stream:
+        return client.stream(request, sink or (lambda _events: None))
+    return client.send(request)
 
 
 class SleeperGate:
@@ -358,16 +375,21 @@ class CompletionRunner:
 
     # -- the path -------------------------------------------------------------------
 
-    def run(self, call: CompletionCall, state: ThrottleState) -> Outcome:
+    def run(
+        self, call: CompletionCall, state: ThrottleState, sink: EventSink | None = None
+    ) -> Outcome:
+        """Run ``call`` through the throttle; a streamed call's events go to ``sink``
+        as they arrive."""
         try:
-            return self._run(call, state)
+            return self._run(call, state, sink)
         except StorageError as exc:
             # Redis away past admission (the credential choice, begin, a pause after a
-            # 429): the task waits and comes back with its state (a reservation it
-            # holds is begun then); admission itself follows the failure policy.
+            # 429; all before a stream's first event): the task waits and comes back
+            # with its state (a reservation it holds is begun then); admission itself
+            # follows the failure policy.
             return RetryLater(self._backoff_s(state.error_retries + 1), exc, state)
 
-    def _run(self, call: CompletionCall, state: ThrottleState) -> Outcome:
+    def _run(self, call: CompletionCall, state: ThrottleState, sink: EventSink | None) -> Outcome:
         if state.parked_at_s is not None:
             state.waited_s += max(0.0, self._wall() - state.parked_at_s)
             state.parked_at_s = None
@@ -380,6 +402,8 @@ class CompletionRunner:
         request = client.build(
             model=call.model, messages=call.messages, max_tokens=call.max_tokens, **call.params
         )
+        if call.stream:
+            check_streamable(client.profile)
         if call.request_id:
             headers = {**request.headers, "x-client-request-id": call.request_id}
             request = dataclasses.replace(request, headers=headers)
@@ -405,7 +429,7 @@ class CompletionRunner:
                         )
                     except StorageError as exc:
                         if settings.failure_policy == "open":
-                            return self._call_unthrottled(call, client, request, state)
+                            return self._call_unthrottled(call, client, request, state, sink)
                         return RetryLater(self._backoff_s(state.error_retries + 1), exc, state)
                     if not admission.reserved:
                         return self._queued(call, settings, group, state, admission, remaining)
@@ -439,7 +463,7 @@ class CompletionRunner:
             if needs_begin and not self._begin(group, state):
                 continue  # paused after the reservation was made: re-admit
 
-            outcome = self._call(call, client, request, group, settings, state)
+            outcome = self._call(call, client, request, group, settings, state, sink)
             if outcome is not None:
                 return outcome
 
@@ -580,6 +604,7 @@ class CompletionRunner:
         group: LimitGroup,
         settings: GroupSettings,
         state: ThrottleState,
+        sink: EventSink | None = None,
     ) -> Outcome | None:
         """Call the provider once; None means "re-slot and loop"."""
         state.attempts += 1
@@ -587,7 +612,7 @@ class CompletionRunner:
         reservation = self._reservation(state)
         slot_ms = state.slot_ms
         try:
-            response = client.send(request)
+            response = _send(call, client, request, sink)
         except RateLimitedError as exc:
             state.rate_limited += 1
             wait_s = exc.wait_s if exc.wait_s is not None else 1.0
@@ -620,6 +645,9 @@ class CompletionRunner:
             if state.error_retries > self.config.worker.max_error_retries:
                 raise
             return RetryLater(self._backoff_s(state.error_retries), exc, state)
+        except StreamBrokenError:
+            self._settle(group, settings, state, {})  # the provider counted it: keep it
+            raise
         except TerminalProviderError:
             self._settle(group, settings, state, rejected_deltas(reservation))
             raise
@@ -631,11 +659,16 @@ class CompletionRunner:
         return Completed(self._result_body(call, group.name, response, state))
 
     def _call_unthrottled(
-        self, call: CompletionCall, client: ProviderClient, request: Any, state: ThrottleState
+        self,
+        call: CompletionCall,
+        client: ProviderClient,
+        request: Any,
+        state: ThrottleState,
+        sink: EventSink | None,
     ) -> Outcome:
         """Failure policy "open": Redis is down, so call without the shared limiter."""
         state.attempts += 1
-        response = client.send(request)
+        response = _send(call, client, request, sink)
         self._learn(call, response)
         group = self.config.group_for(call.provider, call.model).name
         result = self._result_body(call, group, response, state)

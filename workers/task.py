@@ -34,7 +34,15 @@ from throttle.scheduler import QueuedItem, ReleasedItem
 from workers.context import WorkerContext, worker_context
 from workers.message import GROUP_HEADER, RELEASE_HEADER, parse_release
 from workers.publish import kwargs_repr, prebuilt, publish_released, republisher
-from workers.runtime import Completed, CompletionCall, Parked, Queued, RetryLater, ThrottleState
+from workers.runtime import (
+    Completed,
+    CompletionCall,
+    EventSink,
+    Parked,
+    Queued,
+    RetryLater,
+    ThrottleState,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +62,12 @@ class ThrottledTask(Task):
     #: Error retries are counted in the throttle state, not by Celery.
     max_retries = None
 
-    def run_completion(self, call: CompletionCall, state_json: Mapping[str, Any] | None) -> Any:
+    def run_completion(
+        self,
+        call: CompletionCall,
+        state_json: Mapping[str, Any] | None,
+        sink: EventSink | None = None,
+    ) -> Any:
         context = worker_context(self.app)
         if state_json:
             state = ThrottleState.from_json(state_json)
@@ -82,7 +95,7 @@ class ThrottledTask(Task):
                 raise Ignore()
         kwargs = self._kwargs()
         for _ in range(8):  # a released own item that cannot run re-queues; bounded
-            outcome = context.runner.run(call, state)
+            outcome = context.runner.run(call, state, sink)
             if isinstance(outcome, Completed):
                 return outcome.result
             if not isinstance(outcome, Queued):

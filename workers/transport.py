@@ -11,6 +11,12 @@ Here a failed put-back is logged and left to kombu's own sweep: the messages are
 still recorded as unacknowledged in Redis, and the first worker back puts them back
 once their visibility timeout has passed. Used by ``workers/app.py`` for a
 ``redis://`` or ``rediss://`` broker.
+
+And one saving: a message that a scheduling pass pushed onto the queue is recorded as
+unacknowledged by that same pass (``throttle/lua/schedule.lua``), in the very form
+kombu writes, and its release header says so. Taking it records nothing again (kombu
+would write the same record in a second round trip); its visibility timeout then
+counts from its release instead of from its delivery.
 """
 
 from __future__ import annotations
@@ -19,12 +25,21 @@ import logging
 from typing import Any
 
 from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
 from redis.exceptions import RedisError
+
+from workers.message import recorded_by_release
 
 log = logging.getLogger(__name__)
 
 
 class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        if recorded_by_release(message.headers):
+            virtual.QoS.append(self, message, delivery_tag)  # held, as kombu holds it
+            return
+        super().append(message, delivery_tag)
+
     def restore_unacked(self, client: Any = None) -> Any:
         try:
             return super().restore_unacked(client)

@@ -28,6 +28,7 @@ PARAMETERS: tuple[tuple[str, tuple[type, ...]], ...] = (
     ("params", (dict, type(None))),
     ("throttle_state", (dict, type(None))),
     ("lane", (str, type(None))),
+    ("stream", (bool,)),
 )
 REQUIRED = ("provider", "model", "messages", "max_tokens")
 

@@ -34,10 +34,12 @@
            tag, 'w:<flow>' weight, 'p:<flow>' packed spec, 'o:<flow>' other dimensions
            (key and four admission args each, joined by \31), 'i:<flow>' the binding
            indices of tenant dimensions (',3,4,'), 'a:<flow>' 1 when its statistics are
-           kept apart; per item 'm:<id>': 'cost,deadline ms,queued at ms,cost
-           texts...' (comma-separated); statistics (see STATS below): 'q' the group's,
+           kept apart (the settings written when a flow starts and with every 32nd
+           push); statistics (see STATS below): 'q' the group's,
            'q:<flow>' a flow kept apart, 'q:<lane>|*' every other flow of a lane
-  KEYS[4]  payloads hash: item id -> payload (shared with the parking lot)
+  KEYS[4]  payloads hash (shared with the parking lot): a queued item's id -> its meta
+           'cost,deadline ms,queued at ms,cost texts...', then \30, then its payload;
+           a released item waiting for its claim: id -> payload
   KEYS[5]  releasing zset: released item ids not yet claimed, score release time ms
   KEYS[6]  blocked zset: flows over their tenant cap, score when they may go again ms
   KEYS[7]  wake list (a push that leaves work queued wakes the dispatchers)
@@ -51,8 +53,9 @@
   ARGV[6]  id of the item to push, '' for a pass only
   ARGV[7]  'broker db,own db[,unacked hash,unacked index]' when the broker is a
            Redis on this server, else '': a payload that is a ready-made broker
-           message (workers/message.py: ESC, queue key, LF, the envelope up to its
-           open release header, LF, the rest) is pushed onto its queue by this pass
+           message (workers/message.py: ESC, queue key, TAB, delivery tag, TAB, the
+           end of its unacknowledged record, LF, the envelope up to its open release
+           header, LF, the rest) is pushed onto its queue by this pass
            (SELECT, LPUSH), with the release written into the header; it needs no
            claim and is not in KEYS[5]. Given the names of kombu's unacknowledged
            hash and index, the message is recorded there too, as kombu records a
@@ -70,6 +73,8 @@
   tenant's bucket that is full again is deleted, so ten thousand tenants seen once
   leave nothing behind while the group stays busy (a tenant seen again starts as a
   cold bucket, the group's cold_start full); an idle group's keys expire as a whole.
+  A ready-made message's release is written as 'entry,slot_us,wait_us,lease,reason,
+  record', with a leading '+' when the pass recorded it as unacknowledged.
   Returns {now_us, due_us, count, then 7 per released item: id, payload, slot_us,
     lease (1/0), record ('' when released without a reservation), reason, self}
     due_us: when the next pass should run (-1: when woken); reason: 'ok', 'expired',
@@ -192,34 +197,38 @@ end
 -- -- the push ----------------------------------------------------------------------
 -- An item pushed while its payload is stored (queued, or released and not claimed
 -- yet), its message delivered again because the worker that pushed it died before
--- acknowledging it, stays where it is.
+-- acknowledging it, stays where it is. The item's meta is stored with its payload
+-- ('<meta>\30<payload>'): one read and one delete when it goes.
 local pushed_again = false
 if pushed ~= '' then
   local lane = lanes[lane_of[ARGV[8]]]
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
-  pushed_again = rcall('HSETNX', payloads_key, pushed, ARGV[12]) == 0
+  local meta = split(ARGV[11], ',')  -- the queue time goes third
+  table.insert(meta, 3, string.format('%d', now))
+  pushed_again = rcall('HSETNX', payloads_key, pushed, table.concat(meta, ',') .. '\30' .. ARGV[12]) == 0
 end
 if pushed ~= '' and not pushed_again then
   local lane, flow = lanes[lane_of[ARGV[8]]], ARGV[9]
   if all_n == 0 then touch(payloads_key) end  -- the first item since it emptied
-  local meta = split(ARGV[11], ',')  -- the queue time goes third
-  table.insert(meta, 3, string.format('%d', now))
-  rcall('HSET', sched_key, 'm:' .. pushed, table.concat(meta, ','), 'w:' .. flow, ARGV[10],
-        'p:' .. flow, ARGV[13], 'o:' .. flow, ARGV[14], 'i:' .. flow, ARGV[15], 'a:' .. flow, ARGV[16])
   local flow_key = prefix .. 'fq:' .. flow
   local length = rcall('RPUSH', flow_key, pushed)
   -- a new list gets the queue's ttl; a long one has it renewed now and then (every
-  -- item in it is younger than the ttl, which is longer than any deadline)
-  if length == 1 or length % 32 == 0 then rcall('PEXPIRE', flow_key, ttl) end
+  -- item in it is younger than the ttl, which is longer than any deadline), and its
+  -- settings too (a changed plan reaches a flow that never empties)
+  local renew = length == 1 or length % 32 == 0
+  if renew then rcall('PEXPIRE', flow_key, ttl) end
+  local settings = {'w:' .. flow, ARGV[10], 'p:' .. flow, ARGV[13], 'o:' .. flow, ARGV[14],
+                    'i:' .. flow, ARGV[15], 'a:' .. flow, ARGV[16]}
   all_n = all_n + 1
   if length == 1 then
     local finish = tonumber(rcall('ZSCORE', lane.idle, flow)) or lane.v
     rcall('ZREM', lane.idle, flow)
-    rcall('HSET', sched_key, 'f:' .. flow, finish)
+    rcall('HSET', sched_key, 'f:' .. flow, finish, unpack(settings))
     make_ready(lane, flow, finish)
     ready_n = ready_n + 1
-  elseif not rcall('ZSCORE', blocked_key, flow) then
-    ready_n = ready_n + 1
+  else
+    if renew then rcall('HSET', sched_key, unpack(settings)) end
+    if not rcall('ZSCORE', blocked_key, flow) then ready_n = ready_n + 1 end
   end
   if now + ttl > expiry + 60000 then
     expiry = now + ttl + 120000
@@ -261,37 +270,47 @@ local broker = split(ARGV[7], ',')
 local dbs = ARGV[7]
 local outbox = {}
 -- The end of a ready-made envelope (workers/message.py puts these properties last):
--- kombu's unacknowledged record needs its exchange, routing key and delivery tag.
+-- kombu's unacknowledged record needs its exchange, routing key and delivery tag
+-- (read here only for a message stored by an older version without them).
 local ENVELOPE_END = '"delivery_info": {"exchange": ("[^"]*"), "routing_key": ("[^"]*")}, ' ..
   '"priority": %d+, "body_encoding": "base64", "delivery_tag": "([^"]+)"}}$'
-local function unacked_record(text)
-  if not broker[4] then return nil end
-  local exchange, routing_key, tag = string.match(string.sub(text, -400), ENVELOPE_END)
-  if not tag then return nil end
-  return {tag, '[' .. text .. ', ' .. exchange .. ', ' .. routing_key .. ']'}
-end
 local function json_safe(text)
   return (string.gsub(text, '[%c"\\]', function(c) return string.format('\\u%04x', string.byte(c)) end))
 end
 
-local function emit(id, slot_us, lease, record, reason)
+-- An item leaves the queue: its payload goes to the caller, or onto the broker.
+local function emit(h, slot_us, lease, record, reason)
+  local id, payload = h.id, h.payload
   local mine = id == pushed
-  local payload = rcall('HGET', payloads_key, id) or ''
-  rcall('HDEL', sched_key, 'm:' .. id)
+  if h.legacy then rcall('HDEL', sched_key, 'm:' .. id) end  -- queued by an older version
   if mine then
     rcall('HDEL', payloads_key, id)
   elseif dbs ~= '' and string.byte(payload, 1) == 27 then
-    -- a ready-made message: publish it with its release written in
+    -- a ready-made message: publish it with its release written in, and record it as
+    -- kombu records a message a worker takes (the release says so with a leading '+':
+    -- the worker that takes it then records nothing itself, workers/transport.py)
     local key_end = string.find(payload, '\n', 2, true)
     local head_end = string.find(payload, '\n', key_end + 1, true)
-    local release = string.format('%s,%d,%d,%d,%s,%s', id, slot_us,
+    local tail = string.sub(payload, head_end + 1)
+    local key, tag, suffix = string.match(string.sub(payload, 2, key_end - 1), '^([^\t]*)\t([^\t]*)\t(.*)$')
+    if not key then  -- stored by an older version: the record's parts are in the envelope
+      key = string.sub(payload, 2, key_end - 1)
+      local exchange, routing_key
+      exchange, routing_key, tag = string.match(string.sub(tail, -400), ENVELOPE_END)
+      if tag then suffix = ', ' .. exchange .. ', ' .. routing_key .. ']' end
+    end
+    if not broker[4] then tag = nil end
+    local release = string.format('%s%s,%d,%d,%d,%s,%s', tag and '+' or '', id, slot_us,
                                   math.max(0, slot_us - math.floor(now * 1000)), lease, reason, record)
-    local text = string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) ..
-      string.sub(payload, head_end + 1)
-    outbox[#outbox + 1] = {string.sub(payload, 2, key_end - 1), text, unacked_record(text)}
+    local text = string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) .. tail
+    local unacked = tag and {tag, '[' .. text .. suffix}
+    outbox[#outbox + 1] = {key, text, unacked}
     rcall('HDEL', payloads_key, id)
     payload = '\27'
   else
+    -- published by the caller, claimed by the worker that receives it: the payload
+    -- stays (without its meta) until then, for a release again if it goes stale
+    rcall('HSET', payloads_key, id, payload)
     if rcall('ZADD', releasing_key, now, id) == 1 then touch(releasing_key) end
   end
   for _, v in ipairs({id, payload, slot_us, lease, record, reason, mine and 1 or 0}) do
@@ -336,7 +355,7 @@ local function record(lane, h, wait_ms)
   s.waits[k] = (s.waits[k] or 0) + 1
 end
 
--- The head of a lane's best flow: flow, start tag, item id, meta fields.
+-- The head of a lane's best flow: flow, start tag, item id, meta fields, payload.
 local function head(lane)
   if lane.empty then return nil end  -- a lane found empty stays so within the pass
   local best = rcall('ZRANGE', lane.ready, 0, 0, 'WITHSCORES')
@@ -347,9 +366,16 @@ local function head(lane)
     rcall('ZREM', lane.ready, best[1])
     return head(lane)
   end
-  local meta = split(rcall('HGET', sched_key, 'm:' .. id) or '0,0', ',')
-  return {flow = best[1], start = tonumber(best[2]), id = id, meta = meta,
-          cost = tonumber(meta[1]) or 0}
+  local text = rcall('HGET', payloads_key, id) or ''
+  local sep = string.find(text, '\30', 1, true)
+  local h = {flow = best[1], start = tonumber(best[2]), id = id}
+  if sep then
+    h.meta, h.payload = split(string.sub(text, 1, sep - 1), ','), string.sub(text, sep + 1)
+  else  -- queued by an older version: its meta is in the scheduler hash
+    h.meta, h.payload, h.legacy = split(rcall('HGET', sched_key, 'm:' .. id) or '0,0', ','), text, true
+  end
+  h.cost = tonumber(h.meta[1]) or 0
+  return h
 end
 
 local function pop(lane, h)
@@ -408,7 +434,7 @@ while released < max_items do
   if deadline > 0 and deadline <= now then
     record(lane, h, now - queued_at)
     pop(lane, h)
-    emit(h.id, 0, 0, '', 'expired')
+    emit(h, 0, 0, '', 'expired')
   else
     local reply = admit_head(h)
     local code = reply[1]
@@ -416,7 +442,7 @@ while released < max_items do
     if code == 0 then
       record(lane, h, reply[3] / 1000 - queued_at)
       pop(lane, h)
-      emit(h.id, reply[3], reply[5], reply[7], 'ok')
+      emit(h, reply[3], reply[5], reply[7], 'ok')
       if by_credit then lane.credit = math.max(0, lane.credit - h.cost) end
       for k = chosen + 1, #lanes do
         if heads[k] then lanes[k].credit = math.min(1, lanes[k].credit + lanes[k].rate * h.cost) end
@@ -437,7 +463,7 @@ while released < max_items do
       break  -- every lease is held: a settle wakes the next pass
     else  -- cost above capacity, or the calendar does not cover now: the worker decides
       pop(lane, h)
-      emit(h.id, 0, 0, '', 'refused')
+      emit(h, 0, 0, '', 'refused')
     end
   end
 end

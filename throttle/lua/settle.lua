@@ -24,9 +24,10 @@
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
-  KEYS[#KEYS] the group's wake list: a freed lease, a refund or a higher rate while
-             items are ready in the fair queue ('b' > 0) wakes a dispatcher
-             (schedule.lua): its next pass may be due sooner than it was told
+  KEYS[#KEYS] the group's wake list: a freed lease, a refund to a bucket more than
+             half drained or a higher rate while items are ready in the fair queue
+             ('b' > 0) wakes a dispatcher (schedule.lua): its next pass may be due
+             sooner than it was told
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
@@ -53,14 +54,14 @@ local entries = record_entries(ARGV[#ARGV])
 if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000), -1} end
 local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
--- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension, 'b';
--- the buckets' writes go out together after the loop below.
+-- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension, 'b',
+-- 'x'; the buckets' writes go out together after the loop below.
 local fields = {'m', 'd', 'i'}
 for i = 1, g do
   local name = ARGV[-2 + 9 * i]
   fields[2 + 2 * i], fields[3 + 2 * i] = 't:' .. name, 'k:' .. name
 end
-fields[4 + 2 * g] = 'b'
+fields[4 + 2 * g], fields[5 + 2 * g] = 'b', 'x'
 local head = rcall('HMGET', state_key, unpack(fields))
 local writes = {}
 local multiplier = tonumber(head[1]) or 1
@@ -105,7 +106,10 @@ for i = 1, g do
     if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
   if after ~= tat then writes[#writes + 1], writes[#writes + 2] = 't:' .. name, tat_text(after) end
-  if after < tat then earlier = true end
+  -- a refund wakes the queue only from a bucket more than half drained: one with more
+  -- room than that is not what holds queued work back (a tokens bucket while requests
+  -- bind would wake a dispatcher on every settle for nothing)
+  if after < tat and tat - now > tolerance / 2 then earlier = true end
   furthest = math.max(furthest, after)
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
@@ -177,7 +181,20 @@ elseif multiplier < ceiling then
     multiplier = raised
   end
 end
-if furthest > now then keep_for(state_key, furthest - now + 60000) end
+-- The state lives a minute past its furthest TAT. 'x', the state's expiry as last set
+-- (admit.lua keeps it), saves the PTTL while it is far enough; the expiry is only ever
+-- extended here (a pause may have set it further than any TAT).
+if furthest > now and furthest + 60000 > (tonumber(head[5 + 2 * g]) or 0) then
+  local ttl = rcall('PTTL', state_key)
+  if ttl ~= -2 then
+    local expiry = now + ttl
+    if ttl < 0 or expiry < furthest + 60000 then
+      expiry = math.ceil(furthest + 120000)
+      rcall('PEXPIRE', state_key, expiry - math.floor(now))
+    end
+    rcall('HSET', state_key, 'x', math.floor(expiry))
+  end
+end
 local freed = rcall('ZREM', leases_key, ARGV[1]) == 1
 if (freed or earlier) and (tonumber(head[4 + 2 * g]) or 0) > 0 then
   rcall('LPUSH', KEYS[#KEYS], '1')

@@ -46,6 +46,7 @@ from throttle.errors import (
     ConfigError,
     OverloadedError,
     ProviderError,
+    StreamBrokenError,
     TransportError,
 )
 from throttle.providers.classify import DEFAULT_POLICY, ClassifyPolicy
@@ -56,6 +57,8 @@ from throttle.providers.observation import Observation
 from throttle.providers.profile import Profile
 from throttle.providers.registry import get_profile
 from throttle.providers.request import HttpRequest, Message
+from throttle.providers.sse import SseEvent, SseParser
+from throttle.providers.streaming import StreamError, StreamTally, streaming_request
 from throttle.providers.usage import Usage
 
 logger = logging.getLogger(__name__)
@@ -222,12 +225,27 @@ class ProviderClient:
 
     def send(self, request: HttpRequest) -> ProviderResponse:
         """Send ``request``, retrying transport errors and 5xx within :attr:`retry`."""
+        return self._with_retries(lambda attempt: self._attempt(request, attempt))
+
+    def stream(
+        self, request: HttpRequest, on_events: Callable[[Sequence[SseEvent]], None]
+    ) -> ProviderResponse:
+        """Send ``request`` asking for a stream (:func:`~.streaming.streaming_request`)
+        and pass its events to ``on_events`` as they arrive (those of one read
+        together). Errors before the first event are those of :meth:`send`, retried
+        the same way (a 429 is raised to the throttle); once events were passed on, a
+        failure is a :class:`~throttle.errors.StreamBrokenError`, never retried. The
+        response's ``body`` is what the events add up to, with the usage."""
+        request = streaming_request(self.profile, request)
+        return self._with_retries(lambda attempt: self._attempt_stream(request, attempt, on_events))
+
+    def _with_retries(self, run: Callable[[int], ProviderResponse]) -> ProviderResponse:
         attempts = 0
 
         def attempt() -> ProviderResponse:
             nonlocal attempts
             attempts += 1
-            return self._attempt(request, attempts)
+            return run(attempts)
 
         retrying = Retrying(
             stop=stop_after_attempt(self.retry.max_attempts)
@@ -270,8 +288,78 @@ class ProviderClient:
     def _scrub(self, text: str) -> str:
         return redact(text, [self._key] if self._key is not None else [])
 
-    def _attempt(self, request: HttpRequest, attempt: int) -> ProviderResponse:
+    def _transport_error(
+        self, request: HttpRequest, exc: requests.RequestException
+    ) -> TransportError:
+        # raise it ``from None``: the requests exception holds the sent headers, key
+        # included.
         path = urlsplit(request.url).path
+        detail = self._scrub(str(exc))[:300]
+        return TransportError(
+            f"{self.profile.name}: {request.method} {path} failed: {type(exc).__name__}: {detail}"
+        )
+
+    def _attempt_stream(
+        self,
+        request: HttpRequest,
+        attempt: int,
+        on_events: Callable[[Sequence[SseEvent]], None],
+    ) -> ProviderResponse:
+        started = self._monotonic()
+        try:
+            response = self._session.request(
+                request.method,
+                request.url,
+                headers=request.wire_headers(),
+                json=dict(request.json),
+                timeout=(self.timeouts.connect_s, self.timeouts.read_s),
+                allow_redirects=False,
+                stream=True,
+            )
+        except requests.RequestException as exc:
+            raise self._transport_error(request, exc) from None
+        with response:
+            if not 200 <= response.status_code < 300:
+                try:
+                    content = response.content
+                except requests.RequestException as exc:
+                    raise self._transport_error(request, exc) from None
+                return self._answer(request, response, content, started, attempt)
+            received_at = self._clock()
+            headers = HeaderView(list(response.headers.items()))
+            observation = self.profile.parse_headers(headers, received_at=received_at)
+            tally, parser, relayed = StreamTally(self.profile), SseParser(), False
+            try:
+                for data in response.iter_content(chunk_size=None):
+                    events = parser.feed(data)
+                    for event in events:
+                        tally.add(event)
+                    if events:
+                        on_events(events)
+                        relayed = True
+            except (requests.RequestException, StreamError) as exc:
+                detail = self._scrub(str(exc))[:300]
+                message = f"{self.profile.name}: stream failed: {type(exc).__name__}: {detail}"
+                if not relayed and isinstance(exc, requests.RequestException):
+                    raise TransportError(message) from None
+                raise StreamBrokenError(message, status=response.status_code) from None
+            if not tally.done:
+                message = f"{self.profile.name}: stream ended before its last event"
+                if not relayed:
+                    raise TransportError(message)
+                raise StreamBrokenError(message, status=response.status_code)
+        body = tally.body()
+        return ProviderResponse(
+            response.status_code,
+            body,
+            self.profile.parse_usage(body),
+            observation,
+            self._monotonic() - started,
+            attempt,
+            headers.get("x-request-id") or headers.get("request-id"),
+        )
+
+    def _attempt(self, request: HttpRequest, attempt: int) -> ProviderResponse:
         started = self._monotonic()
         try:
             response = self._session.request(
@@ -284,12 +372,19 @@ class ProviderClient:
             )
             content = response.content
         except requests.RequestException as exc:
-            # ``from None``: the requests exception holds the sent headers, key included.
-            detail = self._scrub(str(exc))[:300]
-            raise TransportError(
-                f"{self.profile.name}: {request.method} {path} failed:"
-                f" {type(exc).__name__}: {detail}"
-            ) from None
+            raise self._transport_error(request, exc) from None
+        return self._answer(request, response, content, started, attempt)
+
+    def _answer(
+        self,
+        request: HttpRequest,
+        response: requests.Response,
+        content: bytes,
+        started: float,
+        attempt: int,
+    ) -> ProviderResponse:
+        """The response of a read body: the completion, or its typed error raised."""
+        path = urlsplit(request.url).path
         received_at = self._clock()
         elapsed_s = self._monotonic() - started
         status = response.status_code

@@ -18,6 +18,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import redis
 
@@ -58,6 +59,10 @@ def redis_server_binary(kind: str | None = None) -> str:
     return found
 
 
+class PortTaken(StorageError):
+    """Another process listens on the port the server was to bind."""
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -82,6 +87,10 @@ class EmbeddedRedis:
         appendonly: bool = False,
         extra_args: Sequence[str] = (),
     ) -> None:
+        #: A port of our choosing may be taken by another process before the server
+        #: binds it (free_port only saw it free): start then tries another one.
+        self._port_chosen = port is None
+        self._started = False
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
         self.appendonly = appendonly
@@ -102,6 +111,31 @@ class EmbeddedRedis:
         """The running server process (in its own process group), if started."""
         return self._process
 
+    def start(self) -> EmbeddedRedis:
+        for _ in range(5):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if not self._port_chosen or self._started:
+                    raise  # a restart keeps its port: its clients know no other
+                self.port = free_port()
+        raise StorageError("redis-server found no free port in 5 tries")
+
+    def _start_once(self) -> EmbeddedRedis:
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="llm-throttle-redis-")
+        self._log = Path(self._dir.name) / "redis-server.log"
+        self._process = subprocess.Popen(
+            self._command(self._dir.name),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=die_with_parent(),
+        )
+        self._wait_ready()
+        self._started = True
+        return self
+
     def _command(self, directory: str) -> list[str]:
         persistence = ["--appendonly", "yes", "--appendfsync", "always"]
         return [
@@ -113,37 +147,34 @@ class EmbeddedRedis:
             "--dir", directory,
             "--daemonize", "no",
             "--loglevel", "warning",
+            "--logfile", str(Path(directory) / "redis-server.log"),
             "--maxclients", "2000",
             *self.extra_args,
         ]  # fmt: skip
 
-    def start(self) -> EmbeddedRedis:
-        if self._dir is None:
-            self._dir = tempfile.TemporaryDirectory(prefix="llm-throttle-redis-")
-        self._process = subprocess.Popen(
-            self._command(self._dir.name),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-            preexec_fn=die_with_parent(),
-        )
-        self._wait_ready()
-        return self
-
     def _wait_ready(self) -> None:
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=1.0)
         deadline = time.monotonic() + self.start_timeout_s
         try:
             while time.monotonic() < deadline:
                 assert self._process is not None
                 if self._process.poll() is not None:
                     err = self._process.stderr.read().decode() if self._process.stderr else ""
-                    raise StorageError(f"redis-server exited at start: {err.strip()}")
+                    log = self._log.read_text(errors="replace") if self._log.exists() else ""
+                    if self._process.stderr is not None:
+                        self._process.stderr.close()
+                    self._process = None
+                    if "Address already in use" in log:
+                        raise PortTaken(self.port)
+                    raise StorageError(f"redis-server exited at start: {(err + log).strip()}")
                 try:
-                    if client.ping():
+                    # our own server, not another that holds the port (it answers too)
+                    info: dict[str, Any] = client.info("server")  # type: ignore[assignment]
+                    if info.get("process_id") == self._process.pid:
                         return
-                except redis.ConnectionError:
-                    time.sleep(0.02)
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass
+                time.sleep(0.02)
             self.stop()
             raise StorageError(f"redis-server did not answer on port {self.port}")
         finally:

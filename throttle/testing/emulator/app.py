@@ -29,7 +29,7 @@ from throttle.errors import ConfigError
 from throttle.testing.emulator.config import FaultConfig, Profile, parse_limits
 from throttle.testing.emulator.engine import DEFAULT_API_VERSION, CompletionRequest, Emulator
 from throttle.testing.emulator.http import HttpRequest
-from throttle.testing.emulator.replies import Deferred, Reply, json_reply
+from throttle.testing.emulator.replies import Deferred, Reply, Streamed, json_reply
 
 _AZURE = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
 _GEMINI = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")
@@ -50,7 +50,7 @@ class EmulatorApp:
             ("POST", "/__emu/reset"): self._reset,
         }
 
-    def __call__(self, request: HttpRequest) -> Reply | Deferred:
+    def __call__(self, request: HttpRequest) -> Reply | Deferred | Streamed:
         path = request.path
         if path.startswith("/__emu/"):
             return self._control_reply(request)

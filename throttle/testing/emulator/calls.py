@@ -38,6 +38,10 @@ class Call:
     best_of: int
     #: Total over all choices, never above ``n * max_tokens``.
     output_tokens: int
+    #: ``"stream": true``: answered as server-sent events (OpenAI, Azure, Anthropic).
+    stream: bool = False
+    #: OpenAI's ``stream_options.include_usage``: a last chunk carries the usage.
+    include_usage: bool = False
 
 
 def parse_call(
@@ -73,6 +77,7 @@ def parse_call(
     output_tokens = _count(script, "output_tokens", -1)
     if output_tokens < 0:
         output_tokens = n * sampled_output_tokens(body, max_tokens, config)
+    stream, include_usage = _stream_flags(data) if profile is not Profile.GEMINI else (False, False)
     return Call(
         profile=profile,
         model=model,
@@ -84,7 +89,22 @@ def parse_call(
         n=n,
         best_of=best_of,
         output_tokens=min(output_tokens, n * max_tokens),
+        stream=stream,
+        include_usage=include_usage,
     )
+
+
+def _stream_flags(data: Mapping[str, Any]) -> tuple[bool, bool]:
+    """``stream`` and ``stream_options.include_usage`` of a chat body."""
+    stream = data.get("stream", False)
+    if stream is None:
+        stream = False
+    if not isinstance(stream, bool):
+        raise InvalidBodyError("'stream' must be a boolean")
+    options = data.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise InvalidBodyError("'stream_options' must be an object")
+    return stream, stream and options.get("include_usage") is True
 
 
 def sampled_output_tokens(body: bytes, max_tokens: int, config: EmulatorConfig) -> int:

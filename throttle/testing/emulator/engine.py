@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
@@ -41,7 +42,8 @@ from throttle.testing.emulator.formats import http_date
 from throttle.testing.emulator.pools import PoolState
 from throttle.testing.emulator.profiles import ProfileRules, all_rules
 from throttle.testing.emulator.profiles.base import FaultInfo, Headers, RejectInfo
-from throttle.testing.emulator.replies import Deferred, Reply, json_bytes
+from throttle.testing.emulator.profiles.streams import schedule
+from throttle.testing.emulator.replies import Deferred, Reply, Streamed, json_bytes
 from throttle.testing.emulator.stats import Stats
 
 #: Header name prefixes that the missing/-1 header faults act on.
@@ -111,7 +113,7 @@ class Emulator:
 
     # ---------------------------------------------------------------- public API
 
-    def complete(self, request: CompletionRequest) -> Reply | Deferred:
+    def complete(self, request: CompletionRequest) -> Reply | Deferred | Streamed:
         """Handle one completion request."""
         with self._lock:
             return self._complete(request)
@@ -151,6 +153,7 @@ class Emulator:
         with self._lock:
             now_s = self.clock.now_s()
             return {
+                "pid": os.getpid(),  # who answers on this port (a starter checks it)
                 "now_s": now_s - self._origin_s,
                 "clock": "manual" if isinstance(self.clock, ManualClock) else "real",
                 "profile": self.config.profile.value,
@@ -240,7 +243,7 @@ class Emulator:
             self._pools[key] = state
         return state
 
-    def _complete(self, request: CompletionRequest) -> Reply | Deferred:
+    def _complete(self, request: CompletionRequest) -> Reply | Deferred | Streamed:
         now_s = self.clock.now_s()
         t_s = now_s - self._origin_s
         for change in self._faults.due_limit_changes(t_s):
@@ -275,7 +278,7 @@ class Emulator:
             return reply
         return self._admit(ctx, selection.modifiers)
 
-    def _admit(self, ctx: _Context, modifiers: list[FaultConfig]) -> Reply | Deferred:
+    def _admit(self, ctx: _Context, modifiers: list[FaultConfig]) -> Reply | Deferred | Streamed:
         config, state, now_s = self.config, ctx.state, ctx.now_s
         costs = admission_costs(ctx.call, config)
         verdict = decide(state.dims, costs, now_s, gated=gated_kinds(ctx.call, config))
@@ -317,6 +320,10 @@ class Emulator:
         self._stats.on_debit(state.label, debit_all(state.dims, costs, now_s), ctx.t_s)
         delay_s = self._latency_s(ctx.call) + sum(m.delay_ms for m in modifiers) / 1000.0
         settle = settlement_costs(ctx.call, config)
+        if ctx.call.stream:
+            events = ctx.rules.stream(ctx.call, ctx.request_id, self._wall_s(now_s))
+            if events is not None:
+                return self._streamed(ctx, modifiers, events, delay_s, settle)
 
         def complete() -> Reply:
             end_s = self.clock.now_s()
@@ -335,6 +342,36 @@ class Emulator:
                 return complete()
 
         return Deferred(delay_s, complete_locked)
+
+    def _streamed(
+        self,
+        ctx: _Context,
+        modifiers: list[FaultConfig],
+        events: Sequence[tuple[str, bytes]],
+        delay_s: float,
+        settle: Mapping[str, float],
+    ) -> Streamed:
+        """The admitted request's answer as server-sent events over its latency: the
+        head (rate-limit headers as of admission) at once, the events from the time to
+        first token on; the settlement when the last one is out."""
+        ttft_s = min(delay_s, self.config.latency.ttft_ms / 1000.0)
+        headers = self._common_headers(ctx, ctx.now_s, processing_ms=0)
+        headers = [(k, v) for k, v in headers if k != "content-type"]
+        headers = [("content-type", "text/event-stream; charset=utf-8"), *headers]
+        head = self._finish(Reply(200, headers), modifiers, ctx.api_key)
+        self._stats.on_stream_start()
+        state = ctx.state
+
+        def finish() -> None:
+            with self._lock:
+                end_s = self.clock.now_s()
+                if settle:
+                    debited = debit_all(state.dims, settle, end_s)
+                    self._stats.on_debit(state.label, debited, end_s - self._origin_s)
+                self._stats.on_stream_end()
+
+        chunks = schedule(events, ttft_s, delay_s - ttft_s)
+        return Streamed(head.status, head.headers, chunks, finish)
 
     def _fault(self, ctx: _Context, fault: FaultConfig) -> Reply:
         self._stats.on_refused(ctx.api_key, f"fault:{fault.kind.value}")

@@ -1,7 +1,8 @@
 """A small HTTP/1.1 server on asyncio protocols: keep-alive, Content-Length bodies.
 
 It knows nothing about providers: a handler turns each :class:`HttpRequest` into a
-:class:`Reply` (sent at once) or a :class:`Deferred` (sent after its delay). Requests on
+:class:`Reply` (sent at once), a :class:`Deferred` (sent after its delay) or a
+:class:`Streamed` (its head at once, its chunks over time, chunked). Requests on
 one connection are answered in order; a pipelined request waits for the one before it.
 Chunked request bodies are refused with 501.
 """
@@ -13,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from throttle.testing.emulator.replies import Deferred, Reply
+from throttle.testing.emulator.replies import Deferred, Reply, Streamed
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class HttpRequest:
     keep_alive: bool
 
 
-Handler = Callable[[HttpRequest], Reply | Deferred]
+Handler = Callable[[HttpRequest], Reply | Deferred | Streamed]
 
 
 class _BadRequestError(Exception):
@@ -116,6 +117,10 @@ class HttpConnection(asyncio.Protocol):
             except Exception:
                 log.exception("emulator handler failed on %s %s", request.method, request.path)
                 result = Reply(500, [("content-type", "text/plain")], b"emulator error")
+            if isinstance(result, Streamed):
+                self._busy = True
+                self._send_streamed(result, request.keep_alive)
+                return
             if isinstance(result, Deferred):
                 self._busy = True
                 loop = asyncio.get_running_loop()
@@ -133,6 +138,54 @@ class HttpConnection(asyncio.Protocol):
         if not self._closed:
             self._send(reply, keep_alive)
             self._process()
+
+    def _send_streamed(self, streamed: Streamed, keep_alive: bool) -> None:
+        """The head now, each chunk at its time, then the last (empty) chunk."""
+        transport = self._transport
+        if transport is None:
+            return
+        lines = [f"HTTP/1.1 {streamed.status} {REASONS.get(streamed.status, 'Unknown')}"]
+        lines += [f"{name}: {value}" for name, value in streamed.headers]
+        lines.append("transfer-encoding: chunked")
+        if not keep_alive:
+            lines.append("connection: close")
+        transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        started_s = asyncio.get_running_loop().time()
+        self._stream_step(streamed, 0, started_s, keep_alive)
+
+    def _stream_step(
+        self, streamed: Streamed, index: int, started_s: float, keep_alive: bool
+    ) -> None:
+        """Send every chunk that is due, in order, then wait for the next one."""
+        loop = asyncio.get_running_loop()
+        chunks = streamed.chunks
+        due = bytearray()
+        while index < len(chunks) and chunks[index][0] <= loop.time() - started_s:
+            due += chunks[index][1]
+            index += 1
+        if self._transport is not None and due:  # what is due together: one chunk
+            self._transport.write(f"{len(due):x}\r\n".encode() + bytes(due) + b"\r\n")
+        if index < len(chunks):
+            delay_s = started_s + chunks[index][0] - loop.time()
+            loop.call_later(delay_s, self._stream_step, streamed, index, started_s, keep_alive)
+            return
+        self._end_stream(streamed, keep_alive)
+
+    def _end_stream(self, streamed: Streamed, keep_alive: bool) -> None:
+        try:
+            streamed.finish()
+        except Exception:
+            log.exception("emulator stream finish failed")
+        self._busy = False
+        transport = self._transport
+        if transport is None:
+            return
+        transport.write(b"0\r\n\r\n")
+        if not keep_alive:
+            transport.close()
+            self._closed = True
+            return
+        self._process()
 
     def _send(self, reply: Reply, keep_alive: bool) -> None:
         transport = self._transport

@@ -38,6 +38,28 @@ class Deferred:
     complete: Callable[[], Reply]
 
 
+@dataclass(frozen=True)
+class Streamed:
+    """A response whose body goes out in chunks over time (server-sent events).
+
+    The head is sent at once; each chunk ``(at_s, data)`` is sent ``at_s`` seconds after
+    it (chunked transfer encoding); ``finish()`` runs once the last one is out (the
+    request's post-hoc debits, the statistics).
+    """
+
+    status: int
+    headers: list[tuple[str, str]]
+    chunks: tuple[tuple[float, bytes], ...]
+    finish: Callable[[], None]
+
+
+def sse_event(data: object, event: str | None = None) -> bytes:
+    """One server-sent event: ``event: <name>`` (if given) and ``data: <json>``."""
+    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
+    head = f"event: {event}\n" if event else ""
+    return f"{head}data: {text}\n\n".encode()
+
+
 def json_bytes(body: object) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 

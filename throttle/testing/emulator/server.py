@@ -35,7 +35,7 @@ from throttle.testing.emulator.clock import Clock
 from throttle.testing.emulator.config import EmulatorConfig
 from throttle.testing.emulator.engine import Emulator
 from throttle.testing.emulator.http import start_http_server
-from throttle.testing.redis_server import free_port
+from throttle.testing.redis_server import PortTaken, free_port
 
 
 class EmulatorServer:
@@ -133,6 +133,9 @@ class EmulatorProcess:
         start_timeout_s: float = 15.0,
     ) -> None:
         self.config = config or EmulatorConfig()
+        #: A port of our choosing may be taken before the emulator binds it: start then
+        #: tries another one.
+        self._port_chosen = port is None
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
         self._process: subprocess.Popen[bytes] | None = None
@@ -148,6 +151,16 @@ class EmulatorProcess:
         return self._process
 
     def start(self) -> str:
+        for _ in range(5):
+            try:
+                return self._start_once()
+            except PortTaken:
+                if not self._port_chosen:
+                    raise
+                self.port = free_port()
+        raise RuntimeError("the emulator found no free port in 5 tries")
+
+    def _start_once(self) -> str:
         fd, self._config_file = tempfile.mkstemp(prefix="llm-emulator-", suffix=".json")
         with os.fdopen(fd, "w") as file:
             json.dump(self.config.to_mapping(), file)
@@ -173,12 +186,17 @@ class EmulatorProcess:
                 if self._process.poll() is not None:
                     err = self._process.stderr.read().decode() if self._process.stderr else ""
                     self.stop()
+                    if "address already in use" in err.lower():
+                        raise PortTaken(self.port)
                     raise ConfigError(f"emulator exited at start: {err.strip()}")
                 try:
-                    session.get(self.base_url + "/__emu/state", timeout=0.5)
-                    return
-                except requests.ConnectionError:
-                    time.sleep(0.05)
+                    reply = session.get(self.base_url + "/__emu/state", timeout=0.5)
+                    # ours, not another server that holds the port (it may answer too)
+                    if reply.ok and reply.json().get("pid") == self._process.pid:
+                        return
+                except (requests.ConnectionError, requests.Timeout, ValueError):
+                    pass
+                time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"emulator did not answer on port {self.port}")
 

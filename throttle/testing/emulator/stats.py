@@ -62,6 +62,9 @@ class Stats:
     refused: Counter[str] = field(default_factory=Counter)
     early_retries: int = 0
     arrivals_during_retry_after: int = 0
+    #: Streamed answers begun and sent to their end (the difference is open now).
+    streams_started: int = 0
+    streams_finished: int = 0
     stainless_retry_count: Counter[str] = field(default_factory=Counter)
     keys: defaultdict[str, KeyStats] = field(default_factory=lambda: defaultdict(KeyStats))
     #: (pool label, dimension) -> [(at_s, amount)], every debit in time order.
@@ -118,6 +121,12 @@ class Stats:
         self.refused[reason] += 1
         self.keys[api_key].refused[reason] += 1
 
+    def on_stream_start(self) -> None:
+        self.streams_started += 1
+
+    def on_stream_end(self) -> None:
+        self.streams_finished += 1
+
     def on_debit(self, pool: str, debited: Mapping[str, float], now_s: float) -> None:
         for dim, amount in debited.items():
             self.debits[(pool, dim)].append((now_s, amount))
@@ -148,6 +157,11 @@ class Stats:
             "by_status": {str(code): n for code, n in sorted(self.by_status.items())},
             "refused": dict(self.refused),
             "early_retries": self.early_retries,
+            "streams": {
+                "started": self.streams_started,
+                "finished": self.streams_finished,
+                "open": self.streams_started - self.streams_finished,
+            },
             "arrivals_during_retry_after": self.arrivals_during_retry_after,
             "stainless_retry_count": dict(self.stainless_retry_count),
             "keys": {

@@ -25,6 +25,7 @@ from throttle.testing.emulator.profiles.base import (
     floor_text,
     int_text,
 )
+from throttle.testing.emulator.profiles.streams import anthropic_stream
 
 _PREFIX = "anthropic-ratelimit-"
 _DETAILS = (
@@ -127,6 +128,9 @@ class AnthropicRules(ProfileRules):
                 "output_tokens": call.output_tokens,
             },
         }
+
+    def stream(self, call: Call, request_id: str, wall_s: float) -> list[tuple[str, bytes]]:
+        return anthropic_stream(call, request_id)
 
     def rate_limited(self, info: RejectInfo) -> tuple[int, Body]:
         noun = _NOUNS.get(info.kind, "tokens")

@@ -93,6 +93,9 @@ class AzureRules(ProfileRules):
     def success(self, call: Call, request_id: str, wall_s: float) -> Body:
         return self._openai.success(call, request_id, wall_s)
 
+    def stream(self, call: Call, request_id: str, wall_s: float) -> list[tuple[str, bytes]]:
+        return self._openai.stream(call, request_id, wall_s)
+
     def rate_limited(self, info: RejectInfo) -> tuple[int, Body]:
         return 429, error_body("429", rate_message(info.api_version, info.kind, info.retry_after_s))
 

@@ -127,6 +127,11 @@ class ProfileRules(ABC):
     def invalid(self, status: int, message: str) -> Body:
         """Body of a malformed request (400) or unknown model (404)."""
 
+    def stream(self, call: Call, request_id: str, wall_s: float) -> list[tuple[str, bytes]] | None:
+        """The events of a streamed answer, each with its phase (``start``, ``content``,
+        ``end``); None: this profile answers ``"stream": true`` with one body."""
+        return None
+
     def retry_after_value(self, wait_s: float) -> int:
         """The integer seconds a refusal announces for ``wait_s``: ``max(1, ceil(wait_s))``."""
         return retry_after_s(wait_s)

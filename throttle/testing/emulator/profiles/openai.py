@@ -19,6 +19,7 @@ from throttle.testing.emulator.profiles.base import (
     floor_text,
     int_text,
 )
+from throttle.testing.emulator.profiles.streams import openai_stream
 
 _VISIT = "Visit https://platform.openai.com/account/rate-limits to learn more."
 _QUOTA = (
@@ -132,6 +133,9 @@ class OpenAIRules(ProfileRules):
             },
             "system_fingerprint": "fp_emulator",
         }
+
+    def stream(self, call: Call, request_id: str, wall_s: float) -> list[tuple[str, bytes]]:
+        return openai_stream(call, request_id, wall_s, self.per_choice_tokens(call))
 
     def rate_limited(self, info: RejectInfo) -> tuple[int, Body]:
         message = (
