@@ -4,9 +4,10 @@ Run it beside the workers, with the same configuration::
 
     LLM_THROTTLE_CONFIG=/etc/llm-throttle.toml uvicorn examples.fastapi_app:app
 
-(FastAPI and uvicorn are not dependencies of the throttle; install them for the
-app.) Each request waits for its completion without holding a thread: ``aenqueue``
-sends on a worker thread and the wait is a subscription to the result backend.
+(FastAPI and uvicorn come with the ``examples`` extra: ``pip install
+'llm-throttle[examples]'``; tests/test_examples.py runs it so.) Each request waits
+for its completion without holding a thread: ``aenqueue`` sends on a worker thread
+and the wait is a subscription to the result backend.
 """
 
 from __future__ import annotations

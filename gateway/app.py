@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from celery import _state as celery_state
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -25,9 +25,9 @@ from starlette.routing import Route
 
 from gateway import metrics
 from gateway.backpressure import Backpressure, retry_headers
-from gateway.errors import GatewayError, from_exception, from_relayed
+from gateway.errors import GatewayError, from_exception
 from gateway.health import Health
-from gateway.relay import relay_entries
+from gateway.relay import TaskWatch, relay_entries
 from gateway.settings import GatewaySettings, KeyGrant, gateway_settings
 from gateway.translate import (
     ANTHROPIC,
@@ -81,6 +81,11 @@ class Gateway:
                 "redis.url: the gateway does not run against a Redis Cluster yet;"
                 " the workers do (README, Redis Cluster, Sentinel and Valkey)"
             )
+        # The gateway awaits results (ResultListener), never joins one with .get():
+        # without this, each send subscribed Celery's blocking result consumer to the
+        # task, and collecting the result unsubscribed it on the event loop's thread
+        # (a blocking Redis write per request; cProfile of the gateway under load).
+        celery_state._set_task_join_will_block(True)
         client = connect_async(
             config.redis.url, timeout_s=config.redis.socket_timeout_s, what="redis.url"
         )
@@ -138,10 +143,19 @@ async def _body(gateway: Gateway, request: Request) -> dict[str, Any]:
     return decode_body(b"".join(chunks))
 
 
-async def _admit(
-    gateway: Gateway, request: Request, chat: ChatRequest, grant: KeyGrant
-) -> tuple[str, float | None]:
-    """Backpressure: (limit group, Retry-After if refused)."""
+@dataclass(frozen=True)
+class Admit:
+    """Backpressure's answer for one request."""
+
+    group: str
+    #: Seconds to tell the caller to come back after; None: queue it.
+    refused_s: float | None
+    #: The read found the group's fair queue empty (the send need not read it again).
+    queue_empty: bool
+
+
+async def _admit(gateway: Gateway, request: Request, chat: ChatRequest, grant: KeyGrant) -> Admit:
+    """Backpressure: queue the request, or refuse it with a Retry-After."""
     settings = gateway.config.group_for(chat.provider, chat.model)
     try:
         limit = output_limit(
@@ -151,30 +165,29 @@ async def _admit(
             settings, grant.tenant, chat.model, chat.messages, limit, chat.params
         )
     except ThrottleError:  # enqueue names the problem
-        return settings.name, None
+        return Admit(settings.name, None, False)
     wait_s = max_wait_s(request.headers, gateway.settings.max_wait_s)
-    group, start = await gateway.backpressure.start(settings, grant.tenant, costs)
-    return group, gateway.backpressure.refuse(group, start, wait_s)
+    group, start, queue_empty = await gateway.backpressure.start(settings, grant.tenant, costs)
+    return Admit(group, gateway.backpressure.refuse(group, start, wait_s), queue_empty)
 
 
 async def _complete(request: Request, api: str) -> Response:
     gateway: Gateway = request.app.state.gateway
     endpoint = request.url.path
     started = time.monotonic()
-    shape = "anthropic" if api == ANTHROPIC else "openai"
     try:
         grant = _grant(gateway, request)
         chat = chat_request(api, await _body(gateway, request), gateway.index)
-        group, refused_s = await _admit(gateway, request, chat, grant)
-        if refused_s is not None:
-            metrics.REFUSED.labels(group).inc()
+        admit = await _admit(gateway, request, chat, grant)
+        if admit.refused_s is not None:
+            metrics.REFUSED.labels(admit.group).inc()
             raise GatewayError(
                 429,
-                f"{group}: the queue would hold this request longer than the caller allows;"
-                f" retry in {refused_s:.1f} s",
+                f"{admit.group}: the queue would hold this request longer than the caller"
+                f" allows; retry in {admit.refused_s:.1f} s",
                 "rate_limit_error",
                 "rate_limit_exceeded",
-                headers=retry_headers(refused_s),
+                headers=retry_headers(admit.refused_s),
             )
         completion = await aenqueue(
             provider=chat.provider,
@@ -186,18 +199,21 @@ async def _complete(request: Request, api: str) -> Response:
             lane=grant.lane,
             params=chat.params,
             stream=chat.stream,
+            queue_seen_empty=admit.queue_empty,
         )
         if chat.stream:
-            response = await _stream(gateway, completion.id, endpoint)
+            response = await _stream(gateway, completion.id, api)
         else:
             result = await completion.wait(gateway.settings.request_timeout_s, gateway.listener)
-            response = JSONResponse(result["response"], headers=_facts(result))
+            headers = {**_facts(result), "x-throttle-task-id": completion.id}
+            response = JSONResponse(result["response"], headers=headers)
     except Exception as exc:
         error = from_exception(exc)
         if error.status >= 500:
             log.warning("%s: %s %s", endpoint, error.status, error.message)
-        body = error.anthropic_body() if shape == "anthropic" else error.openai_body()
-        response = JSONResponse(body, error.status, headers=dict(error.headers))
+        response = JSONResponse(
+            error.body(api == ANTHROPIC), error.status, headers=dict(error.headers)
+        )
     metrics.REQUESTS.labels(endpoint, str(response.status_code)).inc()
     metrics.SECONDS.labels(endpoint).observe(time.monotonic() - started)
     return response
@@ -211,14 +227,16 @@ def _facts(result: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-async def _stream(gateway: Gateway, task_id: str, endpoint: str) -> Response:
+async def _stream(gateway: Gateway, task_id: str, api: str) -> Response:
     """Wait for the first relayed entry: an error is answered as such; events start
-    the event stream, which goes on as the worker relays them."""
+    the event stream, which goes on as the worker relays them (an error after them
+    is an ``error`` event in the caller's API's shape)."""
     key = relay_key(gateway.config.redis.prefix, task_id)
-    entries = relay_entries(gateway.client, key, gateway.settings.request_timeout_s)
+    watch = TaskWatch(gateway.listener, gateway.client, gateway.health.heartbeat_key, task_id)
+    entries = relay_entries(gateway.client, key, gateway.settings.request_timeout_s, watch)
     kind, value = await anext(entries)
     if kind == "error":
-        raise from_relayed(value)
+        raise value
 
     async def body() -> AsyncIterator[bytes]:
         metrics.STREAMS.inc()
@@ -229,16 +247,17 @@ async def _stream(gateway: Gateway, task_id: str, endpoint: str) -> Response:
                 if next_kind == "d":
                     yield next_value
                 elif next_kind == "error":
-                    error = from_relayed(next_value)
-                    yield (
-                        b"event: error\ndata: " + json.dumps(error.openai_body()).encode() + b"\n\n"
-                    )
+                    yield next_value.sse_event(api == ANTHROPIC)
         finally:
             metrics.STREAMS.dec()
             with contextlib.suppress(Exception):
                 await entries.aclose()  # type: ignore[attr-defined]
 
-    headers = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+    headers = {
+        "cache-control": "no-cache",
+        "x-accel-buffering": "no",
+        "x-throttle-task-id": task_id,
+    }
     return StreamingResponse(body(), media_type="text/event-stream", headers=headers)
 
 

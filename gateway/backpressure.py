@@ -71,8 +71,9 @@ class Backpressure:
 
     async def start(
         self, settings: GroupSettings, tenant: str | None, costs: Mapping[str, float]
-    ) -> tuple[str, StartWait]:
-        """The soonest start among the group's credentials (one round trip)."""
+    ) -> tuple[str, StartWait, bool]:
+        """The soonest start among the group's credentials (one round trip), and
+        whether every credential's fair queue is empty."""
         groups = [
             self.config.limit_group(settings, tenant, credential)
             for credential in (settings.credentials or (None,))
@@ -90,7 +91,8 @@ class Backpressure:
             (group.name, self.limiter.start_wait_from(group, costs, server_time, vals))
             for group, vals in zip(groups, values, strict=True)
         ]
-        return min(starts, key=lambda item: item[1].expected_s)
+        name, soonest = min(starts, key=lambda item: item[1].expected_s)
+        return name, soonest, all(start.queued == 0 for _, start in starts)
 
     def refuse(self, group: str, start: StartWait, max_wait_s: float) -> float | None:
         """None when the request may queue (it is counted as ahead of the next ones);

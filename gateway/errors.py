@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from throttle import errors as throttle_errors
 from throttle.errors import (
     ClientRequestError,
     CostExceedsCapacityError,
@@ -65,56 +67,67 @@ class GatewayError(Exception):
         kind = _ANTHROPIC_TYPES.get(self.status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": self.message}}
 
+    def body(self, anthropic: bool) -> dict[str, Any]:
+        """The body in the caller's API's shape."""
+        return self.anthropic_body() if anthropic else self.openai_body()
+
+    def sse_event(self, anthropic: bool) -> bytes:
+        """A failure after a stream's events went out: the ``error`` event both SDKs
+        raise on, with the body in the caller's API's shape."""
+        return b"event: error\ndata: " + json.dumps(self.body(anthropic)).encode() + b"\n\n"
+
 
 def bad_request(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(400, message, param=param)
 
 
+#: The answer for each typed error, most specific first: (class, status, OpenAI's
+#: ``type``, ``code``, ``param``).
+_ANSWERS: tuple[tuple[type[ThrottleError], int, str, str | None, str | None], ...] = (
+    (UnknownGroupError, 404, "invalid_request_error", "model_not_found", "model"),
+    (CostExceedsCapacityError, 400, "invalid_request_error", "request_too_large", None),
+    (RequestTooLargeError, 400, "invalid_request_error", "request_too_large", None),
+    (InvalidRequestError, 400, "invalid_request_error", None, None),
+    (QuotaExhaustedError, 429, "insufficient_quota", "insufficient_quota", None),
+    (RateLimitedError, 429, "rate_limit_error", "rate_limit_exceeded", None),
+    (OverloadedError, 503, "server_error", "overloaded", None),
+    (ClientRequestError, 400, "invalid_request_error", None, None),
+    (StorageError, 503, "server_error", "storage_unavailable", None),
+    (ThrottleDeadlineError, 504, "server_error", "timeout", None),
+    (ProviderError, 502, "server_error", "upstream_error", None),
+    (ThrottleError, 500, "server_error", None, None),
+)
+#: A provider's refusal of the workers' own credential is the server's problem: a
+#: 401 would tell the caller its gateway key is wrong.
+_UPSTREAM_AUTH = frozenset({401, 403, 407})
+
+
+def _typed(kind: type[ThrottleError], message: str, status: int | None) -> GatewayError:
+    _cls, answer, type_, code, param = next(a for a in _ANSWERS if issubclass(kind, a[0]))
+    if issubclass(kind, ClientRequestError) and status is not None:
+        if status in _UPSTREAM_AUTH:
+            return GatewayError(502, message, "server_error", "upstream_auth_error")
+        answer = status
+    return GatewayError(answer, message, type_, code, param)
+
+
 def from_exception(exc: BaseException) -> GatewayError:
-    """The HTTP answer for an error of enqueue or of the task."""
-    message = str(exc)
+    """The HTTP answer for an error of enqueue or of the task (an untyped one's text
+    is not shown: it may hold anything)."""
     if isinstance(exc, GatewayError):
         return exc
-    if isinstance(exc, UnknownGroupError):
-        return GatewayError(404, message, code="model_not_found", param="model")
-    if isinstance(exc, CostExceedsCapacityError | RequestTooLargeError):
-        return GatewayError(400, message, code="request_too_large")
-    if isinstance(exc, InvalidRequestError):
-        return GatewayError(400, message)
-    if isinstance(exc, QuotaExhaustedError):
-        return GatewayError(429, message, "insufficient_quota", "insufficient_quota")
-    if isinstance(exc, RateLimitedError):
-        return GatewayError(429, message, "rate_limit_error", "rate_limit_exceeded")
-    if isinstance(exc, OverloadedError):
-        return GatewayError(503, message, "server_error", "overloaded")
-    if isinstance(exc, ClientRequestError):
-        return GatewayError(exc.status or 400, message)
-    if isinstance(exc, StorageError):
-        return GatewayError(503, message, "server_error", "storage_unavailable")
-    if isinstance(exc, ThrottleDeadlineError | TimeoutError):
-        return GatewayError(504, message or "timed out", "server_error", "timeout")
-    if isinstance(exc, ProviderError):
-        return GatewayError(502, message, "server_error", "upstream_error")
     if isinstance(exc, ThrottleError):
-        return GatewayError(500, message, "server_error")
+        return _typed(type(exc), str(exc), getattr(exc, "status", None))
+    if isinstance(exc, TimeoutError):
+        return GatewayError(504, str(exc) or "timed out", "server_error", "timeout")
     return GatewayError(500, "internal error", "server_error")
 
 
 def from_relayed(error: Mapping[str, Any]) -> GatewayError:
-    """The HTTP answer for a streamed task's relayed failure (workers/relay.py)."""
-    kind, message = str(error.get("type")), str(error.get("message"))
+    """The HTTP answer for a streamed task's relayed failure (workers/relay.py:
+    ``type`` names the error class, ``message``, ``status``)."""
+    kind = getattr(throttle_errors, str(error.get("type")), None)
     status = error.get("status")
-    known = {
-        "UnknownGroupError": (404, "invalid_request_error", "model_not_found"),
-        "InvalidRequestError": (400, "invalid_request_error", None),
-        "CostExceedsCapacityError": (400, "invalid_request_error", "request_too_large"),
-        "QuotaExhaustedError": (429, "insufficient_quota", "insufficient_quota"),
-        "ThrottleDeadlineError": (504, "server_error", "timeout"),
-        "StorageError": (503, "server_error", "storage_unavailable"),
-    }
-    if kind in known:
-        code_status, type_, code = known[kind]
-        return GatewayError(code_status, message, type_, code)
-    if kind == "ClientRequestError" and isinstance(status, int):
-        return GatewayError(status, message)
-    return GatewayError(502, message, "server_error", "upstream_error")
+    if isinstance(kind, type) and issubclass(kind, ThrottleError):
+        return _typed(kind, str(error.get("message")), status if isinstance(status, int) else None)
+    return GatewayError(500, "internal error", "server_error")

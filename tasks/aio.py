@@ -84,11 +84,19 @@ def _outcome(backend: Any, meta: dict[str, Any]) -> Any:
 class ResultListener:
     """Waits for many tasks' results over two connections to the result backend: one
     subscription shared by every wait (each task's key is subscribed while someone
-    waits for it) and one client for reads. For a server that answers many callers
+    waits for it) and one client for reads; a wait also reads its result after
+    ``recheck_s`` and at growing intervals (a result published before its
+    subscription took effect is not lost). For a server that answers many callers
     at once (the gateway); create and use it on one event loop."""
 
-    def __init__(self, backend: Any) -> None:
+    def __init__(
+        self, backend: Any, *, recheck_s: float = 2.0, unsubscribe_after_s: float = 0.1
+    ) -> None:
         self.backend = backend
+        self.recheck_s = recheck_s
+        self.unsubscribe_after_s = unsubscribe_after_s
+        self._leaving: set[str] = set()
+        self._leaver: asyncio.Task[None] | None = None
         self._client = connect_async(_url(backend))
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
@@ -96,6 +104,9 @@ class ResultListener:
         # Subscribing concurrently would let each caller open its own connection,
         # and the subscriptions made on all but the last would never be read.
         self._lock = asyncio.Lock()
+        # Set once a key is subscribed: the reader waits on it while nothing is (a
+        # poll here would hold the first result after an idle moment for its period).
+        self._subscribed = asyncio.Event()
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> Any:
         key = self.backend.get_key_for_task(task_id)
@@ -109,22 +120,65 @@ class ResultListener:
                 if len(waiters) == 1:
                     async with self._lock:  # one connection: connect and send in turn
                         await self._subscription().subscribe(key)
+                    self._subscribed.set()
                 meta = _ready_meta(self.backend, await self._client.get(key))
             except aioredis.RedisError as exc:
                 await self._reset(exc)
                 raise StorageError(f"result backend unreachable: {exc}") from exc
             if meta is None:
                 async with asyncio.timeout(timeout_s):
-                    meta = await future
+                    meta = await self._until_ready(key, future)
         finally:
             waiters.remove(future)
             if not waiters:
                 del self._waiters[key]
-                if self._pubsub is not None:
-                    with contextlib.suppress(aioredis.RedisError):
-                        async with self._lock:
-                            await self._pubsub.unsubscribe(key)
+                self._unsubscribe_soon(key)
         return _outcome(self.backend, meta)
+
+    def _unsubscribe_soon(self, key: str) -> None:
+        """Keys nobody waits for any more leave the subscription together, one
+        ``UNSUBSCRIBE`` per ``unsubscribe_after_s`` rather than one per result."""
+        self._leaving.add(key)
+        if self._leaver is None:
+            self._leaver = asyncio.get_running_loop().create_task(self._unsubscribe_leaving())
+
+    async def _unsubscribe_leaving(self) -> None:
+        await asyncio.sleep(self.unsubscribe_after_s)
+        self._leaver = None  # keys leaving from now on go with the next one
+        keys = [key for key in self._leaving if key not in self._waiters]
+        self._leaving.clear()
+        if keys and self._pubsub is not None:
+            with contextlib.suppress(aioredis.RedisError):
+                async with self._lock:
+                    await self._pubsub.unsubscribe(*keys)
+
+    async def outcome(self, task_id: str) -> Any:
+        """The task's result if it has finished (its exception raised if it failed),
+        else None: one read, no wait."""
+        key = self.backend.get_key_for_task(task_id)
+        try:
+            meta = _ready_meta(self.backend, await self._client.get(key))
+        except aioredis.RedisError as exc:
+            raise StorageError(f"result backend unreachable: {exc}") from exc
+        return None if meta is None else _outcome(self.backend, meta)
+
+    async def _until_ready(self, key: str, future: asyncio.Future[dict[str, Any]]) -> Any:
+        """The published result, or the stored one read after ``recheck_s``, then
+        after twice as long each time (up to 30 s: a long wait of many callers costs
+        few reads): a result stored while the subscription was on its way (or lost
+        with a reconnect) is found then, not at the caller's timeout."""
+        recheck_s = self.recheck_s
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=recheck_s)
+            recheck_s = min(2 * recheck_s, max(self.recheck_s, 30.0))
+            if done:
+                return future.result()
+            try:
+                meta = _ready_meta(self.backend, await self._client.get(key))
+            except aioredis.RedisError as exc:
+                raise StorageError(f"result backend unreachable: {exc}") from exc
+            if meta is not None:
+                return meta
 
     def _subscription(self) -> Any:
         if self._pubsub is None:
@@ -136,7 +190,8 @@ class ResultListener:
         while True:
             try:
                 if not pubsub.subscribed:
-                    await asyncio.sleep(0.05)
+                    self._subscribed.clear()
+                    await self._subscribed.wait()
                     continue
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
             except aioredis.RedisError as exc:
@@ -158,6 +213,7 @@ class ResultListener:
         subscribes afresh."""
         pubsub, self._pubsub = self._pubsub, None
         reader, self._reader = self._reader, None
+        self._leaving.clear()  # a new subscription starts without them
         for waiters in self._waiters.values():
             for future in waiters:
                 if not future.done():
@@ -169,6 +225,9 @@ class ResultListener:
                 await pubsub.aclose()
 
     async def close(self) -> None:
+        if self._leaver is not None:
+            self._leaver.cancel()
+            self._leaver = None
         await self._reset(StorageError("listener closed"))
         await self._client.aclose()
 
@@ -198,6 +257,12 @@ async def aenqueue(**kwargs: Any) -> AwaitableResult:
 
     def send() -> AsyncResult:
         app.set_current()
-        return enqueue(**kwargs)
+        result = enqueue(**kwargs)
+        # Celery's Redis backend subscribed its blocking result consumer to the task
+        # at send (for a .get() that an awaited result never makes); leave here, on
+        # this thread, not when the result is collected (on the event loop's thread).
+        with contextlib.suppress(Exception):
+            result.backend.result_consumer.cancel_for(result.id)
+        return result
 
     return AwaitableResult(await asyncio.to_thread(send))

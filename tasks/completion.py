@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from celery import current_app, shared_task
+from celery.exceptions import TaskPredicate
 from celery.result import AsyncResult
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
@@ -28,7 +29,6 @@ from throttle.errors import (
     CostExceedsCapacityError,
     InvalidRequestError,
     StorageError,
-    ThrottleError,
     UnknownGroupError,
 )
 from throttle.providers.request import Message
@@ -114,10 +114,14 @@ def complete(
             context.client,
             relay_key(context.config.redis.prefix, self.request.id),
             keep_usage_chunk=wants_usage_chunk(call.params),
+            worker=self.request.hostname,
         )
         try:
             result = self.run_completion(call, throttle_state, relay.events)
-        except ThrottleError as exc:
+        except TaskPredicate:  # a retry or a re-queue: the task runs again, and relays
+            relay.stop()
+            raise
+        except Exception as exc:  # any failure ends the reader's wait at once
             relay.fail(exc)
             raise
         relay.end(result["usage"])
@@ -254,6 +258,7 @@ def enqueue(
     metadata: Mapping[str, Any] | None = None,
     params: Mapping[str, Any] | None = None,
     stream: bool = False,
+    queue_seen_empty: bool = False,
     **keywords: Any,
 ) -> AsyncResult:
     """Validate and queue one completion; returns its ``AsyncResult``.
@@ -267,6 +272,8 @@ def enqueue(
     ``apply_async``. Any other keyword is an InvalidRequestError. ``stream=True``:
     the worker streams from the provider and passes the events on through the task's
     relay stream (workers/relay.py; the gateway reads it) as they arrive.
+    ``queue_seen_empty=True`` says the caller has just read the group's fair queue
+    and found it empty (the gateway does): the send skips that read.
     """
     from workers.app import app_config
 
@@ -292,6 +299,8 @@ def enqueue(
     if stream:
         kwargs["stream"] = True
     try:
+        if queue_seen_empty:
+            options["queue_seen_empty"] = True
         return complete.apply_async(
             kwargs=kwargs, argsrepr="()", kwargsrepr=kwargs_repr(kwargs), **options
         )

@@ -14,6 +14,7 @@ import redis
 import requests
 
 from gateway.settings import key_digest
+from throttle.errors import InvalidRequestError
 from throttle.testing.emulator import EmulatorConfig
 from workers.harness import COMPRESSED_HEADROOM, LocalStack
 
@@ -161,6 +162,96 @@ def test_a_provider_429_before_the_first_byte_pauses_and_the_stream_still_arrive
     stack.emulator_post("/__emu/faults", {"clear": True})
 
 
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "lookup", "parameters": {"type": "object", "properties": {}}},
+    }
+]
+
+
+def _sent_body(stack: LocalStack, request_id: str) -> dict[str, object]:
+    """The body the emulator received for the task ``request_id``."""
+    reply = requests.get(stack.emulator.base_url + "/__emu/requests", timeout=10).json()
+    bodies = [r["body"] for r in reply["requests"] if r["request_id"] == request_id]
+    assert len(bodies) == 1, reply
+    return bodies[0]  # type: ignore[no-any-return]
+
+
+def test_sdk_parameters_reach_the_providers_body_and_unknown_keywords_are_refused(
+    stack: LocalStack,
+) -> None:
+    """``enqueue(temperature=..., tools=[...])`` as the SDK takes them: they reach the
+    provider's request body (they were AMQP message properties, never sent); a
+    misspelt keyword is InvalidRequestError and nothing is queued."""
+    call = {"provider": "emu", "model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 5}
+    result = stack.enqueue(**call, temperature=0.2, tools=TOOLS, seed=7)
+    result.get(timeout=60)
+    body = _sent_body(stack, result.id)
+    assert (body["temperature"], body["tools"], body["seed"]) == (0.2, TOOLS, 7)
+    assert body["max_tokens"] == 5 and body["messages"] == MESSAGES
+
+    broker = redis.Redis.from_url(stack.config.broker_url)  # type: ignore[union-attr]
+    queued = broker.llen("llm")
+    with pytest.raises(InvalidRequestError, match="temprature"):
+        stack.enqueue(**call, temprature=0.2)
+    assert broker.llen("llm") == queued
+
+    client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-b", max_retries=0)
+    answer = client.chat.completions.with_raw_response.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=5,
+        temperature=0.3,
+        tools=TOOLS,  # type: ignore[arg-type]
+    )
+    body = _sent_body(stack, answer.headers["x-throttle-task-id"])
+    assert (body["temperature"], body["tools"]) == (0.3, TOOLS)
+
+
+def test_a_provider_error_before_the_first_byte_is_the_http_answer(stack: LocalStack) -> None:
+    """A streamed call the provider refuses before its first event: the caller gets
+    the error as the HTTP status in its API's shape, not a 200 event stream."""
+    fault = {"kind": "insufficient_quota", "max_hits": 1, "pool": "default"}
+    stack.emulator_post("/__emu/faults", {"faults": [fault]})
+    try:
+        client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-a", max_retries=0)
+        with pytest.raises(openai.RateLimitError) as caught:
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=MESSAGES,  # type: ignore[arg-type]
+                max_tokens=10,
+                stream=True,
+            )
+        assert caught.value.code == "insufficient_quota"
+        assert caught.value.response.headers["content-type"].startswith("application/json")
+    finally:
+        stack.emulator_post("/__emu/faults", {"clear": True})
+
+
+def test_a_caller_leaving_mid_stream_leaves_the_task_to_finish_and_settle(
+    stack: LocalStack,
+) -> None:
+    before = stack.emulator_stats()["streams"]
+    body = {"model": "gpt-4o-mini", "messages": MESSAGES, "max_tokens": 100, "stream": True}
+    with requests.post(
+        _url(stack) + "/v1/chat/completions",
+        json=body,
+        headers={"authorization": "Bearer key-c"},
+        stream=True,
+        timeout=30,
+    ) as reply:
+        assert reply.status_code == 200
+        task_id = reply.headers["x-throttle-task-id"]
+        assert next(reply.iter_content(chunk_size=None))  # the answer has begun...
+    # ...and the caller is gone: the worker reads the provider's answer to its end
+    assert stack.app is not None
+    result = stack.app.AsyncResult(task_id).get(timeout=60)
+    assert result["usage"]["output_tokens"] >= 90  # the whole answer, settled on
+    after = stack.emulator_stats()["streams"]
+    assert after["finished"] == before["finished"] + 1 and after["open"] == 0
+
+
 def test_bad_input_gets_a_4xx_in_the_openai_shape_and_queues_nothing(stack: LocalStack) -> None:
     url = _url(stack) + "/v1/chat/completions"
     before = stack.emulator_stats()["requests"]
@@ -283,3 +374,29 @@ def test_health_turns_503_without_workers_or_redis_and_200_when_back(stack: Loca
     assert within(5.0, 503)
     stack.redis.start()
     assert within(30.0, 200)
+
+
+def test_a_worker_killed_mid_stream_ends_the_callers_stream_with_an_error(
+    stack: LocalStack,
+) -> None:
+    """The relay names its worker; when the stream goes quiet the gateway reads that
+    worker's heartbeat, and a dead one ends the caller's stream with an ``error``
+    event (the SDK raises it) instead of a wait until request_timeout_s."""
+    if not any(worker.poll() is None for worker in stack.workers):
+        stack.start_workers(1, concurrency=4)
+    client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-a", max_retries=0)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini",
+        messages=MESSAGES,
+        max_tokens=100,
+        stream=True,  # type: ignore[arg-type]
+    )
+    chunks = iter(stream)
+    next(chunks)  # the answer has begun (it takes ~1.6 s)
+    for index, worker in enumerate(stack.workers):
+        if worker.poll() is None:
+            stack.kill_worker(index)
+    with pytest.raises(openai.APIError) as caught:
+        for _chunk in chunks:
+            pass
+    assert caught.value.code == "worker_lost", caught.value

@@ -22,6 +22,7 @@ from gateway.translate import (
 )
 from throttle.config import config_from_dict
 from throttle.errors import (
+    ClientRequestError,
     ConfigError,
     CostExceedsCapacityError,
     QuotaExhaustedError,
@@ -174,6 +175,23 @@ def test_typed_errors_map_onto_statuses() -> None:
     relayed = from_relayed({"type": "ClientRequestError", "message": "bad", "status": 422})
     assert relayed.status == 422
     assert from_relayed({"type": "StreamBrokenError", "message": "cut"}).status == 502
+    assert from_relayed({"type": "RateLimitedError", "message": "slow down"}).status == 429
+
+
+def test_an_untyped_relayed_error_is_an_internal_one() -> None:
+    for kind in ("InternalError", "KeyError", "os"):
+        error = from_relayed({"type": kind, "message": "sk-live-secret", "status": 401})
+        assert (error.status, error.message) == (500, "internal error")
+
+
+def test_a_provider_refusing_the_workers_key_is_not_the_callers_401() -> None:
+    """A 401 would tell the caller's SDK that its gateway key is wrong."""
+    refused = ClientRequestError("invalid x-api-key", status=401)
+    assert from_exception(refused).status == 502
+    relayed = from_relayed({"type": "ClientRequestError", "message": "no", "status": 403})
+    assert (relayed.status, relayed.code) == (502, "upstream_auth_error")
+    not_found = from_exception(ClientRequestError("no such model", status=404))
+    assert not_found.status == 404
 
 
 # -- backpressure -----------------------------------------------------------------
@@ -279,3 +297,13 @@ def test_the_tally_reads_anthropic_usage_from_start_and_delta() -> None:
 def test_the_emulator_spreads_content_over_the_generation_time() -> None:
     events = [("start", b"s"), ("content", b"a"), ("content", b"b"), ("end", b"e")]
     assert schedule(events, 0.1, 1.0) == ((0.1, b"s"), (0.1, b"a"), (0.6, b"b"), (1.1, b"e"))
+
+
+def test_a_failure_after_events_is_an_error_event_in_the_callers_shape() -> None:
+    """Both SDKs raise on an ``error`` event; each reads its own API's body."""
+    error = GatewayError(502, "the stream broke", "server_error", "upstream_error")
+    openai_event, anthropic_event = error.sse_event(False), error.sse_event(True)
+    assert openai_event.startswith(b"event: error\ndata: ") and openai_event.endswith(b"\n\n")
+    assert json.loads(openai_event.split(b"data: ", 1)[1])["error"]["code"] == "upstream_error"
+    body = json.loads(anthropic_event.split(b"data: ", 1)[1])
+    assert body == {"type": "error", "error": {"type": "api_error", "message": "the stream broke"}}

@@ -239,3 +239,35 @@ def test_our_transport_records_nothing_again_for_a_message_a_pass_recorded(
         assert got is not None and client.hexists(hash_key, got.delivery_tag)
         got.ack()
     assert client.hlen(hash_key) == 0
+
+
+def test_an_ack_after_the_broker_connection_was_lost_leaves_the_message_to_come_back() -> None:
+    """A task that ends while the broker is away: Celery closed its channel for the
+    reconnection (the put-back of held messages failed), and kombu 5.7 stopped the
+    worker on the late ack ('Unrecoverable error: AttributeError ... client'). Now the
+    record of the message stays, and it is delivered again after its visibility
+    timeout."""
+    from throttle.testing.redis_server import EmbeddedRedis
+    from workers.transport import TRANSPORT
+
+    with EmbeddedRedis(appendonly=True) as server:
+        app = Celery("ack-test", broker=server.url, set_as_current=False)
+        app.conf.broker_transport = TRANSPORT
+        app.conf.broker_transport_options = {"visibility_timeout": 0.2}
+        client = redis.Redis.from_url(server.url)
+        app.send_task("t.task", kwargs={"x": 3}, queue="q")
+        with app.connection_for_read() as connection:
+            channel = connection.default_channel
+            got = channel.basic_get("q")
+            assert got is not None and client.hexists("unacked", got.delivery_tag)
+            server.crash()
+            channel.close()  # the put-back fails: Redis is away
+            channel._pool = None  # as the worker's reconnection leaves it (seen in its log)
+            server.start()
+            got.ack()  # kombu raised AttributeError here
+        assert client.hexists("unacked", got.delivery_tag)
+        time.sleep(0.3)  # the visibility timeout passes
+        with app.connection_for_read() as connection:
+            connection.default_channel.qos.restore_visible(interval=1)
+        assert client.llen("q") == 1
+        app.close()

@@ -111,7 +111,7 @@ class LocalStack:
         self.emulator = EmulatorProcess(emulator)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.flower: subprocess.Popen[bytes] | None = None
-        self.gateway: subprocess.Popen[bytes] | None = None
+        self.gateways: list[subprocess.Popen[bytes]] = []
         self.config_path = self.workdir / "throttle.toml"
         self.config: Config | None = None
         self.app: Celery | None = None
@@ -262,47 +262,63 @@ class LocalStack:
             time.sleep(0.2)
         raise RuntimeError(f"Flower did not see workers {sorted(names)}; see {self.workdir}")
 
-    def start_gateway(self, port: int | None = None, *, timeout_s: float = 30.0) -> str:
-        """Start ``llm-throttle serve`` (the gateway) on 127.0.0.1; returns its URL once
+    def start_gateway(
+        self,
+        port: int | None = None,
+        *,
+        timeout_s: float = 30.0,
+        source_tree: Path | None = None,
+    ) -> str:
+        """Start ``llm-throttle serve`` (a gateway) on 127.0.0.1; returns its URL once
         it answers ``/health`` (with any status). It gets no provider key: it needs
-        none."""
+        none. ``source_tree``: run another checkout's code (its directory first on the
+        path, and the working directory: bench/gateway.py measures a baseline's
+        gateway beside this one's)."""
         port = port or free_port()
-        log = open(self.workdir / "gateway.log", "wb")  # noqa: SIM115
+        index = len(self.gateways)
+        log_path = self.workdir / ("gateway.log" if index == 0 else f"gateway{index}.log")
+        log = open(log_path, "wb")  # noqa: SIM115
         args = [
             sys.executable, "-m", "throttle.cli", "serve", "--config", str(self.config_path),
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         env = {k: v for k, v in self.env().items() if not k.startswith("LLM_THROTTLE_KEY_")}
-        self.gateway = subprocess.Popen(
+        if source_tree is not None:
+            env["PYTHONPATH"] = str(source_tree)
+        gateway = subprocess.Popen(
             args,
+            cwd=source_tree,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
             preexec_fn=die_with_parent(),
         )
+        self.gateways.append(gateway)
         log.close()
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if self.gateway.poll() is not None:
-                raise RuntimeError(f"the gateway exited at start; see {self.workdir}/gateway.log")
+            if gateway.poll() is not None:
+                raise RuntimeError(f"the gateway exited at start; see {log_path}")
             try:
                 requests.get(f"{url}/health", timeout=2)
                 return url
             except requests.RequestException:
                 time.sleep(0.1)
-        raise RuntimeError(f"the gateway did not answer; see {self.workdir}/gateway.log")
+        raise RuntimeError(f"the gateway did not answer; see {log_path}")
 
     def stop_gateway(self) -> None:
-        if self.gateway is not None and self.gateway.poll() is None:
-            os.killpg(self.gateway.pid, signal.SIGTERM)
-            try:
-                self.gateway.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.gateway.pid, signal.SIGKILL)
-                self.gateway.wait()
-        self.gateway = None
+        """Stop every gateway started."""
+        for gateway in self.gateways:
+            if gateway.poll() is None:
+                os.killpg(gateway.pid, signal.SIGTERM)
+                try:
+                    gateway.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.killpg(gateway.pid, signal.SIGKILL)
+                    gateway.wait()
+        self.gateways.clear()
 
     def stop_flower(self) -> None:
         if self.flower is not None and self.flower.poll() is None:
@@ -334,7 +350,7 @@ class LocalStack:
 
     def _terminate_all(self, grace_s: float) -> None:
         processes = [
-            self.gateway,
+            *self.gateways,
             self.flower,
             *self.workers,
             self.emulator.process,

@@ -234,10 +234,15 @@ class ThrottledTask(Task):
     ) -> Any:
         """Send the task; while its group has work queued, push it straight into the
         fair queue instead (it would only join the queue behind that work), so a
-        backlogged task passes through Celery once, when it is released."""
-        queued = self._queue_at_send(args, kwargs, task_id, link, link_error, shadow, options)
-        if queued is not None:
-            return queued
+        backlogged task passes through Celery once, when it is released.
+
+        ``queue_seen_empty=True``: the caller has just read the group's fair queue
+        (every credential's) and found it empty (the gateway's backpressure read), so
+        the send goes to the broker without reading it again."""
+        if not options.pop("queue_seen_empty", False):
+            queued = self._queue_at_send(args, kwargs, task_id, link, link_error, shadow, options)
+            if queued is not None:
+                return queued
         return super().apply_async(
             args, kwargs, task_id, producer, link, link_error, shadow, **options
         )

@@ -48,8 +48,8 @@ def check_params(params: Mapping[str, object]) -> None:
     clash = sorted(RESERVED_PARAMS & set(params))
     if clash:
         raise InvalidRequestError(
-            f"params may not set {clash}: pass model, messages and max_tokens as arguments"
-            " (streaming is not supported by the throttled client)"
+            f"params may not set {clash}: pass model, messages, max_tokens (or"
+            " max_completion_tokens) and stream as arguments"
         )
 
 

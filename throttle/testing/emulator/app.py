@@ -11,6 +11,7 @@ Test API (JSON in and out):
 
 * ``GET  /__emu/state``           clock, limits, live pool levels, faults
 * ``GET  /__emu/stats``           see :mod:`throttle.testing.emulator.stats`
+* ``GET  /__emu/requests``        the last completion requests' bodies, as received
 * ``POST /__emu/clock/advance``   ``{"seconds": 1.5}`` (manual clock only)
 * ``POST /__emu/faults``          ``{"faults": [...], "replace": false}`` or ``{"clear": true}``
 * ``POST /__emu/limits``          ``{"pool": "default", "limits": {"tokens": "1000/s"}}``
@@ -44,6 +45,7 @@ class EmulatorApp:
         self._control: dict[tuple[str, str], Callable[[Any], object]] = {
             ("GET", "/__emu/state"): lambda _: emulator.state(),
             ("GET", "/__emu/stats"): lambda _: emulator.stats(),
+            ("GET", "/__emu/requests"): lambda _: {"requests": emulator.recent_requests()},
             ("POST", "/__emu/clock/advance"): self._advance,
             ("POST", "/__emu/faults"): self._faults,
             ("POST", "/__emu/limits"): self._limits,

@@ -12,6 +12,7 @@ import os
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
@@ -50,6 +51,8 @@ from throttle.testing.emulator.stats import Stats
 RATE_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
 RETRY_HEADERS = ("retry-after", "retry-after-ms")
 DEFAULT_API_VERSION = "2024-08-01-preview"
+#: How many completion requests' bodies the emulator keeps (``GET /__emu/requests``).
+RECENT_BODIES = 64
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,12 @@ class Emulator:
         with self._lock:
             self._reset_locked()
 
+    def recent_requests(self) -> list[dict[str, Any]]:
+        """The last completion requests' decoded bodies, oldest first, each with its
+        ``x-client-request-id``."""
+        with self._lock:
+            return list(self._recent)
+
     def state(self) -> dict[str, Any]:
         with self._lock:
             now_s = self.clock.now_s()
@@ -196,6 +205,9 @@ class Emulator:
         self._model_pools: dict[str, PoolConfig | None] = {}
         self._faults = FaultSchedule(self.config.faults, self.config.seed)
         self._stats = Stats(started_s=0.0)
+        #: The bodies of the last RECENT_BODIES completion requests, as received (for
+        #: tests: what a client sent the provider; ``GET /__emu/requests``).
+        self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_BODIES)
 
     def _set_limits_locked(self, limits: Mapping[str, LimitConfig], pool: str | None) -> None:
         if pool is not None and pool not in self._limits:
@@ -260,6 +272,9 @@ class Emulator:
         request_id = self._next_id()
         try:
             data = json.loads(request.body) if request.body else None
+            self._recent.append(
+                {"request_id": request.headers.get("x-client-request-id"), "body": data}
+            )
             call = parse_call(request.profile, request.body, data, request.path_model, self.config)
         except (ValueError, InvalidBodyError) as exc:
             return self._finish(self._error(rules, 400, str(exc), now_s), [], api_key)

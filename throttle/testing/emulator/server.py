@@ -150,6 +150,11 @@ class EmulatorProcess:
         """The running emulator process (in its own process group), if started."""
         return self._process
 
+    @property
+    def pid(self) -> int | None:
+        """The emulator process's id while it runs (benchmarks read its CPU time)."""
+        return self._process.pid if self._process is not None else None
+
     def start(self) -> str:
         for _ in range(5):
             try:
