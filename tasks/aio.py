@@ -234,10 +234,12 @@ class ResultListener:
 
 def _url(backend: Any) -> str:
     """The result backend as the throttle's configuration names it (a Sentinel master
-    too; Celery's own setting holds kombu's form of it)."""
-    from workers.app import app_config
-
-    return app_config(backend.app).result_backend
+    too; Celery's own setting holds kombu's form of it); for an app made without one,
+    the backend's own URL."""
+    config = getattr(backend.app, "llm_config", None)
+    if config is not None:
+        return str(config.result_backend)
+    return str(getattr(backend, "url", None) or backend.app.conf.result_backend)
 
 
 def _ready_meta(backend: Any, raw: bytes | None) -> dict[str, Any] | None:
