@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test check lint typecheck unit demo bench clean
+.PHONY: test check lint typecheck unit test-matrix demo bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,16 @@ unit: $(STAMP)
 	$(BIN)/pytest -q
 
 test: check unit
+
+# The Redis-path tests (limiter, scheduler, their property and contention tests, the
+# Cluster's) on the other server, and the limiter's and scheduler's on a Redis Cluster.
+# CI runs it after `make test` (.ci/run); about two minutes.
+REDIS_PATH_TESTS := tests/test_limiter.py tests/test_scheduler.py \
+	tests/test_limiter_properties.py tests/test_scheduler_properties.py \
+	tests/test_limiter_contention.py
+test-matrix: $(STAMP)
+	LLM_THROTTLE_TEST_SERVER=valkey $(BIN)/pytest -q $(REDIS_PATH_TESTS) tests/test_cluster.py
+	LLM_THROTTLE_TEST_TOPOLOGY=cluster $(BIN)/pytest -q $(REDIS_PATH_TESTS)
 
 demo: $(STAMP)
 	$(BIN)/llm-throttle demo

@@ -17,8 +17,6 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import redis
-import redis.asyncio as aioredis
 from celery import _state as celery_state
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -44,9 +42,11 @@ from gateway.translate import (
 from tasks.aio import ResultListener, aenqueue
 from tasks.completion import output_limit
 from throttle.config import Config
-from throttle.errors import ThrottleError
+from throttle.connect import RedisClient, connect, connect_async
+from throttle.errors import ConfigError, ThrottleError
 from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
+from throttle.redis_url import Topology, parse_redis_url
 from throttle.status import read_status, status_document
 from workers.heartbeat import heartbeat_key
 from workers.relay import relay_key
@@ -66,7 +66,7 @@ class Gateway:
     listener: ResultListener
     backpressure: Backpressure
     health: Health
-    status_client: redis.Redis
+    status_client: RedisClient
 
     @classmethod
     def start(cls, celery: Any) -> Gateway:
@@ -75,18 +75,24 @@ class Gateway:
         config = app_config(celery)
         settings = gateway_settings(config.gateway)
         celery.set_current()
+        if parse_redis_url(config.redis.url).topology is Topology.CLUSTER:
+            # its backpressure and health reads pipeline TIME, which a Cluster refuses
+            raise ConfigError(
+                "redis.url: the gateway does not run against a Redis Cluster yet;"
+                " the workers do (README, Redis Cluster, Sentinel and Valkey)"
+            )
         # The gateway awaits results (ResultListener), never joins one with .get():
         # without this, each send subscribed Celery's blocking result consumer to the
         # task, and collecting the result unsubscribed it on the event loop's thread
         # (a blocking Redis write per request; cProfile of the gateway under load).
         celery_state._set_task_join_will_block(True)
-        client = aioredis.from_url(config.redis.url, socket_timeout=config.redis.socket_timeout_s)
+        client = connect_async(
+            config.redis.url, timeout_s=config.redis.socket_timeout_s, what="redis.url"
+        )
         broker = None
         if config.broker_url != config.redis.url and config.broker_url.startswith("redis"):
-            broker = aioredis.from_url(config.broker_url, socket_timeout=1.0)
-        limiter = RedisLimiter(
-            redis.Redis.from_url(config.redis.url), keys=KeyBuilder(config.redis.prefix)
-        )
+            broker = connect_async(config.broker_url, timeout_s=1.0, what="celery.broker_url")
+        limiter = RedisLimiter(connect(config.redis.url), keys=KeyBuilder(config.redis.prefix))
         return cls(
             config,
             settings,
@@ -96,7 +102,7 @@ class Gateway:
             ResultListener(celery.backend),
             Backpressure(config, limiter, client),
             Health(client, broker, heartbeat_key(config.redis.prefix)),
-            redis.Redis.from_url(config.redis.url, socket_timeout=2.0, socket_connect_timeout=2.0),
+            connect(config.redis.url, timeout_s=2.0),
         )
 
     async def close(self) -> None:

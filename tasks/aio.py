@@ -28,6 +28,7 @@ from celery import current_app, states
 from celery.result import AsyncResult
 
 from tasks.completion import enqueue
+from throttle.connect import connect_async
 from throttle.errors import StorageError
 
 
@@ -54,7 +55,7 @@ class AwaitableResult:
             return await listener.wait(self.id, timeout_s)
         backend = self.result.backend
         key = backend.get_key_for_task(self.id)
-        client = aioredis.from_url(getattr(backend, "url", None) or _url(backend))
+        client = connect_async(_url(backend))
         try:
             async with client.pubsub() as pubsub:
                 await pubsub.subscribe(key)
@@ -96,8 +97,7 @@ class ResultListener:
         self.unsubscribe_after_s = unsubscribe_after_s
         self._leaving: set[str] = set()
         self._leaver: asyncio.Task[None] | None = None
-        url = getattr(backend, "url", None) or _url(backend)
-        self._client = aioredis.from_url(url)
+        self._client = connect_async(_url(backend))
         self._pubsub: Any = None
         self._reader: asyncio.Task[None] | None = None
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
@@ -233,7 +233,13 @@ class ResultListener:
 
 
 def _url(backend: Any) -> str:
-    return str(backend.app.conf.result_backend)
+    """The result backend as the throttle's configuration names it (a Sentinel master
+    too; Celery's own setting holds kombu's form of it); for an app made without one,
+    the backend's own URL."""
+    config = getattr(backend.app, "llm_config", None)
+    if config is not None:
+        return str(config.result_backend)
+    return str(getattr(backend, "url", None) or backend.app.conf.result_backend)
 
 
 def _ready_meta(backend: Any, raw: bytes | None) -> dict[str, Any] | None:

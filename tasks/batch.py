@@ -294,10 +294,10 @@ def run_batch(
     poll_s: float = 0.2,
 ) -> int:
     """Run a batch file to completion (or resume it); returns the exit code."""
-    import redis
     from celery.result import AsyncResult
 
     from tasks.completion import enqueue
+    from throttle.connect import connect
     from workers.app import app as celery_app
     from workers.app import app_config
 
@@ -314,7 +314,7 @@ def run_batch(
     next_index = len(records)
     errors = sum("error" in r for r in records)
 
-    backend = redis.Redis.from_url(config.result_backend)
+    backend = connect(config.result_backend, what="celery.result_backend")
     marker_ttl_s = max(1, int(config.celery.result_expires_s))
     finished: dict[int, dict[str, Any]] = {}
     pending: dict[int, AsyncResult] = {}

@@ -1,14 +1,22 @@
-"""Shared fixtures: one real redis-server per test session, a fresh key prefix per test."""
+"""Shared fixtures: one real redis-server per test session, a fresh key prefix per test.
+
+``LLM_THROTTLE_TEST_SERVER=valkey`` runs every server on valkey-server 9 instead of
+redis-server 6.2; ``LLM_THROTTLE_TEST_TOPOLOGY=cluster`` makes the session's
+``redis_url`` a 3-master Redis Cluster (the limiter and scheduler tests then run on it).
+"""
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 
 import pytest
-import redis
+from redis.cluster import RedisCluster
 
+from throttle.connect import RedisClient, connect
 from throttle.testing.redis_server import EmbeddedRedis, redis_url_from_env
+from throttle.testing.replicated import EmbeddedCluster
 from workers.harness import LocalStack
 
 
@@ -18,13 +26,17 @@ def redis_url() -> Iterator[str]:
     if existing:
         yield existing
         return
+    if os.environ.get("LLM_THROTTLE_TEST_TOPOLOGY") == "cluster":
+        with EmbeddedCluster(masters=3, replicas=0) as cluster:
+            yield cluster.url
+        return
     with EmbeddedRedis() as server:
         yield server.url
 
 
 @pytest.fixture
-def redis_client(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
+def redis_client(redis_url: str) -> Iterator[RedisClient]:
+    client = connect(redis_url)
     yield client
     client.close()
 
@@ -42,3 +54,10 @@ def stacks() -> Iterator[list[LocalStack]]:
     yield started
     for stack in started:
         stack.stop()
+
+
+def keys_matching(client: RedisClient, pattern: str) -> list[bytes]:
+    """KEYS ``pattern`` on the one server, or on every master of a Cluster."""
+    if isinstance(client, RedisCluster):
+        return list(client.keys(pattern, target_nodes=RedisCluster.PRIMARIES))
+    return list(client.keys(pattern))

@@ -131,7 +131,7 @@ def whereabouts(stack: LocalStack, results: list[Any]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for result in results:
         found[result.id] = [f"state={result.state}"]
-    base = stack.config.redis.url.rsplit("/", 1)[0]
+    base = stack.redis.url.rsplit("/", 1)[0]  # the stack's own server (broker, results)
     for db in range(16):
         client = redis.Redis.from_url(f"{base}/{db}")
         for key in client.scan_iter(count=1000):

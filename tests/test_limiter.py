@@ -8,6 +8,7 @@ import time
 
 import pytest
 import redis
+from conftest import keys_matching
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -111,13 +112,13 @@ def test_admission_keeps_nothing_per_reservation_and_each_is_finished_once(
     limiter = RedisLimiter(redis_client, keys=KeyBuilder(key_prefix), record_ttl_s=0.3)
     group = LimitGroup.from_specs("handles", {"requests": "100/s", "tokens": "10k/s"})
     first, second, third = (limiter.admit(group, {"requests": 1, "tokens": 10}) for _ in range(3))
-    assert redis_client.keys(f"{key_prefix}:*") == [
+    assert keys_matching(redis_client, f"{key_prefix}:*") == [
         KeyBuilder(key_prefix).state("handles").encode()
     ]
     assert limiter.settle(group, first.reservation) is not None
     assert limiter.settle(group, first.reservation) is None
     assert limiter.cancel(group, first.reservation) is None, "settled: nothing to give back"
-    (marker,) = redis_client.keys(f"{key_prefix}:*:done:*")
+    (marker,) = keys_matching(redis_client, f"{key_prefix}:*:done:*")
     assert 0 < redis_client.pttl(marker) <= 300, "the marker lives until the record expires"
     with pytest.raises(ReservationHandleError, match="not a reservation handle"):
         limiter.cancel(group, second.reservation.rsplit("|", 1)[0])
@@ -295,7 +296,7 @@ def test_every_key_of_a_group_shares_one_hash_tag(
     )
     first, _ = (limiter.admit(group, {"tokens": 1, "log": 1, "day": 1}) for _ in range(2))
     assert limiter.settle(group, first.reservation) is not None  # writes its marker
-    keys = [k.decode() for k in redis_client.keys(f"{key_prefix}:*")]
+    keys = [k.decode() for k in keys_matching(redis_client, f"{key_prefix}:*")]
     assert len(keys) >= 5
     assert all(k.startswith(f"{key_prefix}:{{openai:gpt-4o}}:") for k in keys)
     assert all(redis_client.pttl(k) > 0 for k in keys), "every key must expire"

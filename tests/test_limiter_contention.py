@@ -13,8 +13,8 @@ import time
 from unittest import mock
 
 import pytest
-import redis
 
+from throttle.connect import connect
 from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.limits import LimitGroup
@@ -32,7 +32,7 @@ def hammer(
     """One worker process: admit, sleep to the slot, record. Its clock is off by shift_s."""
     real_time = time.time
     with mock.patch("time.time", lambda: real_time() + shift_s):
-        client = redis.Redis.from_url(redis_url)
+        client = connect(redis_url)
         limiter = RedisLimiter(client, keys=KeyBuilder(prefix))
         limit_groups = [LimitGroup.from_specs(name, SPECS) for name in groups]
         rng = random.Random(seed)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import uuid
 
 import pytest
-import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from throttle.connect import connect
 from throttle.keys import KeyBuilder
 from throttle.limiter import Observed, RedisLimiter
 from throttle.limits import Algorithm, Dimension, LimitGroup
@@ -73,7 +73,7 @@ operations = st.lists(st.one_of(admit_op, admit_op, cancel_op, settle_op, pause_
 def test_redis_and_model_agree(
     redis_url: str, group: LimitGroup, ops: list[tuple[object, ...]]
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     limiter = RedisLimiter(client, keys=KeyBuilder(f"p{uuid.uuid4().hex[:8]}"))
     model = LimiterModel()
     admitted: list[str] = []

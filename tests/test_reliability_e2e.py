@@ -61,7 +61,8 @@ def test_with_an_append_only_file_a_redis_restart_loses_nothing(
     after = enqueue(stack, 20)
     wait_all(before + after, timeout_s=120, stack=stack)
     assert all(r.successful() for r in before + after)  # type: ignore[attr-defined]
-    assert all(worker.poll() is None for worker in stack.workers), "both workers alive"
+    dead = [i for i, worker in enumerate(stack.workers) if worker.poll() is not None]
+    assert not dead, [stack.worker_log(i)[-3000:] for i in dead]  # both workers alive
     admitted = stack.emulator_stats()["admitted"]
     # only calls in flight at the crash may reach the provider twice
     assert 220 <= admitted <= 220 + max(in_flight, 2 * THREADS), (admitted, in_flight)

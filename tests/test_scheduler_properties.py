@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from throttle.config import Lane
+from throttle.connect import connect
 from throttle.errors import CostExceedsCapacityError
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, RedisLimiter
@@ -132,7 +133,7 @@ def assert_same_state(
 def test_redis_and_model_schedule_alike(
     redis_url: str, concurrency: int | None, ops: list[tuple[Any, ...]]
 ) -> None:
-    client = redis.Redis.from_url(redis_url)
+    client = connect(redis_url)
     limiter = RedisLimiter(client, keys=KeyBuilder(f"q{uuid.uuid4().hex[:8]}"))
     scheduler = FairScheduler(limiter, LANES, release_lead_s=LEAD_MS / 1000)
     limiter_model = LimiterModel()

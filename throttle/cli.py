@@ -235,18 +235,13 @@ def run_status(args: argparse.Namespace) -> int:
     """Print the status once, or every ``--watch`` seconds until Ctrl-C."""
     import time
 
-    import redis
-
     from throttle.config import load_config
+    from throttle.connect import connect
     from throttle.errors import StorageError
     from throttle.status import read_status, redact_url, render_table, status_json
 
     config = load_config(args.config)
-    client = redis.Redis.from_url(
-        config.redis.url,
-        socket_timeout=config.redis.socket_timeout_s,
-        socket_connect_timeout=config.redis.socket_timeout_s,
-    )
+    client = connect(config.redis.url, timeout_s=config.redis.socket_timeout_s)
     try:
         while True:
             try:

@@ -68,6 +68,7 @@ from typing import TYPE_CHECKING, Any
 
 from throttle.errors import ConfigError, ThrottleError, UnknownGroupError
 from throttle.limits import Aimd, Algorithm, Dimension, LimitGroup, parse_auto, parse_rate
+from throttle.redis_url import check_deployment_urls
 
 if TYPE_CHECKING:
     from throttle.providers.profile import Profile
@@ -549,6 +550,7 @@ def config_from_dict(raw: Mapping[str, Any]) -> Config:
         scheduler=_scheduler(raw.get("scheduler")),
         gateway=_table(raw.get("gateway"), "gateway"),
     )
+    check_deployment_urls(config.redis.url, config.broker_url, config.result_backend)
     for name, spec in _table(raw.get("providers"), "providers").items():
         config.providers[name] = _provider(name, spec)
     for name, spec in _table(raw.get("groups"), "groups").items():

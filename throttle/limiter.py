@@ -40,8 +40,10 @@ from enum import Enum
 from typing import Any, cast
 
 import redis
+from redis.cluster import RedisCluster
 
 from throttle.calendar import window_starts_ms
+from throttle.connect import RedisClient
 from throttle.errors import CostExceedsCapacityError, ReservationHandleError, StorageError
 from throttle.keys import KeyBuilder
 from throttle.limits import Algorithm, Dimension, LimitGroup, effective_capacity
@@ -318,7 +320,7 @@ class RedisLimiter:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         *,
         keys: KeyBuilder | None = None,
         record_ttl_s: float = 900.0,
@@ -691,14 +693,23 @@ class RedisLimiter:
     def start_wait_s(self, group: LimitGroup, costs: Mapping[str, float]) -> tuple[float, int]:
         """How long a request of ``costs`` would wait to start in ``group`` if admitted
         now (its GCRA buckets and the pause gate; infinite while work waits in its fair
-        queue), and how many items wait there. One read; to choose among groups (the
-        credentials of one)."""
+        queue), and how many items wait there. One read (two on a Redis Cluster, which
+        pipelines no TIME: the clock is then read from the node owning the group's
+        slot); to choose among groups (the credentials of one)."""
         key, fields = self.start_wait_read(group)
         with _storage_errors("HMGET"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.time()
-            pipe.hmget(key, fields)
-            server_time, values = pipe.execute()
+            server_time: Any
+            values: Any
+            if isinstance(self.client, RedisCluster):
+                cluster: Any = self.client  # redis-py leaves these calls untyped
+                node = cluster.get_node_from_key(key)
+                server_time = cluster.execute_command("TIME", target_nodes=node)
+                values = cluster.hmget(key, fields)
+            else:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.time()
+                pipe.hmget(key, fields)
+                server_time, values = pipe.execute()
         start = self.start_wait_from(group, costs, server_time, values)
         return (math.inf if start.queued > 0 else start.bucket_wait_s), start.queued
 

@@ -17,6 +17,7 @@ from typing import Any, cast
 
 import redis
 
+from throttle.connect import RedisClient
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS
@@ -36,7 +37,7 @@ class Released:
 class ParkingLot:
     """Parked tasks of every limit group, in Redis."""
 
-    def __init__(self, client: redis.Redis, keys: KeyBuilder, scripts: Scripts | None = None):
+    def __init__(self, client: RedisClient, keys: KeyBuilder, scripts: Scripts | None = None):
         self.client = client
         self.keys = keys
         self._scripts = scripts or Scripts(client)

@@ -26,9 +26,11 @@ from typing import Any, cast
 import redis
 
 from throttle.config import Lane, tenant_dimension
+from throttle.connect import is_cluster
 from throttle.errors import StorageError
 from throttle.limiter import EPOCH_MS, RedisLimiter, as_text
 from throttle.limits import LimitGroup
+from throttle.wake import WakeWatchers
 
 #: Most items one pass releases; a pass that hits it asks to run again at once.
 PASS_LIMIT = 200
@@ -145,6 +147,13 @@ class FairScheduler:
         self.queue_ttl_ms = int(queue_ttl_s * 1000)
         self._lanes = ";".join(f"{lane.name},{lane.credit_rate!r}" for lane in lanes)
         self._lane_names = frozenset(lane.name for lane in lanes)
+        self._watchers: WakeWatchers | None = None
+
+    def stop_waking(self) -> None:
+        """End the wake watchers' threads, if any (a Cluster's dispatcher on its way out)."""
+        if self._watchers is not None:
+            self._watchers.stop()
+            self._watchers = None
 
     def _keys(self, group: str) -> list[str]:
         k = self.keys
@@ -228,8 +237,14 @@ class FairScheduler:
         return SchedulePass(now_ms, due_ms, tuple(released))
 
     def wait_for_wake(self, groups: Sequence[str], timeout_s: float) -> str | None:
-        """Block until a push wakes one of ``groups`` (its name), or ``timeout_s``."""
+        """Block until a push wakes one of ``groups`` (its name), or ``timeout_s``. On
+        a Redis Cluster, groups live in different slots: one watcher thread per group
+        blocks on its own list (``throttle/wake.py``)."""
         keys = {self.keys.wake(g): g for g in groups}
+        if len(keys) > 1 and is_cluster(self.limiter.client):
+            if self._watchers is None:
+                self._watchers = WakeWatchers(self.limiter.client, keys)
+            return self._watchers.wait(timeout_s)
         try:
             reply = self.limiter.client.blpop(list(keys), timeout=max(0.001, timeout_s))
         except redis.RedisError as exc:

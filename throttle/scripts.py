@@ -11,11 +11,12 @@ import re
 from collections.abc import Callable
 from functools import cache
 from importlib import resources
-from typing import Any
+from typing import Any, cast
 
-import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError
+
+from throttle.connect import RedisClient
 
 _INCLUDE = re.compile(r"^--@include (\S+)$", re.MULTILINE)
 
@@ -44,15 +45,19 @@ def script_source(name: str) -> str:
 class Scripts:
     """The limiter's scripts, registered on one client."""
 
-    def __init__(self, client: redis.Redis) -> None:
-        self.admit: Script = client.register_script(script_source("admit.lua"))
-        self.cancel: Script = client.register_script(script_source("cancel.lua"))
-        self.settle: Script = client.register_script(script_source("settle.lua"))
-        self.begin: Script = client.register_script(script_source("begin.lua"))
-        self.pause: Script = client.register_script(script_source("pause.lua"))
-        self.release: Script = client.register_script(script_source("release.lua"))
-        self.claim: Script = client.register_script(script_source("claim.lua"))
-        self.schedule: Script = client.register_script(script_source("schedule.lua"))
+    def __init__(self, client: RedisClient) -> None:
+        # RedisCluster registers scripts as redis.Redis does (typed for the latter only);
+        # on a Cluster, EVALSHA goes to the node owning the keys' slot and SCRIPT LOAD
+        # to every master.
+        register: Callable[[str], Script] = cast(Any, client).register_script
+        self.admit = register(script_source("admit.lua"))
+        self.cancel = register(script_source("cancel.lua"))
+        self.settle = register(script_source("settle.lua"))
+        self.begin = register(script_source("begin.lua"))
+        self.pause = register(script_source("pause.lua"))
+        self.release = register(script_source("release.lua"))
+        self.claim = register(script_source("claim.lua"))
+        self.schedule = register(script_source("schedule.lua"))
         self._client = client
 
     def run(self, script: Script, keys: list[str], *args: object) -> Any:

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis
 
 from throttle.config import Config, GroupSettings
+from throttle.connect import RedisClient
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, as_text
@@ -540,7 +541,7 @@ def redact_url(url: str) -> str:
 
 
 def read_raw_states(
-    client: redis.Redis, keys: KeyBuilder, groups: Sequence[str], lanes: Sequence[str] = ()
+    client: RedisClient, keys: KeyBuilder, groups: Sequence[str], lanes: Sequence[str] = ()
 ) -> tuple[float, list[RawGroupState]]:
     """Server now (ms since EPOCH_MS) and every group's raw state: three round trips."""
     per_group = 6 + len(lanes)
@@ -592,7 +593,7 @@ def read_raw_states(
     return now_ms, states
 
 
-def read_status(client: redis.Redis, config: Config) -> tuple[float, list[GroupStatus]]:
+def read_status(client: RedisClient, config: Config) -> tuple[float, list[GroupStatus]]:
     """Every configured limit group's status (one per credential of a group with
     several), in name order; server now in ms since EPOCH_MS."""
     names = sorted(config.limit_group_names())

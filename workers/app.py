@@ -14,10 +14,11 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from throttle.config import Config, load_config
+from workers.celery_urls import CeleryUrl, celery_url
 from workers.dispatcher import DispatcherStep
 from workers.heartbeat import HeartbeatStep
 from workers.metrics import MetricsStep
-from workers.transport import TRANSPORT
+from workers.transport import SENTINEL_TRANSPORT, TRANSPORT
 
 
 def released_queue(config: Config) -> str:
@@ -27,7 +28,9 @@ def released_queue(config: Config) -> str:
 def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> Celery:
     """A Celery app for ``config`` (default: :func:`~throttle.config.load_config`)."""
     config = config or load_config()
-    app = Celery(main, broker=config.broker_url, backend=config.result_backend)
+    broker = celery_url(config.broker_url, "celery.broker_url")
+    backend = celery_url(config.result_backend, "celery.result_backend")
+    app = Celery(main, broker=broker.url, backend=backend.url)
     queue = config.celery.queue
     visibility_s = int(config.celery.visibility_timeout_s)
     app.conf.update(
@@ -49,15 +52,12 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
             # timeout + one sweep (kombu's default sweep is every ~100 s).
             "unacked_restore_interval": max(1, min(10, visibility_s // 4)),
             "unacked_restore_throttle": 1,
+            **broker.options,
         },
-        result_backend_transport_options={"visibility_timeout": visibility_s},
+        result_backend_transport_options={"visibility_timeout": visibility_s, **backend.options},
         broker_connection_retry_on_startup=True,
         # kombu's Redis transport, repaired to survive a Redis restart (workers/transport.py)
-        **(
-            {"broker_transport": TRANSPORT}
-            if config.broker_url.startswith(("redis://", "rediss://"))
-            else {}
-        ),
+        **_repaired_transport(broker),
         task_serializer="json",
         result_serializer="json",
         accept_content=["json"],
@@ -72,6 +72,14 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
     app.steps["worker"].add(MetricsStep)
     app.steps["worker"].add(HeartbeatStep)
     return app
+
+
+def _repaired_transport(broker: CeleryUrl) -> dict[str, str]:
+    if broker.sentinel:
+        return {"broker_transport": SENTINEL_TRANSPORT}
+    if broker.url.startswith(("redis://", "rediss://")):
+        return {"broker_transport": TRANSPORT}
+    return {}
 
 
 def app_config(app: Celery) -> Config:

@@ -7,23 +7,27 @@ across a fork.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
-import redis
 from celery import Celery
 
 from throttle.config import Config
+from throttle.connect import RedisClient, connect
 from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.parking import ParkingLot
+from throttle.redis_url import Topology, parse_redis_url
 from throttle.scheduler import BrokerOnServer, FairScheduler
 from throttle.scripts import Scripts
 from workers.message import broker_db_for_release, redis_db, unacked_keys
 from workers.runtime import ClientPool, CompletionRunner, SleeperGate
+
+log = logging.getLogger(__name__)
 
 #: Threads per worker process, set by the worker bootstep; 1 for prefork children.
 _pool_threads = 1
@@ -37,7 +41,7 @@ def set_pool_threads(count: int) -> None:
 @dataclass
 class WorkerContext:
     config: Config
-    client: redis.Redis
+    client: RedisClient
     limiter: RedisLimiter
     parking: ParkingLot
     runner: CompletionRunner
@@ -47,14 +51,16 @@ class WorkerContext:
 _lock = threading.Lock()
 
 
-def redis_client(config: Config) -> redis.Redis:
-    timeout = config.redis.socket_timeout_s
-    return redis.Redis.from_url(
+def redis_client(config: Config) -> RedisClient:
+    connections = max(8, _pool_threads * 2)
+    if parse_redis_url(config.redis.url).topology is Topology.CLUSTER:
+        # the dispatcher's wake watchers hold one connection per group (throttle/wake.py)
+        connections += len(config.limit_group_names())
+    return connect(
         config.redis.url,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=30,
-        max_connections=max(8, _pool_threads * 2),
+        timeout_s=config.redis.socket_timeout_s,
+        health_check_interval_s=30,
+        max_connections=connections,
     )
 
 
@@ -85,7 +91,12 @@ def fair_scheduler(
     broker = None
     if config.scheduler.publish_in_redis:
         broker_db = broker_db_for_release(config.redis.url, config.broker_url)
-        if broker_db is not None:
+        if broker_db is None:
+            log.info(
+                "scheduler.publish_in_redis: the broker is not on the limiter's server"
+                " (another server, or a Redis Cluster); dispatchers publish released tasks"
+            )
+        else:
             unacked_hash, unacked_index = unacked_keys(broker_options)
             broker = BrokerOnServer(
                 broker_db, redis_db(config.redis.url), unacked_hash, unacked_index

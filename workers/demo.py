@@ -14,10 +14,13 @@ line in :mod:`workers.demo_progress`.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
+import os
 import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -38,6 +41,11 @@ from workers.demo_report import (
 )
 from workers.harness import LocalStack
 
+#: On Ctrl-C, how long the stack's processes get to exit after SIGTERM before SIGKILL.
+STOP_GRACE_S = 1.0
+#: ... and how long the whole cleanup may take before the demo exits regardless.
+STOP_DEADLINE_S = 4.0
+
 
 class DemoError(Exception):
     """The demo could not run; the message says why."""
@@ -57,17 +65,43 @@ class DemoOptions:
     out: TextIO = field(default_factory=lambda: sys.stdout)
 
 
+class _StopRequest:
+    """The signal that asked the demo to stop, if any. Its handler raises at once, but
+    an exception raised while Python runs a finalizer is printed and dropped: Celery's
+    ``AsyncResult.__del__`` talks to Redis, and the demo drops hundreds of results, so
+    a Ctrl-C landing there was lost and the demo ran on (1 stop in 35 under load did
+    not come within 60 s). The demo's loops call :meth:`check` and raise it again."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+
+    def raise_it(self) -> None:
+        if self.name == "SIGINT":
+            raise KeyboardInterrupt
+        raise Interrupted(self.name or "")
+
+    def check(self) -> None:
+        if self.name is not None:
+            self.raise_it()
+
+
+_stop = _StopRequest()
+
+
 @contextlib.contextmanager
 def _terminating_signals_raise() -> Iterator[None]:
-    """SIGTERM/SIGHUP raise :class:`Interrupted` (SIGINT already raises
-    KeyboardInterrupt), so ``finally`` blocks run and every child is stopped."""
+    """SIGINT raises KeyboardInterrupt, SIGTERM/SIGHUP :class:`Interrupted`, so
+    ``finally`` blocks run and every child is stopped; each is remembered in
+    ``_stop`` as well."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        raise Interrupted(signal.Signals(signum).name)
+        _stop.name = signal.Signals(signum).name
+        _stop.raise_it()
 
+    _stop.name = None
     previous: dict[signal.Signals, Any] = {}
     try:
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             previous[sig] = signal.signal(sig, handler)
     except ValueError:  # not the main thread: leave signals alone
         pass
@@ -140,9 +174,13 @@ def run_demo(options: DemoOptions) -> int:
     """Run the demo end to end; returns the exit code. Every process it started is
     stopped before it returns, whatever happened."""
     out = options.out
+    # `kill -USR1 <pid>` prints where every thread is: for a demo that does not stop
+    with contextlib.suppress(ValueError, AttributeError):  # not the main thread
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
     workdir = Path(tempfile.mkdtemp(prefix="llm-throttle-demo-"))
-    keep_logs = False
+    keep_logs = interrupted = False
     stack: LocalStack | None = None
+    code_if_stuck: int | None = None
     try:
         with _terminating_signals_raise():
             try:
@@ -151,9 +189,15 @@ def run_demo(options: DemoOptions) -> int:
                     options.plan.throttle_doc(),
                     workdir=str(workdir),
                 )
-                return _run(stack, options)
+                code_if_stuck = code = _run(stack, options)
+                if options.keep:
+                    _wait_for_interrupt(out)
+                    interrupted = True
+                return code
             except (KeyboardInterrupt, Interrupted) as exc:
+                interrupted = True
                 out.write(f"\nllm-throttle demo: interrupted ({str(exc) or 'SIGINT'}); stopping\n")
+                out.flush()
                 return 130
             except DemoError as exc:
                 keep_logs = True
@@ -165,16 +209,39 @@ def run_demo(options: DemoOptions) -> int:
                 return 1
             finally:
                 with _signals_ignored():
+                    if stack is not None and interrupted:
+                        _exit_if_stuck(stack, out, 130 if code_if_stuck is None else code_if_stuck)
                     if stack is not None:
                         if keep_logs:
                             out.write(_log_tails(stack))
-                        stack.stop()
+                        # interrupted: nothing is kept, so nothing waits for the calls
+                        # in hand (a warm worker shutdown under load took seconds)
+                        stack.stop(grace_s=STOP_GRACE_S if interrupted else None)
     finally:
         if keep_logs:
             out.write(f"logs kept in {workdir}\n")
         else:
             shutil.rmtree(workdir, ignore_errors=True)
         out.flush()
+
+
+def _exit_if_stuck(stack: LocalStack, out: TextIO, code: int) -> None:
+    """Stopped by a signal: if the cleanup has not ended the process ``STOP_DEADLINE_S``
+    from now, print where every thread is, kill the stack's processes and exit."""
+    processes = [stack.flower, *stack.workers, stack.emulator.process, stack.redis.process]
+    pids = [p.pid for p in processes if p is not None]
+
+    def watchdog() -> None:
+        time.sleep(STOP_DEADLINE_S)
+        out.write(f"\nllm-throttle demo: cleanup took over {STOP_DEADLINE_S:.0f} s; exiting\n")
+        out.flush()
+        faulthandler.dump_traceback(all_threads=True)
+        for pid in pids:  # each leads its own process group
+            with contextlib.suppress(OSError):
+                os.killpg(pid, signal.SIGKILL)
+        os._exit(code)
+
+    threading.Thread(target=watchdog, name="llm-throttle-demo-watchdog", daemon=True).start()
 
 
 def _log_tails(stack: LocalStack, lines: int = 15) -> str:
@@ -223,8 +290,6 @@ def _run(stack: LocalStack, options: DemoOptions) -> int:
         "(--keep leaves redis, the emulator and the workers running until Ctrl-C.)\n"
     )
     out.flush()
-    if options.keep:
-        _wait_for_interrupt(out)
     if report.failed or report.unfinished:
         out.write(f"llm-throttle demo: {report.failed} failed, {report.unfinished} unfinished\n")
         return 1
@@ -250,6 +315,7 @@ def _enqueue_for(
     being drawn while a big workload is sent."""
     until = time.monotonic() + budget_s
     while todo and time.monotonic() < until:
+        _stop.check()
         r = todo.pop(0)
         at_s = time.time()
         result = stack.enqueue(
@@ -267,7 +333,8 @@ def _wait_for_interrupt(out: TextIO) -> None:
     out.flush()
     with contextlib.suppress(KeyboardInterrupt, Interrupted):
         while True:
-            time.sleep(3600)
+            _stop.check()
+            time.sleep(0.5)
     out.write("\nstopping.\n")
 
 
@@ -288,6 +355,7 @@ def _watch(
     history: list[tuple[float, int]] = []
     provider_429s, next_sample_s = 0, 0.0
     while True:
+        _stop.check()
         _enqueue_for(stack, todo, collector, tick_s)
         collector.poll()
         t_s = time.monotonic() - t_run

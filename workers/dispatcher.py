@@ -134,6 +134,8 @@ class Dispatcher:
             except Exception:  # never let one bad pass end every later release
                 log.exception("dispatcher: unexpected error; retrying in 1 s")
                 stop.wait(1.0)
+        if self.scheduler is not None:
+            self.scheduler.stop_waking()
 
 
 class DispatcherStep(bootsteps.StartStopStep):

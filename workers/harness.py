@@ -11,6 +11,7 @@ Everything it starts runs in its own process group and is stopped on exit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -122,7 +123,7 @@ class LocalStack:
         self.emulator.start()
         doc: dict[str, Any] = {k: dict(v) for k, v in self.throttle_doc.items()}
         base = self.redis.url.rsplit("/", 1)[0]
-        doc.setdefault("redis", {})["url"] = f"{base}/0"
+        doc.setdefault("redis", {}).setdefault("url", f"{base}/0")  # or a Cluster, Sentinel
         celery = doc.setdefault("celery", {})
         celery.setdefault("broker_url", f"{base}/1")
         celery.setdefault("result_backend", f"{base}/2")
@@ -329,7 +330,14 @@ class LocalStack:
                 self.flower.wait()
         self.flower = None
 
-    def stop(self) -> None:
+    def stop(self, grace_s: float | None = None) -> None:
+        """Stop everything it started. By default in order and gracefully: workers
+        finish the calls in hand (up to 15 s), then the emulator and Redis stop. With
+        ``grace_s`` (the demo on Ctrl-C: nothing is kept) every process is signalled at
+        once and whatever still runs ``grace_s`` later is killed, so the stop takes
+        about ``grace_s`` at most, however busy the workers are."""
+        if grace_s is not None:
+            self._terminate_all(grace_s)
         self.stop_gateway()
         self.stop_flower()
         self.stop_workers()
@@ -339,6 +347,27 @@ class LocalStack:
         self.redis.stop()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+    def _terminate_all(self, grace_s: float) -> None:
+        processes = [
+            *self.gateways,
+            self.flower,
+            *self.workers,
+            self.emulator.process,
+            self.redis.process,
+        ]
+        running = [p for p in processes if p is not None and p.poll() is None]
+        for process in running:  # each leads its own process group (start_new_session)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for process in running:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
     def __enter__(self) -> LocalStack:
         # ``with LocalStack(...).start() as stack`` must not start a second Redis and

@@ -15,6 +15,8 @@ from typing import Any, ClassVar, cast
 import redis
 from celery import bootsteps
 
+from throttle.connect import RedisClient
+
 log = logging.getLogger(__name__)
 
 HEARTBEAT_INTERVAL_S = 1.0
@@ -25,7 +27,7 @@ def heartbeat_key(prefix: str) -> str:
     return f"{prefix}:workers"
 
 
-def beat(client: redis.Redis, key: str, name: str, ttl_s: float = HEARTBEAT_TTL_S) -> None:
+def beat(client: RedisClient, key: str, name: str, ttl_s: float = HEARTBEAT_TTL_S) -> None:
     """One heartbeat: ``name`` alive until server now + ``ttl_s``; long-dead names go."""
     seconds, micros = cast(tuple[int, int], client.time())
     now_ms = int(seconds) * 1000 + int(micros) // 1000

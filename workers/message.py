@@ -33,6 +33,7 @@ from kombu.serialization import dumps as serialize
 from kombu.utils import json
 
 from throttle.parking import MESSAGE_MARK as PARKED_MESSAGE_MARK
+from throttle.redis_url import Topology, parse_redis_url
 
 #: The header a released message carries its release in (as :func:`parse_release`
 #: reads it), and the group the release is for.
@@ -96,7 +97,22 @@ def parse_release(group: str, text: str) -> Release | None:
 
 def broker_db_for_release(redis_url: str, broker_url: str) -> int | None:
     """The broker's database number when the broker is a Redis on the limiter's own
-    server (a script may then push onto its queues), else None."""
+    server (a script may then push onto its queues), else None. Never on a Redis
+    Cluster (a script there reaches its own slot only, and SELECT does not exist); a
+    Sentinel master counts when both URLs name the same master of the same Sentinels."""
+    if not broker_url.lower().startswith("redis"):
+        return None
+    limiter_target = parse_redis_url(redis_url)
+    broker_target = parse_redis_url(broker_url, what="celery.broker_url")
+    if Topology.CLUSTER in (limiter_target.topology, broker_target.topology):
+        return None
+    if limiter_target.topology is Topology.SENTINEL:
+        same = broker_target.topology is Topology.SENTINEL and (
+            set(limiter_target.hosts),
+            limiter_target.master,
+            limiter_target.password,
+        ) == (set(broker_target.hosts), broker_target.master, broker_target.password)
+        return broker_target.db if same else None
     limiter, broker = urlsplit(redis_url), urlsplit(broker_url)
     if broker.scheme not in ("redis", "rediss") or limiter.scheme != broker.scheme:
         return None
@@ -122,6 +138,9 @@ def unacked_keys(transport_options: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def redis_db(url: str) -> int:
+    target = parse_redis_url(url)
+    if target.topology is not Topology.SINGLE:
+        return target.db
     return _db_of(urlsplit(url).path)
 
 

@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Mapping
 from typing import Any, cast
 
-import redis
 from celery import Celery
 from kombu.utils import json
 
+from throttle.connect import RedisClient, connect
 from throttle.scheduler import ReleasedItem, SchedulePass
 from workers.message import CannotPrebuild, prebuilt_message, without_release
 
@@ -87,13 +87,16 @@ def republisher(app: Celery) -> Any:
     return publish
 
 
-def broker_client(app: Celery) -> redis.Redis:
+def broker_client(app: Celery) -> RedisClient:
     """A plain client of the broker's Redis (kept on the app), for pushing a ready-made
     message onto its exact list key."""
+    from workers.app import app_config
+
     client = getattr(app, "llm_broker_client", None)
     if client is None:
-        client = app.llm_broker_client = redis.Redis.from_url(app.conf.broker_url)
-    return cast(redis.Redis, client)
+        url = app_config(app).broker_url
+        client = app.llm_broker_client = connect(url, what="celery.broker_url")
+    return cast(RedisClient, client)
 
 
 def prebuilt(app: Celery, group: str, entry_id: str, payload: Mapping[str, Any]) -> str | None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import redis
 
+from throttle.connect import RedisClient
 from throttle.errors import ThrottleError
 from throttle.providers.sse import SseEvent
 from throttle.providers.streaming import is_usage_only
@@ -67,7 +68,7 @@ class StreamRelay:
 
     def __init__(
         self,
-        client: redis.Redis,
+        client: RedisClient,
         key: str,
         *,
         keep_usage_chunk: bool,

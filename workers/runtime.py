@@ -380,6 +380,16 @@ class CompletionRunner:
     ) -> Outcome:
         """Run ``call`` through the throttle; a streamed call's events go to ``sink``
         as they arrive."""
+        try:
+            return self._run(call, state, sink)
+        except StorageError as exc:
+            # Redis away past admission (the credential choice, begin, a pause after a
+            # 429; all before a stream's first event): the task waits and comes back
+            # with its state (a reservation it holds is begun then); admission itself
+            # follows the failure policy.
+            return RetryLater(self._backoff_s(state.error_retries + 1), exc, state)
+
+    def _run(self, call: CompletionCall, state: ThrottleState, sink: EventSink | None) -> Outcome:
         if state.parked_at_s is not None:
             state.waited_s += max(0.0, self._wall() - state.parked_at_s)
             state.parked_at_s = None

@@ -20,7 +20,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Task
 from celery.backends.redis import RedisBackend
@@ -45,6 +45,10 @@ from workers.runtime import (
 )
 
 log = logging.getLogger(__name__)
+
+#: A released task that could not claim its entry (Redis away) tries again this much
+#: later, its release kept: a restart or a failover takes seconds.
+CLAIM_RETRY_S = 1.0
 
 #: Custom task state shown in Flower while a task waits in the dispatch queue.
 PARKED = "PARKED"
@@ -79,12 +83,17 @@ class ThrottledTask(Task):
             marker_ttl_s = (
                 2 * celery.visibility_timeout_s + context.config.worker.throttle_deadline_s
             )
-            if not context.parking.claim(
-                release["group"], release["entry"], release["token"], marker_ttl_s=marker_ttl_s
-            ):
+            try:
+                claimed = context.parking.claim(
+                    release["group"], release["entry"], release["token"], marker_ttl_s=marker_ttl_s
+                )
+            except StorageError as exc:  # Redis away (a restart, a failover): claim later
+                state.release = release
+                self._retry(RetryLater(CLAIM_RETRY_S, exc, state), self._kwargs())
+            if not claimed:
                 log.info("task %s: released twice; this copy is dropped", self.request.id)
                 raise Ignore()
-        kwargs = {k: v for k, v in self.request.kwargs.items() if k != "throttle_state"}
+        kwargs = self._kwargs()
         for _ in range(8):  # a released own item that cannot run re-queues; bounded
             outcome = context.runner.run(call, state, sink)
             if isinstance(outcome, Completed):
@@ -102,6 +111,12 @@ class ThrottledTask(Task):
             raise Ignore()
         if not isinstance(outcome, RetryLater):
             raise ThrottleError(f"task {self.request.id}: re-queued too often")
+        self._retry(outcome, kwargs)
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in self.request.kwargs.items() if k != "throttle_state"}
+
+    def _retry(self, outcome: RetryLater, kwargs: dict[str, Any]) -> NoReturn:
         log.info(
             "task %s: retry in %.1f s (%s)", self.request.id, outcome.countdown_s, outcome.error
         )

