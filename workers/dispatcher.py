@@ -17,14 +17,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar
-
-from celery import bootsteps
+from typing import Any
 
 from throttle.config import Config
 from throttle.errors import StorageError
 from throttle.parking import ParkingLot
 from throttle.scheduler import FairScheduler
+from workers.thread_step import ThreadStep
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +137,10 @@ class Dispatcher:
             self.scheduler.stop_waking()
 
 
-class DispatcherStep(bootsteps.StartStopStep):
+class DispatcherStep(ThreadStep):
     """Runs a :class:`Dispatcher` thread for the life of the worker."""
 
-    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+    thread_name = "llm-throttle-dispatcher"
 
     def create(self, worker: Any) -> DispatcherStep:
         from workers.context import set_pool_threads
@@ -155,7 +149,7 @@ class DispatcherStep(bootsteps.StartStopStep):
         set_pool_threads(worker.concurrency if "thread" in pool else 1)
         return self
 
-    def start(self, worker: Any) -> None:
+    def target(self, worker: Any) -> Callable[[threading.Event], None]:
         from workers.app import app_config
         from workers.context import worker_context
         from workers.publish import republisher
@@ -165,15 +159,4 @@ class DispatcherStep(bootsteps.StartStopStep):
         dispatcher = Dispatcher(
             app_config(app), context.parking, republisher(app), context.scheduler
         )
-        self._thread = threading.Thread(
-            target=dispatcher.run, args=(self._stop,), name="llm-throttle-dispatcher", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, worker: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def shutdown(self, worker: Any) -> None:
-        self.stop(worker)
+        return dispatcher.run

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, ClassVar, cast
+from collections.abc import Callable
+from typing import Any, cast
 
 import redis
-from celery import bootsteps
 
 from throttle.connect import RedisClient
+from workers.thread_step import ThreadStep
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +48,12 @@ def alive_until_ms(server_time: tuple[Any, Any], newest: list[tuple[Any, float]]
     return float(newest[0][1]) - now_ms
 
 
-class HeartbeatStep(bootsteps.StartStopStep):
+class HeartbeatStep(ThreadStep):
     """Beats for the life of the worker."""
 
-    requires: ClassVar[set[str]] = {"celery.worker.components:Pool"}
+    thread_name = "llm-throttle-heartbeat"
 
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, worker: Any) -> None:
+    def target(self, worker: Any) -> Callable[[threading.Event], None]:
         from workers.app import app_config
         from workers.context import worker_context
 
@@ -65,21 +61,12 @@ class HeartbeatStep(bootsteps.StartStopStep):
         client = worker_context(worker.app).client
         key, name = heartbeat_key(config.redis.prefix), str(worker.hostname)
 
-        def run() -> None:
-            while not self._stop.is_set():
+        def run(stop: threading.Event) -> None:
+            while not stop.is_set():
                 try:
                     beat(client, key, name)
                 except redis.RedisError as exc:
                     log.debug("heartbeat: %s", exc)
-                self._stop.wait(HEARTBEAT_INTERVAL_S)
+                stop.wait(HEARTBEAT_INTERVAL_S)
 
-        self._thread = threading.Thread(target=run, name="llm-throttle-heartbeat", daemon=True)
-        self._thread.start()
-
-    def stop(self, worker: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def shutdown(self, worker: Any) -> None:
-        self.stop(worker)
+        return run
