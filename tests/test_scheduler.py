@@ -216,24 +216,6 @@ def test_a_refund_wakes_a_dispatcher_while_work_waits(scheduler: FairScheduler) 
     assert [r.item_id for r in scheduler.run_pass(group).released] == ["b"]
 
 
-def test_a_refund_to_a_bucket_that_does_not_bind_wakes_nothing(
-    scheduler: FairScheduler,
-) -> None:
-    """Requests bind, tokens have room to spare: a settle that gives tokens back changes
-    nothing for the queue, and wakes no dispatcher (it did on every settle)."""
-    group = full("no-wake", {"requests": "1/s", "tokens": "10000/10s"})
-    first = scheduler.push(
-        group, QueuedItem("a", {"requests": 1, "tokens": 500}, "interactive", "t", 1, 0, "a")
-    )
-    [own] = first.released
-    waiting = QueuedItem("b", {"requests": 1, "tokens": 500}, "interactive", "t", 1, 0, "b")
-    assert scheduler.push(group, waiting).released == ()
-    assert scheduler.wait_for_wake(["no-wake"], 0.3) == "no-wake", "the push's own wake"
-    assert own.reservation is not None
-    assert scheduler.limiter.settle(group, own.reservation, {"tokens": -400}) is not None
-    assert scheduler.wait_for_wake(["no-wake"], 0.3) is None
-
-
 def test_the_queue_length_a_start_read_sees_is_the_queues(scheduler: FairScheduler) -> None:
     """The state's 'b' follows every push and release: a choice among credentials (the
     shortest fair queue) and the gateway's backpressure read it as the queue's length

@@ -24,10 +24,9 @@
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
-  KEYS[#KEYS] the group's wake list: a freed lease, a refund to a bucket more than
-             half drained or a higher rate while items are ready in the fair queue
-             ('b' > 0) wakes a dispatcher (schedule.lua): its next pass may be due
-             sooner than it was told
+  KEYS[#KEYS] the group's wake list: a freed lease, a refund or a higher rate while
+             items are ready in the fair queue ('b' > 0) wakes a dispatcher
+             (schedule.lua): its next pass may be due sooner than it was told
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
@@ -106,10 +105,7 @@ for i = 1, g do
     if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
   if after ~= tat then writes[#writes + 1], writes[#writes + 2] = 't:' .. name, tat_text(after) end
-  -- a refund wakes the queue only from a bucket more than half drained: one with more
-  -- room than that is not what holds queued work back (a tokens bucket while requests
-  -- bind would wake a dispatcher on every settle for nothing)
-  if after < tat and tat - now > tolerance / 2 then earlier = true end
+  if after < tat then earlier = true end
   furthest = math.max(furthest, after)
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
