@@ -3,6 +3,7 @@ once (issue 11, acceptance 4). Run by hand, never in CI::
 
     .venv/bin/python bench/backlog_cost.py              # about 3 minutes
     .venv/bin/python bench/backlog_cost.py --rounds 6
+    .venv/bin/python bench/backlog_cost.py --rounds 1 --scripts  # µs per Lua script
 
 One stack (embedded redis-server for broker, results and limiter; the emulator with
 zero latency and limits that never bind; one worker ``-P threads -c 8``). Two groups:
@@ -83,6 +84,8 @@ class Measure:
     by_command: dict[str, float]
     #: Server µs per completion of each Redis command, most first.
     usec_by_command: dict[str, float]
+    #: With --scripts: per script, (calls, server µs) per completion (from the SLOWLOG).
+    by_script: dict[str, tuple[float, float]] | None = None
 
 
 def process_cpu_s(pid: int) -> float:
@@ -105,6 +108,40 @@ def sample(stack: LocalStack, client: redis.Redis) -> Sample:
         {k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in commands.items()},
         {k.removeprefix("cmdstat_"): int(v["usec"]) for k, v in commands.items()},
     )
+
+
+def script_names() -> dict[str, str]:
+    """The SHA1 of each of the limiter's scripts -> its file's name."""
+    import hashlib
+
+    from throttle.scripts import script_source
+
+    names = [p.name for p in (REPO_ROOT / "throttle" / "lua").glob("*.lua")]
+    return {hashlib.sha1(script_source(n).encode()).hexdigest(): n for n in names}
+
+
+def start_script_log(client: redis.Redis) -> None:
+    """Log every command with its server time (the SLOWLOG at a threshold of 0)."""
+    client.config_set("slowlog-max-len", 1_000_000)
+    client.config_set("slowlog-log-slower-than", 0)
+    client.slowlog_reset()
+
+
+def script_costs(client: redis.Redis, n: int) -> dict[str, tuple[float, float]]:
+    """Per script: calls and server µs, per completion, since start_script_log."""
+    client.config_set("slowlog-log-slower-than", 10_000)
+    names = script_names()
+    calls: dict[str, list[float]] = {}
+    for entry in client.slowlog_get(1_000_000):
+        command = entry["command"].split()
+        if command and command[0].upper() in (b"EVALSHA", "EVALSHA") and len(command) > 1:
+            sha = command[1].decode() if isinstance(command[1], bytes) else command[1]
+            name = names.get(sha, sha[:8])
+            if name == "schedule.lua":  # a push has 9 more arguments than a pass
+                name += " push" if len(command) > 20 else " pass"
+            calls.setdefault(name, []).append(entry["duration"])
+    client.slowlog_reset()
+    return {k: (round(len(v) / n, 2), round(sum(v) / n, 1)) for k, v in sorted(calls.items())}
 
 
 def stack_for(rate: float) -> LocalStack:
@@ -178,16 +215,21 @@ def measure(
         primed = send(stack, "gpt-4o", args.prime)
         settle_backlog(stack, client)
         before = sample(stack, client)
+        if args.scripts:
+            start_script_log(client)
         began = time.monotonic()
         results = primed + send(stack, "gpt-4o", args.tasks)
     else:
         before = sample(stack, client)
+        if args.scripts:
+            start_script_log(client)
         began = time.monotonic()
         results = send(stack, "gpt-4o-mini", args.tasks)
     sent_cpu_s = time.process_time()  # the producer's part: its sends, not its wait
     wait_done(stack, results, before.admitted, timeout_s=300)
     after = sample(stack, client)
     n = after.admitted - before.admitted
+    by_script = script_costs(client, n) if args.scripts else None
     return Measure(
         subject,
         round_,
@@ -199,6 +241,7 @@ def measure(
         (after.redis_commands - before.redis_commands) / n,
         per_completion(before.by_command, after.by_command, n),
         per_completion(before.usec_by_command, after.usec_by_command, n),
+        by_script,
     )
 
 
@@ -287,6 +330,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=60.0, help="narrow group, requests/s")
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--idle-s", type=float, default=3.0, help="idle measure per round")
+    parser.add_argument(
+        "--scripts",
+        action="store_true",
+        help="break the server's time down per Lua script (SLOWLOG at 0 µs: it costs some"
+        " CPU of its own, so read the ratios of a run without it)",
+    )
     args = parser.parse_args(argv)
     measures: list[Measure] = []
     idles: list[Idle] = []
@@ -305,7 +354,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     f"round {round_ + 1} {subject}: {m.completions} in {m.seconds:.1f} s,"
                     f" worker {m.worker_cpu_ms:.2f} ms, redis {m.redis_cpu_ms:.2f} ms,"
                     f" {m.redis_commands:.1f} commands ({m.by_command}), server µs"
-                    f" {m.usec_by_command}",
+                    f" {m.usec_by_command}"
+                    + (f", scripts (calls, µs) {m.by_script}" if m.by_script else ""),
                     file=sys.stderr,
                 )
             idles.append(measure_idle(stack, client, round_, args.idle_s))

@@ -264,6 +264,23 @@ def test_pause_gate_holds_new_slots_and_sends_old_ones_back(limiter: RedisLimite
     assert begin.wait_s == pytest.approx(5.0, abs=0.05)
 
 
+def test_a_pause_that_ends_before_the_slot_lets_it_go(limiter: RedisLimiter) -> None:
+    """Without sliding logs or a cap, begin reads the gate alone: a pause made after the
+    reservation but over by its slot lets it go; one that reaches past it sends it back
+    (on the server's clock, the script's answer, with the wait)."""
+    group = LimitGroup.from_specs("gate", {"requests": "2/s"})
+    saturate(limiter, group, {"requests": 1}, backlog_s=1.0)
+    later = limiter.admit(group, {"requests": 1})
+    assert later.wait_s > 1.0
+    limiter.pause(group, 0.3)
+    assert limiter.begin(group, later.reservation).outcome is BeginOutcome.GO
+    nearer = limiter.admit(group, {"requests": 1})  # its slot is after the pause's end
+    limiter.pause(group, nearer.wait_s + 1.0)
+    begin = limiter.begin(group, nearer.reservation)
+    assert begin.outcome is BeginOutcome.PAUSED
+    assert begin.wait_s == pytest.approx(nearer.wait_s + 1.0, abs=0.1)
+
+
 def test_concurrency_leases_are_capped_released_and_expire(limiter: RedisLimiter) -> None:
     group = LimitGroup.from_specs("conc", {"requests": "1000/s"}, concurrency=2, lease_ttl_s=0.3)
     first, second, third = (limiter.admit(group, {"requests": 1}) for _ in range(3))

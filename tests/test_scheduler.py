@@ -216,6 +216,24 @@ def test_a_refund_wakes_a_dispatcher_while_work_waits(scheduler: FairScheduler) 
     assert [r.item_id for r in scheduler.run_pass(group).released] == ["b"]
 
 
+def test_a_refund_where_nothing_binds_wakes_no_one(scheduler: FairScheduler) -> None:
+    """Tokens given back while the requests bucket holds the queue back cannot bring the
+    next pass forward: the settle wakes no dispatcher (every such wake was a pass that
+    released nothing, once per completion of a backlog)."""
+    group = full("quiet", {"requests": "1/min", "tokens": "1000/s"})
+    first = scheduler.push(
+        group, QueuedItem("a", {"requests": 1, "tokens": 900}, "interactive", "t", 1, 0, "a")
+    )
+    [own] = first.released
+    waiting = QueuedItem("b", {"requests": 1, "tokens": 100}, "interactive", "t", 1, 0, "b")
+    assert scheduler.push(group, waiting).released == ()
+    assert scheduler.wait_for_wake(["quiet"], 0.3) == "quiet", "the push's own wake"
+    assert own.reservation is not None
+    assert scheduler.limiter.settle(group, own.reservation, {"tokens": -800}) is not None
+    assert scheduler.wait_for_wake(["quiet"], 0.5) is None, "requests still bind"
+    assert scheduler.queued("quiet") == (1, 1)
+
+
 def test_the_queue_length_a_start_read_sees_is_the_queues(scheduler: FairScheduler) -> None:
     """The state's 'b' follows every push and release: a choice among credentials (the
     shortest fair queue) and the gateway's backpressure read it as the queue's length

@@ -146,7 +146,9 @@ class Begin:
     outcome: BeginOutcome
     #: For PAUSED: seconds until the gate opens (re-admit: the slot is void).
     wait_s: float
-    now_ms: float
+    #: The server's clock at the check; None when it was decided without the clock
+    #: (no pause reaches past the slot).
+    now_ms: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -570,13 +572,27 @@ class RedisLimiter:
     def begin(self, group: LimitGroup, reservation: str) -> Begin:
         """At the slot, as the request is about to leave: check the pause gate, move its
         sliding-log entries to now (the provider counts it from its arrival), take the
-        concurrency lease."""
+        concurrency lease.
+
+        A group with neither sliding logs nor a concurrency cap has only its gate to
+        check: one plain read of the pause, not the script. The gate is open from the
+        slot on if no pause reaches past it (a pause made after the reservation ends
+        later than the reservation was made, and no later than the slot lets it go);
+        only otherwise does the script decide on the server's clock."""
+        plan = self._plan(group)
+        if not plan.sliding and not group.concurrency:
+            handle = _Handle.parse(reservation, plan)
+            if handle is not None:
+                slot_ms = int(handle.expiry_ms) - self.record_ttl_ms  # floor of the slot
+                with _storage_errors("HGET"):
+                    paused_until = cast(Any, self.client.hget(plan.state_key, "pause"))
+                if paused_until is None or float(paused_until) <= slot_ms:
+                    return Begin(BeginOutcome.GO, 0.0, None)
         args: list[str | int] = [
             reservation_id_of(reservation),
             group.concurrency or 0,
             int(group.lease_ttl_s * 1000),
         ]
-        plan = self._plan(group)
         keys = [plan.state_key, plan.leases_key]
         handle = _Handle.parse(reservation, plan) if plan.sliding else None
         if handle is not None:

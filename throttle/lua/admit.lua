@@ -53,7 +53,9 @@
     4 work waits in the fair queue (nothing reserved: join it), 5 (only for the fair
     scheduler, schedule.lua) no concurrency lease free
     binding: 1-based index (GCRA dimensions first) of the dimension that set the
-    slot; 0 for none or the pause gate
+    slot; 0 for none or the pause gate (for the fair scheduler, schedule.lua, code 1
+    carries a seventh element: that dimension's state field 't:<dim>', 'o:<name>' for
+    a sliding or calendar one, or 'pause')
     record (code 0 only; lib/record.lua): 'multiplier as read' then 'cost,post
     TAT,learned capacity' per GCRA dimension (the raw strings: cancel.lua recomputes
     the emission interval this admission used, to undo it exactly), then 'cost,member'

@@ -24,13 +24,15 @@
   KEYS[1]  state hash of the group (admit.lua's KEYS[1]); this script keeps its 'b' at
            the number of items in ready flows: above 0, it makes bounded admissions
            queue, and it is the queue's length a choice among credentials and the
-           gateway's backpressure read
+           gateway's backpressure read; and its 'w' at what saturated the last pass
+           (see mark_queued): settle.lua's wake condition
   KEYS[2]  concurrency leases zset
   KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
            'z' the cursor of the sweep of idle tenants' buckets in KEYS[1],
            'd' the next pass's due time as last told (µs), 's' 1 when that pass ended
            because the group itself was saturated (a group dimension, the pause gate
-           or the lease cap; a push before 'd' then runs no pass), 'v:<lane>' virtual time,
+           or the lease cap; a push before 'd' then runs no pass), 'g' the 'w' that
+           pass wrote, 'y' when the last chores ran ms, 'v:<lane>' virtual time,
            'c:<lane>' credit; per flow 'f:<flow>' finish
            tag, 'w:<flow>' weight, 'p:<flow>' packed spec, 'o:<flow>' other dimensions
            (key and four admission args each, joined by \31), 'i:<flow>' the binding
@@ -117,30 +119,36 @@ for k, text in ipairs(split(ARGV[2], ';')) do
               idle = prefix .. 'idle:' .. parts[1]}
   lane_of[parts[1]] = k
 end
-local fields = {'r', 'n', 'e', 'd', 's', 'z'}
+local fields = {'r', 'n', 'e', 'd', 's', 'z', 'y', 'g'}
 for _, lane in ipairs(lanes) do
   fields[#fields + 1] = 'v:' .. lane.name
   fields[#fields + 1] = 'c:' .. lane.name
 end
-fields[#fields + 1] = 'y'
 local counters = rcall('HMGET', sched_key, unpack(fields))
 -- Housekeeping (dropping idle flows' old finish tags, sweeping full tenant buckets)
 -- runs at most once per CHORES_MS, and on every pass while a sweep is part way.
 local CHORES_MS = 1000
 local sweep_cursor = counters[6] or '0'
-local chores_due = now - (tonumber(counters[#fields]) or -CHORES_MS) >= CHORES_MS
+local chores_due = now - (tonumber(counters[7]) or -CHORES_MS) >= CHORES_MS
 local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
 local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
+local wake_on_before = counters[8] or ''
 local b_before = ready_n
 for k, lane in ipairs(lanes) do
-  lane.v, lane.credit = tonumber(counters[5 + 2 * k]) or 0, tonumber(counters[6 + 2 * k]) or 0
+  lane.v, lane.credit = tonumber(counters[7 + 2 * k]) or 0, tonumber(counters[8 + 2 * k]) or 0
 end
 
 -- The state's 'b' tells how many items wait in ready flows (> 0: admissions queue);
--- written when it changes, and once a second in case the state hash expired.
-local function mark_queued()
-  if rcall('HSET', state_key, 'b', ready_n) == 1 and rcall('PTTL', state_key) < 0 then
+-- written when it changes, and once a second in case the state hash expired. Its 'w'
+-- names what saturated the group in the last pass (a dimension's state field, 'lease'
+-- or 'pause'; '' for nothing): settle.lua wakes a dispatcher only for a refund to
+-- that dimension (or a freed lease, or a higher rate), the one change that can bring
+-- the next pass forward. Without 'w' it wakes for every refund.
+local function mark_queued(wake_on)
+  local added = wake_on and rcall('HSET', state_key, 'b', ready_n, 'w', wake_on)
+    or rcall('HSET', state_key, 'b', ready_n)
+  if added > 0 and rcall('PTTL', state_key) < 0 then
     rcall('PEXPIRE', state_key, ttl)  -- the hash may be new: a field of it is
   end
 end
@@ -265,6 +273,7 @@ end
 
 local out, released, due = {math.floor(now * 1000), -1, 0}, 0, -1
 saturated = false
+local wake_on = ''  -- what saturated the group: the state field settle.lua wakes for
 
 -- Messages to push onto the broker's queues (ARGV[7]): {key, text} each.
 local broker = split(ARGV[7], ',')
@@ -457,10 +466,11 @@ while released < max_items do
       ready_n = ready_n - rcall('LLEN', prefix .. 'fq:' .. h.flow)
     elseif code == 1 then
       due, saturated = reply[3], true  -- the group is saturated until then
+      wake_on = reply[7] or ''
       break
     elseif code == 5 then
       local first = rcall('ZRANGE', leases_key, 0, 0, 'WITHSCORES')
-      if first[2] then due, saturated = math.floor(tonumber(first[2]) * 1000), true end
+      if first[2] then due, saturated, wake_on = math.floor(tonumber(first[2]) * 1000), true, 'lease' end
       break  -- every lease is held: a settle wakes the next pass
     else  -- cost above capacity, or the calendar does not cover now: the worker decides
       pop(lane, h)
@@ -499,7 +509,7 @@ if chores_due or sweep_cursor ~= '0' then
 end
 
 local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due, 's', saturated and 1 or 0,
-                'z', sweep_cursor}
+                'z', sweep_cursor, 'g', wake_on}
 if chores_due then writes[#writes + 1], writes[#writes + 2] = 'y', math.floor(now) end
 if group_stats then
   writes[#writes + 1], writes[#writes + 2] = 'q', stats_text(group_stats)
@@ -519,8 +529,8 @@ end
 rcall('HSET', sched_key, unpack(writes))
 if expiry <= now then touch(sched_key) end  -- written anew since it expired
 keep_touched(expiry > now and expiry or now + ttl)
-if chores_due or ready_n ~= b_before then
-  if ready_n > 0 then mark_queued() else rcall('HDEL', state_key, 'b') end
+if chores_due or ready_n ~= b_before or wake_on ~= wake_on_before then
+  if ready_n > 0 then mark_queued(wake_on) else rcall('HDEL', state_key, 'b', 'w') end
 end
 -- A push that brought the next pass forward wakes a dispatcher (one BLPOP takes it).
 if pushed ~= '' and due >= 0 and (last_due < 0 or due < last_due) then

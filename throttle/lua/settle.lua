@@ -24,9 +24,11 @@
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
-  KEYS[#KEYS] the group's wake list: a freed lease, a refund or a higher rate while
-             items are ready in the fair queue ('b' > 0) wakes a dispatcher
-             (schedule.lua): its next pass may be due sooner than it was told
+  KEYS[#KEYS] the group's wake list: while items are ready in the fair queue ('b' >
+             0), a settle that may bring the next pass forward wakes a dispatcher
+             (schedule.lua): a higher rate; a freed lease or a refund, but only to
+             what saturated the last pass (the state's 'w': 'lease', a dimension's
+             field, or 'pause' for neither), or to anything when 'w' is not known
   ARGV[1]    reservation id
   ARGV[2]    g, the number of GCRA dimensions
   ARGV[3]    o, the number of other dimensions
@@ -54,14 +56,18 @@ if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000), -1} end
 local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
 -- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension, 'b',
--- 'x'; the buckets' writes go out together after the loop below.
+-- 'x', 'w'; the buckets' writes go out together after the loop below.
 local fields = {'m', 'd', 'i'}
 for i = 1, g do
   local name = ARGV[-2 + 9 * i]
   fields[2 + 2 * i], fields[3 + 2 * i] = 't:' .. name, 'k:' .. name
 end
-fields[4 + 2 * g], fields[5 + 2 * g] = 'b', 'x'
+fields[4 + 2 * g], fields[5 + 2 * g], fields[6 + 2 * g] = 'b', 'x', 'w'
 local head = rcall('HMGET', state_key, unpack(fields))
+local wake_on = head[6 + 2 * g]
+if wake_on == '' then wake_on = nil end
+-- Whether a refund to the dimension with this state field can bring the next pass forward
+local function wakes(field) return wake_on == nil or wake_on == field end
 local writes = {}
 local multiplier = tonumber(head[1]) or 1
 local ceiling = 1
@@ -70,7 +76,7 @@ local learned_of, changed = {}, {}
 -- bucket's tolerance: `reach` before and after a change of limits, `binding_changed`
 -- whether the bucket that set it was one of those whose limit changed.
 local reach, reach_after, binding_changed = 0, 0, false
--- Whether this settle lets queued work start sooner (a refund, a higher rate)
+-- Whether this settle lets queued work start sooner (a refund where it binds, a higher rate)
 local earlier = false
 for i = 1, g do
   local at = -2 + 9 * i
@@ -105,7 +111,7 @@ for i = 1, g do
     if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
   if after ~= tat then writes[#writes + 1], writes[#writes + 2] = 't:' .. name, tat_text(after) end
-  if after < tat then earlier = true end
+  if after < tat and wakes('t:' .. name) then earlier = true end
   furthest = math.max(furthest, after)
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
@@ -121,7 +127,7 @@ for j = 1, o do
         rcall('ZREM', key, where)
         rcall('ZADD', key, score, ARGV[1] .. ':' .. kept)
         rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], kept - cost)
-        if kept < cost then earlier = true end
+        if kept < cost and wakes('o:' .. ARGV[at]) then earlier = true end
       end
     elseif rcall('HEXISTS', key, where) == 1 then
       rcall('HINCRBYFLOAT', key, where, math.max(delta, -cost))
@@ -192,7 +198,7 @@ if furthest > now and furthest + 60000 > (tonumber(head[5 + 2 * g]) or 0) then
   end
 end
 local freed = rcall('ZREM', leases_key, ARGV[1]) == 1
-if (freed or earlier) and (tonumber(head[4 + 2 * g]) or 0) > 0 then
+if ((freed and wakes('lease')) or earlier) and (tonumber(head[4 + 2 * g]) or 0) > 0 then
   rcall('LPUSH', KEYS[#KEYS], '1')
   rcall('LTRIM', KEYS[#KEYS], 0, 0)
 end

@@ -90,13 +90,20 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
       others[j] = d
     end
   end
+  -- The state field that names the binding dimension, for the fair scheduler: a
+  -- settle wakes its dispatcher only for a refund to that one (schedule.lua's 'w').
+  local function binding_field(i)
+    if i == 0 then return 'pause' end
+    if i <= g then return spec[2 * i + 3] end
+    return 'o:' .. others[i - g].name
+  end
   -- GCRA bounds are constants; the others only move the slot later: iterate to a fixed point.
   local settled = true
   for _ = 1, 32 do
     settled = true
     for j, d in ipairs(others) do
       local e = algorithms[d.algo].earliest(d, slot)
-      if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j} end
+      if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j, 'o:' .. d.name} end
       if e > slot then slot, binding, settled = e, g + j, false end
     end
     if settled then break end
@@ -111,7 +118,8 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
       rcall('HSET', state_key, unpack(fresh))
       keep_for(state_key, 120000)
     end
-    return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding}
+    return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding,
+            lease_ahead_ms ~= nil and binding_field(binding) or nil}
   end
 
   local take_lease = cap > 0 and (wait <= 0 or (lease_ahead_ms ~= nil and wait <= lease_ahead_ms))
