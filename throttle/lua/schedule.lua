@@ -113,11 +113,10 @@ local function split(text, sep)
 end
 
 local lanes, lane_of = {}, {}
-for k, text in ipairs(split(ARGV[2], ';')) do
-  local parts = split(text, ',')
-  lanes[k] = {name = parts[1], rate = tonumber(parts[2]), ready = prefix .. 'ready:' .. parts[1],
-              idle = prefix .. 'idle:' .. parts[1]}
-  lane_of[parts[1]] = k
+for name, rate in string.gmatch(ARGV[2], '([^,;]+),([^;]*)') do
+  lanes[#lanes + 1] = {name = name, rate = tonumber(rate), ready = prefix .. 'ready:' .. name,
+                       idle = prefix .. 'idle:' .. name}
+  lane_of[name] = #lanes
 end
 local fields = {'r', 'n', 'e', 'd', 's', 'z', 'y', 'g'}
 for _, lane in ipairs(lanes) do
@@ -212,9 +211,15 @@ local pushed_again = false
 if pushed ~= '' then
   local lane = lanes[lane_of[ARGV[8]]]
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
-  local meta = split(ARGV[11], ',')  -- the queue time goes third
-  table.insert(meta, 3, string.format('%d', now))
-  pushed_again = rcall('HSETNX', payloads_key, pushed, table.concat(meta, ',') .. '\30' .. ARGV[12]) == 0
+  -- the queue time goes third: 'cost,deadline,queued at[,cost texts...]'
+  local meta, queued_at = ARGV[11], string.format('%d', now)
+  local second = string.find(meta, ',', (string.find(meta, ',', 1, true) or #meta) + 1, true)
+  if second then
+    meta = string.sub(meta, 1, second) .. queued_at .. string.sub(meta, second)
+  else
+    meta = meta .. ',' .. queued_at
+  end
+  pushed_again = rcall('HSETNX', payloads_key, pushed, meta .. '\30' .. ARGV[12]) == 0
 end
 if pushed ~= '' and not pushed_again then
   local lane, flow = lanes[lane_of[ARGV[8]]], ARGV[9]
@@ -275,16 +280,18 @@ local out, released, due = {math.floor(now * 1000), -1, 0}, 0, -1
 saturated = false
 local wake_on = ''  -- what saturated the group: the state field settle.lua wakes for
 
--- Messages to push onto the broker's queues (ARGV[7]): {key, text} each.
+-- Messages to push onto the broker's queues (ARGV[7]): {key, text, unacked record}
+-- each; the ids of the payloads that go. Both are written once, after the pass.
 local broker = split(ARGV[7], ',')
 local dbs = ARGV[7]
-local outbox = {}
+local outbox, gone = {}, {}
 -- The end of a ready-made envelope (workers/message.py puts these properties last):
 -- kombu's unacknowledged record needs its exchange, routing key and delivery tag
 -- (read here only for a message stored by an older version without them).
 local ENVELOPE_END = '"delivery_info": {"exchange": ("[^"]*"), "routing_key": ("[^"]*")}, ' ..
   '"priority": %d+, "body_encoding": "base64", "delivery_tag": "([^"]+)"}}$'
 local function json_safe(text)
+  if not string.find(text, '[%c"\\]') then return text end
   return (string.gsub(text, '[%c"\\]', function(c) return string.format('\\u%04x', string.byte(c)) end))
 end
 
@@ -294,7 +301,7 @@ local function emit(h, slot_us, lease, record, reason)
   local mine = id == pushed
   if h.legacy then rcall('HDEL', sched_key, 'm:' .. id) end  -- queued by an older version
   if mine then
-    rcall('HDEL', payloads_key, id)
+    gone[#gone + 1] = id
   elseif dbs ~= '' and string.byte(payload, 1) == 27 then
     -- a ready-made message: publish it with its release written in, and record it as
     -- kombu records a message a worker takes (the release says so with a leading '+':
@@ -315,7 +322,7 @@ local function emit(h, slot_us, lease, record, reason)
     local text = string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) .. tail
     local unacked = tag and {tag, '[' .. text .. suffix}
     outbox[#outbox + 1] = {key, text, unacked}
-    rcall('HDEL', payloads_key, id)
+    gone[#gone + 1] = id
     payload = '\27'
   else
     -- published by the caller, claimed by the worker that receives it: the payload
@@ -485,16 +492,30 @@ elseif due < 0 then
   if soonest[2] then due = math.floor(tonumber(soonest[2]) * 1000) end
 end
 out[2], out[3] = due, released
+if #gone > 0 then rcall('HDEL', payloads_key, unpack(gone)) end
 if #outbox > 0 then
-  rcall('SELECT', tonumber(broker[1]))
+  -- one LPUSH per queue (in release order), one HSET and one ZADD for kombu's records
   local unix_s = string.format('%.3f', (now + 1700000000000) / 1000)  -- kombu's time()
+  local pushes, queues, records, index = {}, {}, {}, {}
   for _, message in ipairs(outbox) do
-    rcall('LPUSH', message[1], message[2])
+    local texts = pushes[message[1]]
+    if not texts then
+      texts = {}
+      pushes[message[1]] = texts
+      queues[#queues + 1] = message[1]
+    end
+    texts[#texts + 1] = message[2]
     local unacked = message[3]
     if unacked then
-      rcall('HSET', broker[3], unacked[1], unacked[2])
-      rcall('ZADD', broker[4], unix_s, unacked[1])
+      records[#records + 1], records[#records + 2] = unacked[1], unacked[2]
+      index[#index + 1], index[#index + 2] = unix_s, unacked[1]
     end
+  end
+  rcall('SELECT', tonumber(broker[1]))
+  for _, key in ipairs(queues) do rcall('LPUSH', key, unpack(pushes[key])) end
+  if #records > 0 then
+    rcall('HSET', broker[3], unpack(records))
+    rcall('ZADD', broker[4], unpack(index))
   end
   rcall('SELECT', tonumber(broker[2]))
 end
