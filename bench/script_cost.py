@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         done = scheduler.run_pass(wide)
         many = server.instructions()
         released = len(done.released)
-        rows.append((f"pass (per item, {released} released)", (many - empty) / released))
+        rows.append((f"pass (per item, {released} released)", (many - empty) / max(1, released)))
 
         reservations = [limiter.admit(free, costs, max_wait_s=1.0).reservation for _ in range(n)]
         server.instructions()

@@ -134,8 +134,15 @@ local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
 local wake_on_before = counters[8] or ''
 local b_before = ready_n
-for k, lane in ipairs(lanes) do
-  lane.v, lane.credit = tonumber(counters[7 + 2 * k]) or 0, tonumber(counters[8 + 2 * k]) or 0
+-- The lanes' virtual times and credits, read when first needed (a push into a
+-- saturated group needs neither, and a number read from text is a dear step here)
+local tags_read = false
+local function read_tags()
+  if tags_read then return end
+  tags_read = true
+  for k, lane in ipairs(lanes) do
+    lane.v, lane.credit = tonumber(counters[7 + 2 * k]) or 0, tonumber(counters[8 + 2 * k]) or 0
+  end
 end
 
 -- The state's 'b' tells how many items wait in ready flows (> 0: admissions queue);
@@ -235,6 +242,7 @@ if pushed ~= '' and not pushed_again then
                     'i:' .. flow, ARGV[15], 'a:' .. flow, ARGV[16]}
   all_n = all_n + 1
   if length == 1 then
+    read_tags()
     local finish = tonumber(rcall('ZSCORE', lane.idle, flow)) or lane.v
     rcall('ZREM', lane.idle, flow)
     rcall('HSET', sched_key, 'f:' .. flow, finish, unpack(settings))
@@ -245,11 +253,11 @@ if pushed ~= '' and not pushed_again then
     if not rcall('ZSCORE', blocked_key, flow) then ready_n = ready_n + 1 end
   end
   if now + ttl > expiry + 60000 then
-    expiry = now + ttl + 120000
+    expiry = math.floor(now + ttl + 120000)
     rcall('HSET', sched_key, 'e', expiry)  -- also keeps the hash from emptying below
     local keys = {sched_key, payloads_key, releasing_key, blocked_key}
     for _, l in ipairs(lanes) do keys[#keys + 1] = l.ready; keys[#keys + 1] = l.idle end
-    for _, key in ipairs(keys) do rcall('PEXPIRE', key, expiry - now) end
+    for _, key in ipairs(keys) do rcall('PEXPIRE', key, math.floor(expiry - now)) end
   end
 end
 
@@ -262,6 +270,7 @@ if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
   keep_touched(expiry)
   return {math.floor(now * 1000), last_due, 0}
 end
+read_tags()
 for _, flow in ipairs(rcall('ZRANGEBYSCORE', blocked_key, '-inf', now + lead)) do
   rcall('ZREM', blocked_key, flow)
   local lane = lane_of_flow(flow)
