@@ -134,6 +134,9 @@ local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
 local wake_on_before = counters[8] or ''
 local b_before = ready_n
+-- the counters as read, to write back only those that change
+local read = {r = ready_n, n = all_n, e = expiry, d = last_due, s = saturated and 1 or 0,
+              z = sweep_cursor, g = wake_on_before}
 -- The lanes' virtual times and credits, read when first needed (a push into a
 -- saturated group needs neither, and a number read from text is a dear step here)
 local tags_read = false
@@ -142,6 +145,7 @@ local function read_tags()
   tags_read = true
   for k, lane in ipairs(lanes) do
     lane.v, lane.credit = tonumber(counters[7 + 2 * k]) or 0, tonumber(counters[8 + 2 * k]) or 0
+    lane.v_read, lane.credit_read = lane.v, lane.credit
   end
 end
 
@@ -538,8 +542,12 @@ if chores_due or sweep_cursor ~= '0' then
   sweep_cursor = sweep[1]
 end
 
-local writes = {'r', ready_n, 'n', all_n, 'e', expiry, 'd', due, 's', saturated and 1 or 0,
-                'z', sweep_cursor, 'g', wake_on}
+-- Only what changed is written (all of it when the hash had expired)
+local writes, anew = {}, expiry <= now
+for field, value in pairs({r = ready_n, n = all_n, e = expiry, d = due, s = saturated and 1 or 0,
+                           z = sweep_cursor, g = wake_on}) do
+  if anew or value ~= read[field] then writes[#writes + 1], writes[#writes + 2] = field, value end
+end
 if chores_due then writes[#writes + 1], writes[#writes + 2] = 'y', math.floor(now) end
 if group_stats then
   writes[#writes + 1], writes[#writes + 2] = 'q', stats_text(group_stats)
@@ -550,14 +558,16 @@ end
 for flow, f in pairs(flows) do
   if f.finish then writes[#writes + 1], writes[#writes + 2] = 'f:' .. flow, f.finish end
 end
-for k, lane in ipairs(lanes) do
-  writes[#writes + 1] = 'v:' .. lane.name
-  writes[#writes + 1] = lane.v
-  writes[#writes + 1] = 'c:' .. lane.name
-  writes[#writes + 1] = lane.credit
+for _, lane in ipairs(lanes) do
+  if anew or lane.v ~= lane.v_read then
+    writes[#writes + 1], writes[#writes + 2] = 'v:' .. lane.name, lane.v
+  end
+  if anew or lane.credit ~= lane.credit_read then
+    writes[#writes + 1], writes[#writes + 2] = 'c:' .. lane.name, lane.credit
+  end
 end
-rcall('HSET', sched_key, unpack(writes))
-if expiry <= now then touch(sched_key) end  -- written anew since it expired
+if #writes > 0 then rcall('HSET', sched_key, unpack(writes)) end
+if anew then touch(sched_key) end  -- written anew since it expired
 keep_touched(expiry > now and expiry or now + ttl)
 if chores_due or ready_n ~= b_before or wake_on ~= wake_on_before then
   if ready_n > 0 then mark_queued(wake_on) else rcall('HDEL', state_key, 'b', 'w') end
