@@ -144,7 +144,7 @@ def script_costs(client: redis.Redis, n: int) -> dict[str, tuple[float, float]]:
     return {k: (round(len(v) / n, 2), round(sum(v) / n, 1)) for k, v in sorted(calls.items())}
 
 
-def stack_for(rate: float) -> LocalStack:
+def stack_for(rate: float, release_lead_s: float | None = None) -> LocalStack:
     emulator = EmulatorConfig(
         pools=(PoolConfig("default", parse_limits_text(HUGE), models=("gpt-4o-mini", "gpt-4o")),),
         latency=LatencyConfig(ttft_ms=0.0),
@@ -157,6 +157,8 @@ def stack_for(rate: float) -> LocalStack:
         "providers": {"emu": {"profile": "openai", "base_url": "emulator"}},
         "groups": {name: {"provider": "emu", **spec} for name, spec in groups.items()},
     }
+    if release_lead_s is not None:
+        doc["worker"] = {"release_lead_s": release_lead_s}
     return LocalStack(emulator, doc)
 
 
@@ -331,6 +333,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--idle-s", type=float, default=3.0, help="idle measure per round")
     parser.add_argument(
+        "--release-lead-s",
+        type=float,
+        help="[worker] release_lead_s (a pass releases about 1 + 0.8 x lead x rate items)",
+    )
+    parser.add_argument(
         "--scripts",
         action="store_true",
         help="break the server's time down per Lua script (SLOWLOG at 0 µs: it costs some"
@@ -339,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     measures: list[Measure] = []
     idles: list[Idle] = []
-    with stack_for(args.rate).start() as stack:
+    with stack_for(args.rate, args.release_lead_s).start() as stack:
         assert stack.config is not None
         client = redis.Redis.from_url(stack.config.redis.url)
         stack.start_workers(1, pool="threads", concurrency=args.concurrency)
