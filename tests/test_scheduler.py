@@ -234,6 +234,29 @@ def test_a_refund_where_nothing_binds_wakes_no_one(scheduler: FairScheduler) -> 
     assert scheduler.queued("quiet") == (1, 1)
 
 
+def test_pushes_behind_a_saturated_backlog_queue_without_a_pass(
+    scheduler: FairScheduler, redis_client: redis.Redis
+) -> None:
+    """Behind a group saturated past the release lead, a push into a flow that holds
+    work only appends and counts it (enqueue.lua, no pass); a new flow, or the same
+    item pushed again, is handled as schedule.lua handles it."""
+    group = saturated("behind", "2/s")
+    first = scheduler.push(group, item("a0", "a"))
+    assert first.released == () and first.due_in_s is not None
+    calls = redis_client.info("commandstats").get("cmdstat_rpushx", {}).get("calls", 0)
+    for n in range(1, 6):
+        done = scheduler.push(group, item(f"a{n}", "a"))
+        assert done.released == () and done.due_ms == first.due_ms
+    again = scheduler.push(group, item("a3", "a"))
+    assert again.released == () and scheduler.queued("behind") == (6, 6)
+    assert redis_client.info("commandstats")["cmdstat_rpushx"]["calls"] - calls == 5
+    scheduler.push(group, item("b0", "b"))  # a new flow: made ready by a whole push
+    assert scheduler.queued("behind") == (7, 7)
+    assert scheduler.limiter.start_wait_s(group, {"requests": 1})[1] == 7
+    released = drain(scheduler, group, 2, scheduler.run_pass(group))
+    assert sorted(released[:2]) == ["interactive/a", "interactive/b"], "fair between the two"
+
+
 def test_the_queue_length_a_start_read_sees_is_the_queues(scheduler: FairScheduler) -> None:
     """The state's 'b' follows every push and release: a choice among credentials (the
     shortest fair queue) and the gateway's backpressure read it as the queue's length

@@ -148,6 +148,9 @@ class FairScheduler:
         self._lanes = ";".join(f"{lane.name},{lane.credit_rate!r}" for lane in lanes)
         self._lane_names = frozenset(lane.name for lane in lanes)
         self._watchers: WakeWatchers | None = None
+        #: Per group: whether its last push found it saturated past the release lead
+        #: (the next push then tries enqueue.lua, which skips the pass).
+        self._saturated: dict[str, bool] = {}
 
     def stop_waking(self) -> None:
         """End the wake watchers' threads, if any (a Cluster's dispatcher on its way out)."""
@@ -198,7 +201,29 @@ class FairScheduler:
             entry.tenant_bindings,
             "1" if item.stats_apart or item.tenant is None else "",
         ]
-        return self._run(group, args)
+        if self._saturated.get(group.name, True):
+            queued = self._enqueue(group, args)
+            if queued is not None:
+                return queued
+        done = self._run(group, args)
+        self._saturated[group.name] = not done.released and (
+            done.due_ms is not None and done.due_ms - done.now_ms > self.release_lead_ms
+        )
+        return done
+
+    def _enqueue(self, group: LimitGroup, args: list[Any]) -> SchedulePass | None:
+        """Queue a push behind a group saturated past the release lead, without a pass
+        (enqueue.lua); None when the push needs one (schedule.lua)."""
+        scripts = self.limiter.scripts
+        try:
+            reply = scripts.run(scripts.enqueue, self._keys(group.name), *args)
+        except redis.RedisError as exc:
+            raise StorageError(f"redis enqueue failed: {exc}") from exc
+        if not int(reply[0]):
+            self._saturated[group.name] = False
+            return None
+        now_ms = EPOCH_MS + int(reply[1]) / 1000
+        return SchedulePass(now_ms, EPOCH_MS + int(reply[2]) / 1000, ())
 
     def run_pass(self, group: LimitGroup) -> SchedulePass:
         """Release what can start now in ``group``."""

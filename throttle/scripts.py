@@ -58,6 +58,7 @@ class Scripts:
         self.release = register(script_source("release.lua"))
         self.claim = register(script_source("claim.lua"))
         self.schedule = register(script_source("schedule.lua"))
+        self.enqueue = register(script_source("enqueue.lua"))
         self._client = client
 
     def run(self, script: Script, keys: list[str], *args: object) -> Any:

@@ -25,7 +25,7 @@
            the number of items in ready flows: above 0, it makes bounded admissions
            queue, and it is the queue's length a choice among credentials and the
            gateway's backpressure read; and its 'w' at what saturated the last pass
-           (see mark_queued): settle.lua's wake condition
+           (lib/push.lua's mark_queued): settle.lua's wake condition
   KEYS[2]  concurrency leases zset
   KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
            'z' the cursor of the sweep of idle tenants' buckets in KEYS[1],
@@ -86,6 +86,7 @@
 ]]
 --@include lib/common.lua
 --@include lib/admission.lua
+--@include lib/push.lua
 
 local state_key, leases_key, sched_key, payloads_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local releasing_key, blocked_key, wake_key = KEYS[5], KEYS[6], KEYS[7]
@@ -112,16 +113,19 @@ local function split(text, sep)
   end
 end
 
+-- (plain finds: a pattern with classes costs more than the rest of a push)
 local lanes, lane_of = {}, {}
-for name, rate in string.gmatch(ARGV[2], '([^,;]+),([^;]*)') do
-  lanes[#lanes + 1] = {name = name, rate = tonumber(rate), ready = prefix .. 'ready:' .. name,
-                       idle = prefix .. 'idle:' .. name}
-  lane_of[name] = #lanes
-end
 local fields = {'r', 'n', 'e', 'd', 's', 'z', 'y', 'g'}
-for _, lane in ipairs(lanes) do
-  fields[#fields + 1] = 'v:' .. lane.name
-  fields[#fields + 1] = 'c:' .. lane.name
+local at, text = 1, ARGV[2]
+while at <= #text do
+  local comma = string.find(text, ',', at, true)
+  local stop = (string.find(text, ';', comma, true) or #text + 1)
+  local name = string.sub(text, at, comma - 1)
+  lanes[#lanes + 1] = {name = name, rate = tonumber(string.sub(text, comma + 1, stop - 1)),
+                       ready = prefix .. 'ready:' .. name, idle = prefix .. 'idle:' .. name}
+  lane_of[name] = #lanes
+  fields[#fields + 1], fields[#fields + 2] = 'v:' .. name, 'c:' .. name
+  at = stop + 1
 end
 local counters = rcall('HMGET', sched_key, unpack(fields))
 -- Housekeeping (dropping idle flows' old finish tags, sweeping full tenant buckets)
@@ -146,20 +150,6 @@ local function read_tags()
   for k, lane in ipairs(lanes) do
     lane.v, lane.credit = tonumber(counters[7 + 2 * k]) or 0, tonumber(counters[8 + 2 * k]) or 0
     lane.v_read, lane.credit_read = lane.v, lane.credit
-  end
-end
-
--- The state's 'b' tells how many items wait in ready flows (> 0: admissions queue);
--- written when it changes, and once a second in case the state hash expired. Its 'w'
--- names what saturated the group in the last pass (a dimension's state field, 'lease'
--- or 'pause'; '' for nothing): settle.lua wakes a dispatcher only for a refund to
--- that dimension (or a freed lease, or a higher rate), the one change that can bring
--- the next pass forward. Without 'w' it wakes for every refund.
-local function mark_queued(wake_on)
-  local added = wake_on and rcall('HSET', state_key, 'b', ready_n, 'w', wake_on)
-    or rcall('HSET', state_key, 'b', ready_n)
-  if added > 0 and rcall('PTTL', state_key) < 0 then
-    rcall('PEXPIRE', state_key, ttl)  -- the hash may be new: a field of it is
   end
 end
 
@@ -222,15 +212,7 @@ local pushed_again = false
 if pushed ~= '' then
   local lane = lanes[lane_of[ARGV[8]]]
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
-  -- the queue time goes third: 'cost,deadline,queued at[,cost texts...]'
-  local meta, queued_at = ARGV[11], string.format('%d', now)
-  local second = string.find(meta, ',', (string.find(meta, ',', 1, true) or #meta) + 1, true)
-  if second then
-    meta = string.sub(meta, 1, second) .. queued_at .. string.sub(meta, second)
-  else
-    meta = meta .. ',' .. queued_at
-  end
-  pushed_again = rcall('HSETNX', payloads_key, pushed, meta .. '\30' .. ARGV[12]) == 0
+  pushed_again = rcall('HSETNX', payloads_key, pushed, stored_item(now)) == 0
 end
 if pushed ~= '' and not pushed_again then
   local lane, flow = lanes[lane_of[ARGV[8]]], ARGV[9]
@@ -242,8 +224,7 @@ if pushed ~= '' and not pushed_again then
   -- settings too (a changed plan reaches a flow that never empties)
   local renew = length == 1 or length % 32 == 0
   if renew then rcall('PEXPIRE', flow_key, ttl) end
-  local settings = {'w:' .. flow, ARGV[10], 'p:' .. flow, ARGV[13], 'o:' .. flow, ARGV[14],
-                    'i:' .. flow, ARGV[15], 'a:' .. flow, ARGV[16]}
+  local settings = flow_settings(flow)
   all_n = all_n + 1
   if length == 1 then
     read_tags()
@@ -270,7 +251,7 @@ end
 -- releases nothing: the pass would stop at the same limit. Only the counters change.
 if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
   rcall('HSET', sched_key, 'r', ready_n, 'n', all_n, 'e', expiry)
-  if ready_n ~= b_before then mark_queued() end
+  if ready_n ~= b_before then mark_queued(state_key, ready_n, ttl) end
   keep_touched(expiry)
   return {math.floor(now * 1000), last_due, 0}
 end
@@ -570,7 +551,8 @@ if #writes > 0 then rcall('HSET', sched_key, unpack(writes)) end
 if anew then touch(sched_key) end  -- written anew since it expired
 keep_touched(expiry > now and expiry or now + ttl)
 if chores_due or ready_n ~= b_before or wake_on ~= wake_on_before then
-  if ready_n > 0 then mark_queued(wake_on) else rcall('HDEL', state_key, 'b', 'w') end
+  -- (written when it changes, and once a second in case the state hash expired)
+  if ready_n > 0 then mark_queued(state_key, ready_n, ttl, wake_on) else rcall('HDEL', state_key, 'b', 'w') end
 end
 -- A push that brought the next pass forward wakes a dispatcher (one BLPOP takes it).
 if pushed ~= '' and due >= 0 and (last_due < 0 or due < last_due) then
