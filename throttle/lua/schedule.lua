@@ -303,17 +303,23 @@ local function emit(h, slot_us, lease, record, reason)
     local key_end = string.find(payload, '\n', 2, true)
     local head_end = string.find(payload, '\n', key_end + 1, true)
     local tail = string.sub(payload, head_end + 1)
-    local key, tag, suffix = string.match(string.sub(payload, 2, key_end - 1), '^([^\t]*)\t([^\t]*)\t(.*)$')
-    if not key then  -- stored by an older version: the record's parts are in the envelope
+    local key, tag, suffix  -- the first line: key TAB tag TAB suffix (plain finds)
+    local tab = string.find(payload, '\t', 2, true)
+    local tab2 = tab and tab < key_end and string.find(payload, '\t', tab + 1, true)
+    if tab2 and tab2 < key_end then
+      key, tag, suffix = string.sub(payload, 2, tab - 1), string.sub(payload, tab + 1, tab2 - 1),
+        string.sub(payload, tab2 + 1, key_end - 1)
+    else  -- stored by an older version: the record's parts are in the envelope
       key = string.sub(payload, 2, key_end - 1)
       local exchange, routing_key
       exchange, routing_key, tag = string.match(string.sub(tail, -400), ENVELOPE_END)
       if tag then suffix = ', ' .. exchange .. ', ' .. routing_key .. ']' end
     end
     if not broker[4] then tag = nil end
-    local release = string.format('%s%s,%d,%d,%d,%s,%s', tag and '+' or '', id, slot_us,
+    -- (only the id can hold what JSON escapes: the rest is numbers, words and commas)
+    local release = string.format('%s%s,%d,%d,%d,%s,%s', tag and '+' or '', json_safe(id), slot_us,
                                   math.max(0, slot_us - math.floor(now * 1000)), lease, reason, record)
-    local text = string.sub(payload, key_end + 1, head_end - 1) .. json_safe(release) .. tail
+    local text = string.sub(payload, key_end + 1, head_end - 1) .. release .. tail
     local unacked = tag and {tag, '[' .. text .. suffix}
     outbox[#outbox + 1] = {key, text, unacked}
     gone[#gone + 1] = id
