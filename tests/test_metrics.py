@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Iterator
 
@@ -33,6 +36,34 @@ def registry() -> Iterator[CollectorRegistry]:
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
     got = registry.get_sample_value(name, labels)
     return 0.0 if got is None else got
+
+
+def test_without_prometheus_client_recording_is_a_no_op_and_serving_is_refused() -> None:
+    """The ops extra is optional: without prometheus_client the task API and the worker
+    import, recording does nothing, and a port asked for is a clear error."""
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.modules["prometheus_client"] = None  # as if not installed
+        import tasks, tasks.completion, workers.app
+        from throttle.errors import ConfigError
+        from workers import metrics
+        metrics.admitted("g", {"requests": 1.0})
+        metrics.waited("g", 0.5)
+        assert metrics.metrics() is None
+        import os
+        os.environ[metrics.PORT_ENV] = "0"
+        try:
+            metrics.MetricsStep.include_if(object.__new__(metrics.MetricsStep), None)
+        except ConfigError as exc:
+            print("refused:", exc)
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "refused:" in done.stdout and "llm-throttle[ops]" in done.stdout
 
 
 def test_recording_api_counts_by_group_and_dimension(registry: CollectorRegistry) -> None:

@@ -20,6 +20,10 @@ Design (correct with several worker processes):
 The runner calls the module-level functions (:func:`admitted`, :func:`parked`,
 :func:`rate_limited`, :func:`settled`, :func:`waited`); they record into
 :func:`metrics`, built on first use.
+
+``prometheus_client`` comes with the ``ops`` extra. Without it the recording functions
+do nothing, and a worker asked to serve ``/metrics`` refuses to start, saying which
+package is missing.
 """
 
 from __future__ import annotations
@@ -35,7 +39,15 @@ from dataclasses import dataclass
 from typing import Any, ParamSpec
 
 from celery import bootsteps
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from throttle.errors import ConfigError
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+except ImportError:  # the ops extra is not installed: record nothing
+    AVAILABLE = False
+else:
+    AVAILABLE = True
 
 log = logging.getLogger(__name__)
 
@@ -111,10 +123,11 @@ _metrics: Metrics | None = None
 _warned = False
 
 
-def metrics() -> Metrics:
-    """This process's metrics (multiprocess files if the step set the directory up)."""
+def metrics() -> Metrics | None:
+    """This process's metrics (multiprocess files if the step set the directory up);
+    None without prometheus_client."""
     global _metrics
-    if _metrics is None:
+    if _metrics is None and AVAILABLE:
         with _lock:
             if _metrics is None:
                 multiprocess = bool(os.environ.get(MULTIPROC_ENV))
@@ -155,6 +168,8 @@ def admitted(group: str, costs: Mapping[str, float], lane: str = "", tenant: str
     """``tenant``: the label, bounded by the caller (see :func:`tenant_label`); a
     tenant's own dimensions are left out of the per-tenant count."""
     m = metrics()
+    if m is None:
+        return
     m.admissions.labels(group).inc()
     for dimension, cost in costs.items():
         if cost > 0:
@@ -165,12 +180,16 @@ def admitted(group: str, costs: Mapping[str, float], lane: str = "", tenant: str
 
 @_safe
 def parked(group: str) -> None:
-    metrics().parks.labels(group).inc()
+    m = metrics()
+    if m is not None:
+        m.parks.labels(group).inc()
 
 
 @_safe
 def rate_limited(group: str, multiplier: float | None) -> None:
     m = metrics()
+    if m is None:
+        return
     m.rate_limited.labels(group).inc()
     if multiplier is not None:
         m.multiplier.labels(group).set(multiplier)
@@ -185,6 +204,8 @@ def settled(
 ) -> None:
     """``deltas`` are actual minus reserved, per dimension (what the limiter settles)."""
     m = metrics()
+    if m is None:
+        return
     for dimension in reserved.keys() | deltas.keys():
         used = reserved.get(dimension, 0.0) + deltas.get(dimension, 0.0)
         if used > 0:
@@ -196,7 +217,9 @@ def settled(
 @_safe
 def waited(group: str, seconds: float, lane: str = "", tenant: str = "") -> None:
     """``tenant``: the label, bounded by the caller (see :func:`tenant_label`)."""
-    metrics().waits.labels(group, lane, tenant).observe(max(0.0, seconds))
+    m = metrics()
+    if m is not None:
+        m.waits.labels(group, lane, tenant).observe(max(0.0, seconds))
 
 
 def tenant_label(tenant: str | None, named: Container[str]) -> str:
@@ -241,7 +264,14 @@ class MetricsStep(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def include_if(self, worker: Any) -> bool:
-        return configured_port() is not None
+        if configured_port() is None:
+            return False
+        if not AVAILABLE:
+            raise ConfigError(
+                f"{PORT_ENV} is set but prometheus_client is not installed:"
+                " pip install 'llm-throttle[ops]', or unset it"
+            )
+        return True
 
     def create(self, worker: Any) -> MetricsStep:
         # Runs before the pool starts: children inherit the directory.
