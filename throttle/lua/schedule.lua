@@ -32,7 +32,8 @@
            'd' the next pass's due time as last told (µs), 's' 1 when that pass ended
            because the group itself was saturated (a group dimension, the pause gate
            or the lease cap; a push before 'd' then runs no pass), 'g' the 'w' that
-           pass wrote, 'y' when the last chores ran ms, 'v:<lane>' virtual time,
+           pass wrote, 'y' when the last chores ran ms, 'k' when the soonest blocked
+           flow may go again ms (0: none), 'v:<lane>' virtual time,
            'c:<lane>' credit; per flow 'f:<flow>' finish
            tag, 'w:<flow>' weight, 'p:<flow>' packed spec, 'o:<flow>' other dimensions
            (key and four admission args each, joined by \31), 'i:<flow>' the binding
@@ -115,7 +116,7 @@ end
 
 -- (plain finds: a pattern with classes costs more than the rest of a push)
 local lanes, lane_of = {}, {}
-local fields = {'r', 'n', 'e', 'd', 's', 'z', 'y', 'g'}
+local fields = {'r', 'n', 'e', 'd', 's', 'z', 'y', 'g', 'k'}
 local at, text = 1, ARGV[2]
 while at <= #text do
   local comma = string.find(text, ',', at, true)
@@ -137,10 +138,13 @@ local ready_n, all_n = tonumber(counters[1]) or 0, tonumber(counters[2]) or 0
 local expiry, last_due = tonumber(counters[3]) or 0, tonumber(counters[4]) or -1
 local saturated = counters[5] == '1'
 local wake_on_before = counters[8] or ''
+-- when the soonest blocked flow may go again, ms (0: none blocked; nil: not known)
+local blocked_soonest = tonumber(counters[9])
+local blocked_changed = false
 local b_before = ready_n
 -- the counters as read, to write back only those that change
 local read = {r = ready_n, n = all_n, e = expiry, d = last_due, s = saturated and 1 or 0,
-              z = sweep_cursor, g = wake_on_before}
+              z = sweep_cursor, g = wake_on_before, k = blocked_soonest}
 -- The lanes' virtual times and credits, read when first needed (a push into a
 -- saturated group needs neither, and a number read from text is a dear step here)
 local tags_read = false
@@ -148,7 +152,7 @@ local function read_tags()
   if tags_read then return end
   tags_read = true
   for k, lane in ipairs(lanes) do
-    lane.v, lane.credit = tonumber(counters[7 + 2 * k]) or 0, tonumber(counters[8 + 2 * k]) or 0
+    lane.v, lane.credit = tonumber(counters[8 + 2 * k]) or 0, tonumber(counters[9 + 2 * k]) or 0
     lane.v_read, lane.credit_read = lane.v, lane.credit
   end
 end
@@ -256,7 +260,12 @@ if pushed ~= '' and saturated and last_due > (now + lead) * 1000 then
   return {math.floor(now * 1000), last_due, 0}
 end
 read_tags()
-for _, flow in ipairs(rcall('ZRANGEBYSCORE', blocked_key, '-inf', now + lead)) do
+local unblocked = {}
+if blocked_soonest == nil or (blocked_soonest > 0 and blocked_soonest <= now + lead) then
+  unblocked = rcall('ZRANGEBYSCORE', blocked_key, '-inf', now + lead)
+  blocked_changed = true
+end
+for _, flow in ipairs(unblocked) do
   rcall('ZREM', blocked_key, flow)
   local lane = lane_of_flow(flow)
   local length = rcall('LLEN', prefix .. 'fq:' .. flow)
@@ -330,9 +339,9 @@ local function emit(h, slot_us, lease, record, reason)
     rcall('HSET', payloads_key, id, payload)
     if rcall('ZADD', releasing_key, now, id) == 1 then touch(releasing_key) end
   end
-  for _, v in ipairs({id, payload, slot_us, lease, record, reason, mine and 1 or 0}) do
-    out[#out + 1] = v
-  end
+  local n = #out
+  out[n + 1], out[n + 2], out[n + 3], out[n + 4] = id, payload, slot_us, lease
+  out[n + 5], out[n + 6], out[n + 7] = record, reason, mine and 1 or 0
   released = released + 1
 end
 
@@ -470,6 +479,7 @@ while released < max_items do
       if rcall('ZADD', blocked_key, math.floor(reply[3] / 1000), h.flow) == 1 then
         touch(blocked_key)
       end
+      blocked_changed = true
       ready_n = ready_n - rcall('LLEN', prefix .. 'fq:' .. h.flow)
     elseif code == 1 then
       due, saturated = reply[3], true  -- the group is saturated until then
@@ -487,10 +497,12 @@ while released < max_items do
 end
 if released >= max_items then
   due = math.floor(now * 1000)  -- more may be ready at once
-elseif due < 0 then
-  local soonest = rcall('ZRANGE', blocked_key, 0, 0, 'WITHSCORES')
-  if soonest[2] then due = math.floor(tonumber(soonest[2]) * 1000) end
 end
+if blocked_changed then
+  local soonest = rcall('ZRANGE', blocked_key, 0, 0, 'WITHSCORES')
+  blocked_soonest = tonumber(soonest[2]) or 0
+end
+if due < 0 and blocked_soonest > 0 then due = math.floor(blocked_soonest * 1000) end
 out[2], out[3] = due, released
 if #gone > 0 then rcall('HDEL', payloads_key, unpack(gone)) end
 if #outbox > 0 then
@@ -532,7 +544,7 @@ end
 -- Only what changed is written (all of it when the hash had expired)
 local writes, anew = {}, expiry <= now
 for field, value in pairs({r = ready_n, n = all_n, e = expiry, d = due, s = saturated and 1 or 0,
-                           z = sweep_cursor, g = wake_on}) do
+                           z = sweep_cursor, g = wake_on, k = blocked_soonest}) do
   if anew or value ~= read[field] then writes[#writes + 1], writes[#writes + 2] = field, value end
 end
 if chores_due then writes[#writes + 1], writes[#writes + 2] = 'y', math.floor(now) end
