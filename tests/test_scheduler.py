@@ -30,7 +30,8 @@ LANES = [Lane("interactive"), Lane("batch", 0.2)]
 
 @pytest.fixture
 def scheduler(redis_client: redis.Redis, key_prefix: str) -> FairScheduler:
-    return FairScheduler(RedisLimiter(redis_client, keys=KeyBuilder(key_prefix)), LANES)
+    limiter = RedisLimiter(redis_client, keys=KeyBuilder(key_prefix))
+    return FairScheduler(limiter, LANES, release_lead_s=0.05)  # the timings below assume it
 
 
 def item(name: str, tenant: str, *, weight: float = 1.0, lane: str = "interactive") -> QueuedItem:

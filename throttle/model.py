@@ -523,7 +523,7 @@ class FairSchedulerModel:
         limiter: LimiterModel,
         lanes: Sequence[tuple[str, float]],
         *,
-        release_lead_ms: int = 50,
+        release_lead_ms: int = 100,
         pass_limit: int = 200,
     ) -> None:
         self.limiter = limiter

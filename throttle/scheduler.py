@@ -133,7 +133,7 @@ class FairScheduler:
         limiter: RedisLimiter,
         lanes: Sequence[Lane],
         *,
-        release_lead_s: float = 0.05,
+        release_lead_s: float = 0.1,
         queue_ttl_s: float = 86400.0,
         broker: BrokerOnServer | None = None,
     ) -> None:

@@ -381,20 +381,69 @@ local function record(lane, h, wait_ms)
   s.waits[k] = (s.waits[k] or 0) + 1
 end
 
+-- A flow's item ids, read 8 at a time (LRANGE; one at first); what a pass takes is trimmed off
+-- its list once, at the end (trim), or before its length is read.
+local ID_BATCH = 8
+local queues = {}
+local function next_id(flow)
+  local q = queues[flow]
+  if not q then
+    q = {ids = {}, at = 1, popped = 0, key = prefix .. 'fq:' .. flow}
+    queues[flow] = q
+  end
+  if q.at > #q.ids then
+    if q.ended then return nil end
+    -- the first read takes one id: most passes end on a head they cannot release
+    local wanted = q.popped == 0 and 1 or ID_BATCH
+    q.ids, q.at = rcall('LRANGE', q.key, q.popped, q.popped + wanted - 1), 1
+    q.ended = #q.ids < wanted
+  end
+  return q.ids[q.at]
+end
+local function trim(q)
+  if q.popped > 0 then rcall('LTRIM', q.key, q.popped, -1) end
+  q.ids, q.at, q.popped, q.ended = {}, 1, 0, nil
+end
+
+-- A lane's ready zset is rescored once per pass per flow (flush_scores, before the
+-- lane's next ZRANGE and at the end); meanwhile the flow just popped stays the lane's
+-- best while its new tag sorts before the runner-up's (the ZRANGE's order: score,
+-- then member), and its next item is the lane's head without a read.
+local function flush_scores(lane)
+  if lane.pending then
+    local args = {}
+    for flow, score in pairs(lane.pending) do args[#args + 1], args[#args + 2] = score, flow end
+    if #args > 0 then rcall('ZADD', lane.ready, unpack(args)) end
+    lane.pending = nil
+  end
+end
+local function forget_flow(lane, flow)
+  if lane.pending then lane.pending[flow] = nil end
+  lane.h, lane.top = nil, nil
+end
+
 -- The head of a lane's best flow: flow, start tag, item id, meta fields, payload.
 local function head(lane)
   if lane.empty then return nil end  -- a lane found empty stays so within the pass
-  local best = rcall('ZRANGE', lane.ready, 0, 0, 'WITHSCORES')
-  if not best[1] then lane.empty = true; return nil end
-  local known = flows[best[1]]
-  local id = known and known.next or rcall('LINDEX', prefix .. 'fq:' .. best[1], 0)
+  if lane.h then return lane.h end
+  local flow, start = lane.top, lane.top_start
+  if not flow then
+    flush_scores(lane)
+    local best = rcall('ZRANGE', lane.ready, 0, 1, 'WITHSCORES')
+    if not best[1] then lane.empty = true; return nil end
+    flow, start = best[1], tonumber(best[2])
+    lane.runner, lane.runner_start = best[3], tonumber(best[4])
+  end
+  local id = next_id(flow)
   if not id then  -- emptied elsewhere (its list expired): drop the flow
-    rcall('ZREM', lane.ready, best[1])
+    rcall('ZREM', lane.ready, flow)
+    forget_flow(lane, flow)
     return head(lane)
   end
   local text = rcall('HGET', payloads_key, id) or ''
   local sep = string.find(text, '\30', 1, true)
-  local h = {flow = best[1], start = tonumber(best[2]), id = id}
+  local h = {flow = flow, start = start, id = id}
+  lane.h = h
   if sep then
     h.meta, h.payload = split(string.sub(text, 1, sep - 1), ','), string.sub(text, sep + 1)
   else  -- queued by an older version: its meta is in the scheduler hash
@@ -405,17 +454,27 @@ local function head(lane)
 end
 
 local function pop(lane, h)
-  local flow_key = prefix .. 'fq:' .. h.flow
-  rcall('LPOP', flow_key)
+  local q = queues[h.flow]
+  q.at, q.popped = q.at + 1, q.popped + 1
   ready_n, all_n = ready_n - 1, all_n - 1
   local f = settings(h.flow)
   local finish = h.start + h.cost / f.weight
-  lane.v = h.start
-  f.next = rcall('LINDEX', flow_key, 0)
-  if f.next then
+  lane.v, lane.h = h.start, nil
+  if next_id(h.flow) then
     f.finish = finish  -- 'f:' written with the pass's counters
-    rcall('ZADD', lane.ready, finish, h.flow)
+    lane.pending = lane.pending or {}
+    lane.pending[h.flow] = finish
+    -- (Redis takes a Lua number exactly: '%.17g' or the shortest exact text)
+    local runner, runner_start = lane.runner, lane.runner_start
+    if not runner or finish < runner_start or (finish == runner_start and h.flow < runner) then
+      lane.top, lane.top_start = h.flow, finish
+    else
+      lane.top = nil
+    end
   else
+    trim(q)  -- the list empties: its key goes
+    queues[h.flow] = nil
+    forget_flow(lane, h.flow)
     retire(lane, h.flow, finish)
     flows[h.flow] = nil
   end
@@ -476,10 +535,12 @@ while released < max_items do
     elseif code == 1 and string.find(settings(h.flow).tenant_at, ',' .. reply[6] .. ',', 1, true) then
       -- over its own tenant's cap: it waits alone
       rcall('ZREM', lane.ready, h.flow)
+      forget_flow(lane, h.flow)
       if rcall('ZADD', blocked_key, math.floor(reply[3] / 1000), h.flow) == 1 then
         touch(blocked_key)
       end
       blocked_changed = true
+      trim(queues[h.flow])
       ready_n = ready_n - rcall('LLEN', prefix .. 'fq:' .. h.flow)
     elseif code == 1 then
       due, saturated = reply[3], true  -- the group is saturated until then
@@ -504,6 +565,8 @@ if blocked_changed then
 end
 if due < 0 and blocked_soonest > 0 then due = math.floor(blocked_soonest * 1000) end
 out[2], out[3] = due, released
+for _, lane in ipairs(lanes) do flush_scores(lane) end
+for _, q in pairs(queues) do trim(q) end
 if #gone > 0 then rcall('HDEL', payloads_key, unpack(gone)) end
 if #outbox > 0 then
   -- one LPUSH per queue (in release order), one HSET and one ZADD for kombu's records
