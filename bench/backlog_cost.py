@@ -9,6 +9,11 @@ One stack (embedded redis-server for broker, results and limiter; the emulator w
 zero latency and limits that never bind; one worker ``-P threads -c 8``). Two groups:
 
 * ``immediate`` (``emu:free``): limits that never bind; every completion runs at once;
+* ``paced`` (``emu:free``): the same, sent at ``--rate`` per second: every completion
+  runs at once, at the backlog's pace. Work spread over time costs the server more per
+  call than the same work in a burst (its caches go cold between calls; seen here: a
+  settle, the same script on both paths, took 25% more µs at 60/s than in a burst), so
+  this control isolates what the backlog itself costs;
 * ``backlogged`` (``emu:narrow``, ``--rate`` requests/s): a backlog of ``--prime``
   completions is built first and left to settle (the group's fair queue holds work,
   the broker queue is empty); then ``--tasks`` more are sent. They join the fair queue
@@ -17,7 +22,7 @@ zero latency and limits that never bind; one worker ``-P threads -c 8``). Two gr
 A measure spans from just before the sends to the last completion. The worker's CPU
 (``/proc``), Redis's CPU (``INFO cpu``) and commands (``INFO stats``) are divided by the
 completions the emulator admitted in it; the producer's CPU (this process) over its
-sends, by the tasks sent. The subjects alternate within each round (A B, then B A);
+sends, by the tasks sent. The subjects alternate within each round (A B C, then C B A);
 ratios are taken per round, as the machine's speed drifts 2-4x within minutes.
 
 Markdown goes to stdout; raw JSON to ``bench/results/backlog_cost-<time>.json``.
@@ -221,6 +226,15 @@ def measure(
             start_script_log(client)
         began = time.monotonic()
         results = primed + send(stack, "gpt-4o", args.tasks)
+    elif subject == "paced":
+        before = sample(stack, client)
+        if args.scripts:
+            start_script_log(client)
+        began = time.monotonic()
+        results = []
+        for n in range(args.tasks):
+            results += send(stack, "gpt-4o-mini", 1)
+            time.sleep(max(0.0, began + (n + 1) / args.rate - time.monotonic()))
     else:
         before = sample(stack, client)
         if args.scripts:
@@ -289,14 +303,15 @@ FIGURES = (
 )
 
 
-def print_table(measures: Sequence[Measure], idles: Sequence[Idle]) -> None:
+def print_table(measures: Sequence[Measure], idles: Sequence[Idle], control: str) -> None:
+    """Backlogged against ``control`` ('immediate' or 'paced'), ratio per round."""
     rounds = sorted({m.round for m in measures})
     by = {(m.subject, m.round): m for m in measures}
     idle = {i.round: i for i in idles}
     rows: list[tuple[str, dict[int, float], dict[int, float]]] = [
         (
             label,
-            {r: float(getattr(by["immediate", r], key)) for r in rounds},
+            {r: float(getattr(by[control, r], key)) for r in rounds},
             {r: float(getattr(by["backlogged", r], key)) for r in rounds},
         )
         for key, label in FIGURES
@@ -305,11 +320,11 @@ def print_table(measures: Sequence[Measure], idles: Sequence[Idle]) -> None:
         rows.append(
             (
                 f"{key.split('_')[0]} CPU per completion net of idling, ms",
-                {r: net_of_idle(by["immediate", r], idle[r], key) for r in rounds},
+                {r: net_of_idle(by[control, r], idle[r], key) for r in rounds},
                 {r: net_of_idle(by["backlogged", r], idle[r], key) for r in rounds},
             )
         )
-    print("\n| figure | immediate (median) | backlogged (median) | ratio per round |")
+    print(f"\n| figure | {control} (median) | backlogged (median) | ratio per round |")
     print("|---|---|---|---|")
     for label, immediate, backlogged in rows:
         ratios = [backlogged[r] / immediate[r] for r in rounds]
@@ -318,10 +333,6 @@ def print_table(measures: Sequence[Measure], idles: Sequence[Idle]) -> None:
             f" | {statistics.median(backlogged.values()):.2f}"
             f" | median {statistics.median(ratios):.2f} ({', '.join(f'{x:.2f}' for x in ratios)}) |"
         )
-    print(
-        "\nidle CPU per second (worker, Redis):"
-        + ", ".join(f" {i.worker_cpu_ms_per_s:.1f} / {i.redis_cpu_ms_per_s:.1f} ms" for i in idles)
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -350,11 +361,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert stack.config is not None
         client = redis.Redis.from_url(stack.config.redis.url)
         stack.start_workers(1, pool="threads", concurrency=args.concurrency)
-        for subject in ("immediate", "backlogged"):  # warm-up, discarded
+        subjects = ("immediate", "paced", "backlogged")
+        for subject in subjects:  # warm-up, discarded
             measure(stack, client, subject, -1, argparse.Namespace(**{**vars(args), "tasks": 60}))
         for round_ in range(args.rounds):
-            order = ("immediate", "backlogged") if round_ % 2 == 0 else ("backlogged", "immediate")
-            for subject in order:
+            for subject in subjects if round_ % 2 == 0 else subjects[::-1]:
                 m = measure(stack, client, subject, round_, args)
                 measures.append(m)
                 print(
@@ -366,7 +377,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                 )
             idles.append(measure_idle(stack, client, round_, args.idle_s))
-    print_table(measures, idles)
+    print_table(measures, idles, "immediate")
+    print_table(measures, idles, "paced")
+    print(
+        "\nidle CPU per second (worker, Redis):"
+        + ", ".join(f" {i.worker_cpu_ms_per_s:.1f} / {i.redis_cpu_ms_per_s:.1f} ms" for i in idles)
+    )
     path = write_raw(
         "backlog_cost",
         {
