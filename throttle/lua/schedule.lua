@@ -407,8 +407,8 @@ end
 
 -- A lane's ready zset is rescored once per pass per flow (flush_scores, before the
 -- lane's next ZRANGE and at the end); meanwhile the flow just popped stays the lane's
--- best while its new tag sorts before the runner-up's (the ZRANGE's order: score,
--- then member), and its next item is the lane's head without a read.
+-- best while its new tag is below the runner-up's, and its next item is the lane's
+-- head without a read.
 local function flush_scores(lane)
   if lane.pending then
     local args = {}
@@ -464,9 +464,10 @@ local function pop(lane, h)
     f.finish = finish  -- 'f:' written with the pass's counters
     lane.pending = lane.pending or {}
     lane.pending[h.flow] = finish
-    -- (Redis takes a Lua number exactly: '%.17g' or the shortest exact text)
+    -- (Redis takes a Lua number exactly: '%.17g' or the shortest exact text; a tie
+    -- goes to the zset, whose order of members Lua's locale-bound '<' may not share)
     local runner, runner_start = lane.runner, lane.runner_start
-    if not runner or finish < runner_start or (finish == runner_start and h.flow < runner) then
+    if not runner or finish < runner_start then
       lane.top, lane.top_start = h.flow, finish
     else
       lane.top = nil
