@@ -61,3 +61,14 @@ def keys_matching(client: RedisClient, pattern: str) -> list[bytes]:
     if isinstance(client, RedisCluster):
         return list(client.keys(pattern, target_nodes=RedisCluster.PRIMARIES))
     return list(client.keys(pattern))
+
+
+def command_calls(client: RedisClient, command: str) -> int:
+    """How many times ``command`` ran (scripts' calls included), on the one server or
+    summed over every master of a Cluster."""
+    if isinstance(client, RedisCluster):
+        stats = client.info("commandstats", target_nodes=RedisCluster.PRIMARIES)
+        per_node = list(stats.values())
+    else:
+        per_node = [client.info("commandstats")]
+    return sum(int(node.get(f"cmdstat_{command}", {}).get("calls", 0)) for node in per_node)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 import redis
-from conftest import keys_matching
+from conftest import command_calls, keys_matching
 
 from throttle.config import Lane
 from throttle.errors import CostExceedsCapacityError
@@ -244,13 +244,13 @@ def test_pushes_behind_a_saturated_backlog_queue_without_a_pass(
     group = saturated("behind", "2/s")
     first = scheduler.push(group, item("a0", "a"))
     assert first.released == () and first.due_in_s is not None
-    calls = redis_client.info("commandstats").get("cmdstat_rpushx", {}).get("calls", 0)
+    calls = command_calls(redis_client, "rpushx")
     for n in range(1, 6):
         done = scheduler.push(group, item(f"a{n}", "a"))
         assert done.released == () and done.due_ms == first.due_ms
     again = scheduler.push(group, item("a3", "a"))
     assert again.released == () and scheduler.queued("behind") == (6, 6)
-    assert redis_client.info("commandstats")["cmdstat_rpushx"]["calls"] - calls == 5
+    assert command_calls(redis_client, "rpushx") - calls == 5
     scheduler.push(group, item("b0", "b"))  # a new flow: made ready by a whole push
     assert scheduler.queued("behind") == (7, 7)
     assert scheduler.limiter.start_wait_s(group, {"requests": 1})[1] == 7
