@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from test_e2e import PROMPT, emulator, held_messages, throttle_doc, wait_all
+from test_e2e import emulator, survives_a_failover, throttle_doc
 from test_limiter_contention import assert_conforms, run_workers
 
 from throttle.config import Lane
@@ -97,22 +97,9 @@ def test_a_master_killed_mid_run_fails_over_and_no_task_is_lost(
         stacks.append(stack)
         assert stack.config is not None
         assert stack.config.redis.url == cluster.url
-        stack.start_workers(2, pool="threads", concurrency=threads)
-        results = [
-            stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=16)
-            for _ in range(200)
-        ]
-        time.sleep(3)
-        in_flight = sum(held_messages(stack).values())
-        old, new = cluster.fail_over(KeyBuilder().state("emu:mini"))
-        assert old != new
-        wait_all(results, timeout_s=120, stack=stack)
-        failed = [repr(r.result) for r in results if not r.successful()]
-        assert not failed, (len(failed), failed[:3])
-        dead = [i for i, worker in enumerate(stack.workers) if worker.poll() is not None]
-        assert not dead, [stack.worker_log(i)[-3000:] for i in dead]  # both workers alive
-        admitted = stack.emulator_stats()["admitted"]
-        assert 200 <= admitted <= 200 + max(in_flight, 2 * threads), (admitted, in_flight)
+        survives_a_failover(
+            stack, lambda: cluster.fail_over(KeyBuilder().state("emu:mini")), threads
+        )
 
 
 def test_the_credential_choice_and_the_status_read_work_across_masters(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -345,6 +345,30 @@ def held_messages(stack: LocalStack) -> dict[str, int]:
         for worker, tasks in (kind or {}).items():
             counts[worker] = counts.get(worker, 0) + len(tasks)
     return counts
+
+
+def survives_a_failover(
+    stack: LocalStack, fail_over: Callable[[], tuple[str, str]], threads: int
+) -> None:
+    """200 completions on two workers (``threads`` each); ``fail_over`` (old and new
+    master) runs 3 s in. Every task succeeds, both workers live, and the provider sees
+    no more extra calls than were in flight."""
+    stack.start_workers(2, pool="threads", concurrency=threads)
+    results = [
+        stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=16)
+        for _ in range(200)
+    ]
+    time.sleep(3)
+    in_flight = sum(held_messages(stack).values())
+    old, new = fail_over()
+    assert old != new
+    wait_all(results, timeout_s=120, stack=stack)
+    failed = [repr(r.result) for r in results if not r.successful()]
+    assert not failed, (len(failed), failed[:3])
+    dead = [i for i, worker in enumerate(stack.workers) if worker.poll() is not None]
+    assert not dead, [stack.worker_log(i)[-3000:] for i in dead]  # both workers alive
+    admitted = stack.emulator_stats()["admitted"]
+    assert 200 <= admitted <= 200 + max(in_flight, 2 * threads), (admitted, in_flight)
 
 
 def fair_queued(stack: LocalStack, group: str = "emu:mini") -> int:

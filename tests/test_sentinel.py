@@ -6,10 +6,8 @@ is lost."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
-from test_e2e import PROMPT, emulator, held_messages, throttle_doc, wait_all
+from test_e2e import emulator, survives_a_failover, throttle_doc
 
 from throttle.testing.replicated import EmbeddedSentinelSet
 from workers.harness import LocalStack
@@ -38,19 +36,5 @@ def test_a_master_failed_over_by_the_sentinel_loses_no_task(stacks: list[LocalSt
         assert stack.config is not None
         # one master holds both: releases are pushed onto the broker's queue in Redis
         assert broker_db_for_release(stack.config.redis.url, stack.config.broker_url) == 1
-        stack.start_workers(2, pool="threads", concurrency=threads)
-        results = [
-            stack.enqueue(provider="emu", model="gpt-4o-mini", messages=PROMPT, max_tokens=16)
-            for _ in range(200)
-        ]
-        time.sleep(3)
-        in_flight = sum(held_messages(stack).values())
-        old, new = sentinel.fail_over()
-        assert old != new
-        wait_all(results, timeout_s=120)
-        failed = [repr(r.result) for r in results if not r.successful()]
-        assert not failed, (len(failed), failed[:3])
-        assert all(worker.poll() is None for worker in stack.workers), "both workers alive"
-        admitted = stack.emulator_stats()["admitted"]
-        assert 200 <= admitted <= 200 + max(in_flight, 2 * threads), (admitted, in_flight)
+        survives_a_failover(stack, sentinel.fail_over, threads)
         stack.stop_workers()

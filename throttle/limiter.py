@@ -40,10 +40,9 @@ from enum import Enum
 from typing import Any, cast
 
 import redis
-from redis.cluster import RedisCluster
 
 from throttle.calendar import window_starts_ms
-from throttle.connect import RedisClient
+from throttle.connect import RedisClient, is_cluster
 from throttle.errors import CostExceedsCapacityError, ReservationHandleError, StorageError
 from throttle.keys import KeyBuilder
 from throttle.limits import Algorithm, Dimension, LimitGroup, effective_capacity
@@ -716,7 +715,7 @@ class RedisLimiter:
         with _storage_errors("HMGET"):
             server_time: Any
             values: Any
-            if isinstance(self.client, RedisCluster):
+            if is_cluster(self.client):
                 cluster: Any = self.client  # redis-py leaves these calls untyped
                 node = cluster.get_node_from_key(key)
                 server_time = cluster.execute_command("TIME", target_nodes=node)

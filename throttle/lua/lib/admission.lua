@@ -90,13 +90,6 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
       others[j] = d
     end
   end
-  -- The state field that names the binding dimension, for the fair scheduler: a
-  -- settle wakes its dispatcher only for a refund to that one (schedule.lua's 'w').
-  local function binding_field(i)
-    if i == 0 then return 'pause' end
-    if i <= g then return spec[2 * i + 3] end
-    return 'o:' .. others[i - g].name
-  end
   -- GCRA bounds are constants; the others only move the slot later: iterate to a fixed point.
   local settled = true
   for _ = 1, 32 do
@@ -118,8 +111,15 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
       rcall('HSET', state_key, unpack(fresh))
       keep_for(state_key, 120000)
     end
+    -- for the fair scheduler, the state field that names the binding dimension: a
+    -- settle wakes its dispatcher only for a refund to that one (schedule.lua's 'w')
+    local field = nil
+    if lease_ahead_ms ~= nil then
+      field = binding == 0 and 'pause' or binding <= g and spec[2 * binding + 3]
+        or 'o:' .. others[binding - g].name
+    end
     return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding,
-            lease_ahead_ms ~= nil and binding_field(binding) or nil}
+            field}
   end
 
   local take_lease = cap > 0 and (wait <= 0 or (lease_ahead_ms ~= nil and wait <= lease_ahead_ms))
