@@ -13,8 +13,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(BIN)/ruff check throttle workers tasks gateway tests bench docs examples
-	$(BIN)/ruff format --check throttle workers tasks gateway tests bench docs examples
+	$(BIN)/ruff check throttle workers tasks testing gateway tools tests bench docs examples
+	$(BIN)/ruff format --check throttle workers tasks testing gateway tools tests bench docs examples
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -68,8 +68,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.results_file import machine, write_raw  # noqa: E402
-from throttle.status import DimensionStatus, GroupStatus, read_status  # noqa: E402
-from throttle.testing.emulator import (  # noqa: E402
+from testing.emulator import (  # noqa: E402
     EmulatorConfig,
     FaultConfig,
     FaultKind,
@@ -78,7 +77,8 @@ from throttle.testing.emulator import (  # noqa: E402
     Profile,
     parse_limits_text,
 )
-from workers.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from testing.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from throttle.status import DimensionStatus, GroupStatus, read_status  # noqa: E402
 
 PROVIDER = "emu"
 MODEL = "m"
@@ -90,7 +90,7 @@ MAX_TOKENS = 10
 TTFT_MS = 20.0
 #: Worker threads in all, spread over the worker processes (at least 4 each).
 THREADS = 32
-#: Limits per second, not per minute: a margin of a few requests (workers.harness).
+#: Limits per second, not per minute: a margin of a few requests (testing.harness).
 HEADROOM = COMPRESSED_HEADROOM
 HERD = 64
 #: How long after its arrival the emulator answers a herd request with its 429.

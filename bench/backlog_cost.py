@@ -47,15 +47,15 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.results_file import machine, write_raw  # noqa: E402
-from throttle.keys import KeyBuilder  # noqa: E402
-from throttle.limiter import RedisLimiter  # noqa: E402
-from throttle.testing.emulator import (  # noqa: E402
+from testing.emulator import (  # noqa: E402
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from workers.harness import LocalStack  # noqa: E402
+from testing.harness import LocalStack  # noqa: E402
+from throttle.keys import KeyBuilder  # noqa: E402
+from throttle.limiter import RedisLimiter  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Say hello."}]
 HUGE = "requests=100000/s,tokens=100000000/s"

@@ -19,13 +19,13 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from throttle.testing.emulator import (  # noqa: E402
+from testing.emulator import (  # noqa: E402
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from workers.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from testing.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Say hello."}]
 KEYS = {"LLM_THROTTLE_KEY_KEY_A": "sk-a", "LLM_THROTTLE_KEY_KEY_B": "sk-b"}

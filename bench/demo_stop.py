@@ -99,7 +99,7 @@ def spin(niceness: int) -> None:
 
 def one_run(n: int, latest_s: float, rng: random.Random) -> Run:
     demo = subprocess.Popen(
-        [sys.executable, "-m", "throttle.cli", "demo", "--tasks", "400", "--keep"],
+        [sys.executable, "-m", "tools.cli", "demo", "--tasks", "400", "--keep"],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdout=subprocess.PIPE,

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import requests
 
-from throttle.testing.emulator import (
+from testing.emulator import (
     EmulatorConfig,
     EmulatorProcess,
     PoolConfig,

@@ -41,12 +41,12 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.results_file import machine, write_raw  # noqa: E402
+from testing.redis_server import EmbeddedRedis  # noqa: E402
 from throttle.config import Config, config_from_dict  # noqa: E402
 from throttle.keys import KeyBuilder  # noqa: E402
 from throttle.limiter import RedisLimiter  # noqa: E402
 from throttle.limits import LimitGroup  # noqa: E402
 from throttle.scheduler import FairScheduler, QueuedItem  # noqa: E402
-from throttle.testing.redis_server import EmbeddedRedis  # noqa: E402
 
 #: The issue's minute, compressed.
 WINDOW_S = 10.0

@@ -31,16 +31,16 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.results_file import machine, write_raw  # noqa: E402
-from throttle.errors import ThrottleError  # noqa: E402
-from throttle.keys import KeyBuilder  # noqa: E402
-from throttle.testing.emulator import (  # noqa: E402
+from testing.emulator import (  # noqa: E402
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from throttle.testing.replicated import EmbeddedCluster, EmbeddedSentinelSet  # noqa: E402
-from workers.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from testing.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from testing.replicated import EmbeddedCluster, EmbeddedSentinelSet  # noqa: E402
+from throttle.errors import ThrottleError  # noqa: E402
+from throttle.keys import KeyBuilder  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Say hello."}]
 TASKS = 200

@@ -34,11 +34,11 @@ import redis  # noqa: E402
 from redis.commands.core import Script  # noqa: E402
 
 from bench.results_file import machine, write_raw  # noqa: E402
+from testing.redis_server import EmbeddedRedis  # noqa: E402
 from throttle.keys import KeyBuilder  # noqa: E402
 from throttle.limiter import RedisLimiter  # noqa: E402
 from throttle.limits import LimitGroup  # noqa: E402
 from throttle.scripts import Scripts, script_source  # noqa: E402
-from throttle.testing.redis_server import EmbeddedRedis  # noqa: E402
 
 LIBRARY = "llmt_bench"
 FUNCTION = "llmt_admit"

@@ -54,8 +54,8 @@ import redis  # noqa: E402
 from bench.backlog_cost import process_cpu_s  # noqa: E402
 from bench.results_file import machine, write_raw  # noqa: E402
 from gateway.settings import key_digest  # noqa: E402
-from throttle.testing.emulator import EmulatorConfig  # noqa: E402
-from workers.harness import LocalStack  # noqa: E402
+from testing.emulator import EmulatorConfig  # noqa: E402
+from testing.harness import LocalStack  # noqa: E402
 
 KEY = "bench-key"
 MESSAGES = [{"role": "user", "content": "Say hello."}]

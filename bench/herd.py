@@ -28,13 +28,13 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from bench.results_file import machine, write_raw  # noqa: E402
-from throttle.testing.emulator import (  # noqa: E402
+from testing.emulator import (  # noqa: E402
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from workers.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from testing.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Say hello."}]
 RATE_PER_S = 40

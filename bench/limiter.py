@@ -1048,7 +1048,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if options.redis_url:
         result = run(options, options.redis_url)
     else:
-        from throttle.testing.redis_server import EmbeddedRedis
+        from testing.redis_server import EmbeddedRedis
 
         with EmbeddedRedis() as server:
             result = run(options, server.url)

@@ -50,7 +50,7 @@ _clients_lock = threading.Lock()
 
 def provider_client(app: Celery, provider: str) -> ProviderClient:
     """This process's client for ``provider`` of the app's throttle config."""
-    from workers.app import app_config
+    from workers.app_config import app_config
 
     key = (os.getpid(), provider)
     client = _clients.get(key)

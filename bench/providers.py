@@ -62,8 +62,7 @@ if str(REPO_ROOT) not in sys.path:
 import redis  # noqa: E402
 
 from bench.results_file import machine, write_raw  # noqa: E402
-from throttle.keys import KeyBuilder  # noqa: E402
-from throttle.testing.emulator import (  # noqa: E402
+from testing.emulator import (  # noqa: E402
     EmulatorConfig,
     FaultConfig,
     FaultKind,
@@ -72,7 +71,8 @@ from throttle.testing.emulator import (  # noqa: E402
     Profile,
     parse_limits_text,
 )
-from workers.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from testing.harness import COMPRESSED_HEADROOM, LocalStack  # noqa: E402
+from throttle.keys import KeyBuilder  # noqa: E402
 
 PROMPT = [{"role": "user", "content": "Summarise the quarterly report in five bullet points."}]
 WINDOW_S = 4.0

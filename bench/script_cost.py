@@ -42,12 +42,12 @@ if str(REPO_ROOT) not in sys.path:
 import redis  # noqa: E402
 from celery import Celery  # noqa: E402
 
+from testing.redis_server import free_port, redis_server_binary  # noqa: E402
 from throttle.config import Lane  # noqa: E402
 from throttle.keys import KeyBuilder  # noqa: E402
 from throttle.limiter import RedisLimiter  # noqa: E402
 from throttle.limits import LimitGroup  # noqa: E402
 from throttle.scheduler import BrokerOnServer, FairScheduler, QueuedItem  # noqa: E402
-from throttle.testing.redis_server import free_port, redis_server_binary  # noqa: E402
 from workers.message import prebuilt_message, unacked_keys  # noqa: E402
 
 LANES = [Lane("interactive"), Lane("batch", 0.2)]

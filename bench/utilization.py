@@ -71,14 +71,14 @@ from bench.peer_tasks import (  # noqa: E402
     task_kwargs,
 )
 from bench.results_file import machine, write_raw  # noqa: E402
-from throttle.providers.client import ProviderClient  # noqa: E402
-from throttle.testing.emulator import (  # noqa: E402
+from testing.emulator import (  # noqa: E402
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from workers.harness import CREDENTIAL, LocalStack  # noqa: E402
+from testing.harness import CREDENTIAL, LocalStack  # noqa: E402
+from throttle.providers.client import ProviderClient  # noqa: E402
 
 PROVIDER = "emu"
 MODEL = "gpt-4o-mini"

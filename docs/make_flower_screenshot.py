@@ -22,13 +22,13 @@ from typing import Any
 
 import requests
 
-from throttle.testing.emulator import (
+from testing.emulator import (
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from workers.harness import LocalStack
+from testing.harness import LocalStack
 
 PROMPT = [{"role": "user", "content": "Name three rivers."}]
 RETRY_AFTER_S = 15

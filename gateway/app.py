@@ -48,6 +48,8 @@ from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.redis_url import Topology, parse_redis_url
 from throttle.status import read_status, status_document
+from workers.app import default_app
+from workers.app_config import app_config
 from workers.heartbeat import heartbeat_key
 from workers.relay import relay_key
 
@@ -70,8 +72,6 @@ class Gateway:
 
     @classmethod
     def start(cls, celery: Any) -> Gateway:
-        from workers.app import app_config
-
         config = app_config(celery)
         settings = gateway_settings(config.gateway)
         celery.set_current()
@@ -321,9 +321,7 @@ def create_app(celery: Any | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if celery is None:
-            from workers.app import app as default_app
-
-            app.state.gateway = Gateway.start(default_app)
+            app.state.gateway = Gateway.start(default_app())
         else:
             app.state.gateway = Gateway.start(celery)
         try:

@@ -24,10 +24,10 @@ from collections.abc import Generator
 from typing import Any
 
 import redis.asyncio as aioredis
-from celery import current_app, states
+from celery import states
 from celery.result import AsyncResult
 
-from tasks.completion import enqueue
+from tasks.completion import enqueue, sending_app
 from throttle.connect import connect_async
 from throttle.errors import StorageError
 
@@ -255,7 +255,7 @@ def _ready_meta(backend: Any, raw: bytes | None) -> dict[str, Any] | None:
 async def aenqueue(**kwargs: Any) -> AwaitableResult:
     """``enqueue`` for asyncio: the same arguments and checks; returns a result that
     ``await`` waits for."""
-    app = current_app._get_current_object()  # the caller's app, in the sending thread too
+    app = sending_app()  # the caller's app, in the sending thread too
 
     def send() -> AsyncResult:
         app.set_current()

@@ -34,6 +34,8 @@ from throttle.errors import (
 from throttle.providers.request import Message
 from throttle.providers.streaming import check_streamable
 from throttle.providers.tokens import TokenEstimator
+from workers.app import default_app
+from workers.app_config import app_config, has_config
 from workers.context import worker_context
 from workers.publish import COMPLETE_TASK, kwargs_repr
 from workers.relay import StreamRelay, relay_key, wants_usage_chunk
@@ -245,6 +247,19 @@ def output_limit(
     return limit
 
 
+def sending_app() -> Any:
+    """The Celery app a send goes through: the current app when it carries a throttle
+    config (one :func:`workers.app.create_app` made), else the default app (from
+    ``LLM_THROTTLE_CONFIG``: ``from tasks import enqueue`` is all a web app needs),
+    which then becomes the current app."""
+    app = current_app._get_current_object()
+    if has_config(app):
+        return app
+    app = default_app()
+    app.set_current()
+    return app
+
+
 def enqueue(
     *,
     provider: str,
@@ -275,9 +290,7 @@ def enqueue(
     ``queue_seen_empty=True`` says the caller has just read the group's fair queue
     and found it empty (the gateway does): the send skips that read.
     """
-    from workers.app import app_config
-
-    config = app_config(current_app)
+    config = app_config(sending_app())
     params, options = split_keywords(keywords, params)
     settings = config.group_for(provider, model)
     limit = output_limit(settings.default_max_tokens, max_tokens, max_completion_tokens)

@@ -14,10 +14,10 @@ from collections.abc import Iterator
 import pytest
 from redis.cluster import RedisCluster
 
+from testing.harness import LocalStack
+from testing.redis_server import EmbeddedRedis, redis_url_from_env
+from testing.replicated import EmbeddedCluster
 from throttle.connect import RedisClient, connect
-from throttle.testing.redis_server import EmbeddedRedis, redis_url_from_env
-from throttle.testing.replicated import EmbeddedCluster
-from workers.harness import LocalStack
 
 
 @pytest.fixture(scope="session")
@@ -49,7 +49,7 @@ def key_prefix() -> str:
 
 @pytest.fixture
 def stacks() -> Iterator[list[LocalStack]]:
-    """Local deployments a test starts (workers.harness.LocalStack); all stopped after."""
+    """Local deployments a test starts (testing.harness.LocalStack); all stopped after."""
     started: list[LocalStack] = []
     yield started
     for stack in started:

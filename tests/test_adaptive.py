@@ -15,14 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from throttle.errors import CostExceedsCapacityError
-from throttle.keys import KeyBuilder
-from throttle.limiter import EPOCH_MS, Observed, RedisLimiter
-from throttle.limits import Dimension, LimitGroup
-from throttle.model import LimiterModel
-from throttle.parking import ParkingLot
-from throttle.providers.observation import DimensionState, Observation
-from throttle.testing.emulator import (
+from testing.emulator import (
     EmulatorConfig,
     FaultConfig,
     FaultKind,
@@ -31,7 +24,14 @@ from throttle.testing.emulator import (
     Profile,
     parse_limits_text,
 )
-from workers.harness import COMPRESSED_HEADROOM, LocalStack
+from testing.harness import COMPRESSED_HEADROOM, LocalStack
+from throttle.errors import CostExceedsCapacityError
+from throttle.keys import KeyBuilder
+from throttle.limiter import EPOCH_MS, Observed, RedisLimiter
+from throttle.limits import Dimension, LimitGroup
+from throttle.model import LimiterModel
+from throttle.parking import ParkingLot
+from throttle.providers.observation import DimensionState, Observation
 from workers.runtime import observed_dimensions
 
 T0 = 1_800_000_000_000.0

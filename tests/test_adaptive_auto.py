@@ -12,14 +12,14 @@ from typing import Any
 
 import pytest
 
-from throttle.testing.emulator import (
+from testing.emulator import (
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     Profile,
     parse_limits_text,
 )
-from workers.harness import COMPRESSED_HEADROOM, LocalStack
+from testing.harness import COMPRESSED_HEADROOM, LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,8 +13,8 @@ from celery import Celery
 
 from tasks import aenqueue, enqueue
 from tasks.aio import AwaitableResult, ResultListener
+from testing.harness import LocalStack
 from throttle.errors import InvalidRequestError
-from workers.harness import LocalStack
 
 CALL = {
     "provider": "emu",

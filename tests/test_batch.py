@@ -14,22 +14,21 @@ from typing import Any
 
 import pytest
 
-from tasks.batch import (
+from throttle.errors import ConfigError
+from tools.batch_file import (
     BatchRequest,
     LineError,
-    Throughput,
     check_resume,
     choose_provider,
     file_identity,
-    format_progress,
     parse_input,
     parse_line,
     ready_prefix,
     split_complete_records,
     task_id_for,
 )
-from throttle.cli import build_parser
-from throttle.errors import ConfigError
+from tools.batch_progress import Throughput, format_progress
+from tools.cli import build_parser
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -167,7 +166,7 @@ def test_progress_line_has_counts_rate_and_eta() -> None:
 def test_the_run_subcommand_parses_without_importing_celery() -> None:
     args = build_parser().parse_args(["run", "in.jsonl", "-o", "out.jsonl", "--provider", "p"])
     assert (args.input, args.output, args.provider) == ("in.jsonl", "out.jsonl", "p")
-    code = "import sys, throttle.cli; assert 'celery' not in sys.modules"
+    code = "import sys, tools.cli; assert 'celery' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT)
 
 
@@ -185,13 +184,13 @@ def test_a_batch_killed_halfway_resumes_without_running_a_line_twice(
     run twice). At 50 lines/s the run takes 20 s: killed at 300 lines written, it
     still has at least 14 s of lines left (results are written in input order, so a
     slow line holds the ones behind it, but never for seconds)."""
-    from throttle.testing.emulator import (
+    from testing.emulator import (
         EmulatorConfig,
         LatencyConfig,
         PoolConfig,
         parse_limits_text,
     )
-    from workers.harness import LocalStack
+    from testing.harness import LocalStack
 
     emulator = EmulatorConfig(
         pools=(
@@ -224,7 +223,7 @@ def test_a_batch_killed_halfway_resumes_without_running_a_line_twice(
     lines = [malformed.get(n, request_line(f"req-{n}")) for n in range(1, 1001)]
     source, output = tmp_path / "requests.jsonl", tmp_path / "results.jsonl"
     source.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    command = [sys.executable, "-m", "throttle.cli", "run", str(source), "-o", str(output)]
+    command = [sys.executable, "-m", "tools.cli", "run", str(source), "-o", str(output)]
 
     def written() -> int:
         return output.read_text(encoding="utf-8").count("\n") if output.exists() else 0

@@ -15,6 +15,8 @@ import pytest
 from test_e2e import emulator, survives_a_failover, throttle_doc
 from test_limiter_contention import assert_conforms, run_workers
 
+from testing.harness import LocalStack
+from testing.replicated import EmbeddedCluster
 from throttle.config import Lane
 from throttle.connect import connect
 from throttle.keys import KeyBuilder
@@ -22,8 +24,6 @@ from throttle.limiter import RedisLimiter
 from throttle.limits import LimitGroup
 from throttle.scheduler import FairScheduler, QueuedItem
 from throttle.status import read_raw_states
-from throttle.testing.replicated import EmbeddedCluster
-from workers.harness import LocalStack
 
 pytestmark = pytest.mark.integration
 

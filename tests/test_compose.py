@@ -17,8 +17,8 @@ import yaml
 
 from gateway.settings import gateway_settings
 from gateway.translate import ModelIndex
-from throttle.cli import build_parser, emulator_config_from_args
 from throttle.config import load_config
+from tools.cli import build_parser, emulator_config_from_args
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
@@ -200,7 +200,7 @@ def test_the_image_installs_the_ops_extra(compose: dict[str, Any]) -> None:
         assert f"COPY {package} " in text
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
     assert any(dep.startswith("flower") for dep in project["optional-dependencies"]["ops"])
-    assert project["scripts"]["llm-throttle"] == "throttle.cli:main"
+    assert project["scripts"]["llm-throttle"] == "tools.cli:main"
 
 
 def test_the_gateway_serves_the_workers_config_with_its_keys(compose: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from throttle.testing.conformance import worst_excess
+from testing.conformance import worst_excess
 
 
 def brute_force(events: list[tuple[float, float]], capacity: float, rate: float) -> float:

@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 
 from throttle.config import config_from_dict
-from workers.demo_plan import DEFAULT_PLAN, DemoRequest, per_minute
-from workers.demo_progress import (
+from tools.demo_plan import DEFAULT_PLAN, DemoRequest, per_minute
+from tools.demo_progress import (
     Progress,
     ProgressDisplay,
     format_duration,
     recent_rate_per_s,
     render_progress,
 )
-from workers.demo_report import (
+from tools.demo_report import (
     Outcome,
     Sample,
     Window,
@@ -324,14 +324,14 @@ def test_display_on_a_terminal_redraws_one_line() -> None:
 
 def test_cli_stays_importable_without_celery() -> None:
     code = (
-        "import sys, throttle.cli\n"
-        "assert 'celery' not in sys.modules and 'workers.demo' not in sys.modules\n"
+        "import sys, tools.cli\n"
+        "assert 'celery' not in sys.modules and 'tools.demo' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
 
 
 def test_demo_rejects_a_bad_task_count(capsys: pytest.CaptureFixture[str]) -> None:
-    from throttle.cli import main
+    from tools.cli import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["demo", "--tasks", "0"])
@@ -372,7 +372,7 @@ def stack_ports(text: str) -> list[int]:
 
 
 def demo_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "throttle.cli", "demo", *args]
+    return [sys.executable, "-m", "tools.cli", "demo", *args]
 
 
 def demo_env() -> Mapping[str, str]:

@@ -15,20 +15,20 @@ from typing import Any
 import pytest
 import redis
 
+from testing.emulator import (
+    EmulatorConfig,
+    LatencyConfig,
+    PoolConfig,
+    parse_limits_text,
+)
+from testing.harness import COMPRESSED_HEADROOM, LocalStack
+from testing.redis_server import EmbeddedRedis, free_port
 from throttle.errors import (
     CostExceedsCapacityError,
     InvalidRequestError,
     StorageError,
     UnknownGroupError,
 )
-from throttle.testing.emulator import (
-    EmulatorConfig,
-    LatencyConfig,
-    PoolConfig,
-    parse_limits_text,
-)
-from throttle.testing.redis_server import EmbeddedRedis, free_port
-from workers.harness import COMPRESSED_HEADROOM, LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -215,7 +215,7 @@ def test_azure_rolling_windows_are_filled_whole_without_429s(stacks: list[LocalS
     log of a sixth of the window. Declared as sliding windows (as the README says, with
     the compressed windows' headroom), the token log is used whole, never overfilled,
     and every task finishes."""
-    from throttle.testing.emulator import Profile
+    from testing.emulator import Profile
 
     emu = EmulatorConfig(
         profile=Profile.AZURE,

@@ -7,9 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from throttle.cli import emulator_config_from_args, main
-from throttle.errors import ConfigError
-from throttle.testing.emulator import (
+from testing.emulator import (
     EmulatorConfig,
     FaultKind,
     LimitConfig,
@@ -18,6 +16,8 @@ from throttle.testing.emulator import (
     Profile,
     load_config,
 )
+from throttle.errors import ConfigError
+from tools.cli import emulator_config_from_args, main
 
 TOML = """
 profile = "anthropic"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from throttle.testing.emulator import (
+from testing.emulator import (
     CompletionRequest,
     Deferred,
     Emulator,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from throttle.testing.emulator.formats import (
+from testing.emulator.formats import (
     go_duration,
     protobuf_duration,
     retry_after_ms,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from throttle.testing.emulator import (
+from testing.emulator import (
     ClockKind,
     EmulatorConfig,
     EmulatorProcess,

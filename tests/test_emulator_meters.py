@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from throttle.testing.emulator.admission import (
+from testing.emulator.admission import (
     Dim,
     Outcome,
     debit_all,
@@ -14,8 +14,8 @@ from throttle.testing.emulator.admission import (
     decide,
     order_dims,
 )
-from throttle.testing.emulator.meters import ContinuousBucket, SlidingLog
-from throttle.testing.emulator.stats import peak_window_sum
+from testing.emulator.meters import ContinuousBucket, SlidingLog
+from testing.emulator.stats import peak_window_sum
 
 
 def test_bucket_reset_arithmetic_matches_openai_samples() -> None:

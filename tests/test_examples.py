@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from throttle.testing.redis_server import free_port
-from workers.harness import LocalStack
+from testing.harness import LocalStack
+from testing.redis_server import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from test_e2e import PROMPT, emulator, inject_429s, start, strict_stack, throttle_doc, wait_all
 
-from workers.harness import LocalStack
+from testing.harness import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

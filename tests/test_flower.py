@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 import requests
 
-from throttle.testing.emulator import (
+from testing.emulator import (
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from workers.harness import LocalStack
+from testing.harness import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,9 +14,9 @@ import redis
 import requests
 
 from gateway.settings import key_digest
+from testing.emulator import EmulatorConfig
+from testing.harness import COMPRESSED_HEADROOM, LocalStack
 from throttle.errors import InvalidRequestError
-from throttle.testing.emulator import EmulatorConfig
-from workers.harness import COMPRESSED_HEADROOM, LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

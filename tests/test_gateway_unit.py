@@ -20,6 +20,7 @@ from gateway.translate import (
     max_wait_s,
     presented_key,
 )
+from testing.emulator.profiles.streams import schedule
 from throttle.config import config_from_dict
 from throttle.errors import (
     ClientRequestError,
@@ -33,7 +34,6 @@ from throttle.limiter import StartWait
 from throttle.providers.registry import get_profile
 from throttle.providers.sse import SseParser
 from throttle.providers.streaming import StreamTally, is_usage_only, streaming_request
-from throttle.testing.emulator.profiles.streams import schedule
 
 CONFIG = {
     "providers": {

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
-from throttle.testing import redis_server
-from throttle.testing.emulator import server as emulator_server
+from testing import redis_server
+from testing.emulator import server as emulator_server
 
 pytestmark = pytest.mark.integration
 

@@ -14,11 +14,11 @@ from unittest import mock
 
 import pytest
 
+from testing.conformance import worst_excess
 from throttle.connect import connect
 from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.limits import LimitGroup
-from throttle.testing.conformance import worst_excess
 
 pytestmark = pytest.mark.integration
 

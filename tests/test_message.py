@@ -247,7 +247,7 @@ def test_an_ack_after_the_broker_connection_was_lost_leaves_the_message_to_come_
     worker on the late ack ('Unrecoverable error: AttributeError ... client'). Now the
     record of the message stays, and it is delivered again after its visibility
     timeout."""
-    from throttle.testing.redis_server import EmbeddedRedis
+    from testing.redis_server import EmbeddedRedis
     from workers.transport import TRANSPORT
 
     with EmbeddedRedis(appendonly=True) as server:

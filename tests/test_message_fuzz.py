@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
+from testing.harness import LocalStack
 from throttle.errors import ThrottleError
-from workers.harness import LocalStack
 from workers.publish import COMPLETE_TASK
 from workers.validate import PARAMETERS
 

@@ -13,15 +13,15 @@ import requests
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from throttle.testing.emulator import (
+from testing.emulator import (
     EmulatorConfig,
     LatencyConfig,
     PoolConfig,
     parse_limits_text,
 )
-from throttle.testing.redis_server import free_port
+from testing.harness import LocalStack
+from testing.redis_server import free_port
 from workers import metrics
-from workers.harness import LocalStack
 from workers.metrics import configured_port
 
 

@@ -11,16 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from throttle.errors import (
-    ClientRequestError,
-    OverloadedError,
-    QuotaExhaustedError,
-    RateLimitedError,
-    RequestTooLargeError,
-)
-from throttle.providers.client import ProviderClient, TransportRetry
-from throttle.providers.credentials import Secret
-from throttle.testing.emulator import (
+from testing.emulator import (
     ClockKind,
     EmulatorConfig,
     EmulatorServer,
@@ -30,6 +21,15 @@ from throttle.testing.emulator import (
     Profile,
     parse_limits_text,
 )
+from throttle.errors import (
+    ClientRequestError,
+    OverloadedError,
+    QuotaExhaustedError,
+    RateLimitedError,
+    RequestTooLargeError,
+)
+from throttle.providers.client import ProviderClient, TransportRetry
+from throttle.providers.credentials import Secret
 
 KEY = "sk-emulator-secret-0123456789"
 MESSAGES = [{"role": "user", "content": "Tell me about rate limits."}]

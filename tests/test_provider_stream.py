@@ -8,11 +8,11 @@ from collections.abc import Sequence
 
 import pytest
 
+from testing.emulator import EmulatorConfig, EmulatorServer, FaultConfig
 from throttle.errors import RateLimitedError, StreamBrokenError
 from throttle.providers.client import ProviderClient, TransportRetry
 from throttle.providers.credentials import Secret
 from throttle.providers.sse import SseEvent
-from throttle.testing.emulator import EmulatorConfig, EmulatorServer, FaultConfig
 
 pytestmark = pytest.mark.integration
 

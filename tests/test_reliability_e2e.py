@@ -11,7 +11,7 @@ import time
 import pytest
 from test_e2e import PROMPT, emulator, held_messages, throttle_doc, wait_all
 
-from workers.harness import LocalStack
+from testing.harness import LocalStack
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 from test_e2e import emulator, survives_a_failover, throttle_doc
 
-from throttle.testing.replicated import EmbeddedSentinelSet
-from workers.harness import LocalStack
+from testing.harness import LocalStack
+from testing.replicated import EmbeddedSentinelSet
 from workers.message import broker_db_for_release
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 import redis
 
-from throttle.cli import main
 from throttle.config import GroupSettings, config_from_dict, load_config
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, RedisLimiter
@@ -32,11 +31,12 @@ from throttle.status import (
     group_status,
     read_status,
     redact_url,
-    render_table,
     server_now_ms,
     status_document,
     wait_quantile_s,
 )
+from tools.cli import main
+from tools.status_view import render_table
 
 GROUP_DOC: dict[str, Any] = {
     "providers": {"openai": {"base_url": "http://provider"}},

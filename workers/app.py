@@ -1,5 +1,10 @@
 """The Celery app: ``celery -A workers.app worker`` runs throttled LLM tasks.
 
+:func:`create_app` makes an app for a given configuration (the tools, the tests and
+anyone holding several deployments call it); ``workers.app.app`` is the default one,
+made on first use from :func:`~throttle.config.load_config` (``LLM_THROTTLE_CONFIG``),
+which is what ``celery -A workers.app`` finds. Importing this module makes nothing.
+
 Settings that matter for throttling: late acknowledgement and requeue on a lost worker
 (a killed worker's tasks run elsewhere), prefetch of one message per pool slot, task
 events for Flower, and two queues: new completions on ``<queue>``, parked tasks coming
@@ -8,21 +13,19 @@ back before their slot on ``<queue>.released``.
 
 from __future__ import annotations
 
-from typing import cast
+import threading
+from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
 
 from throttle.config import Config, load_config
+from workers.app_config import bind_config, released_queue
 from workers.celery_urls import CeleryUrl, celery_url
 from workers.dispatcher import DispatcherStep
 from workers.heartbeat import HeartbeatStep
 from workers.metrics import MetricsStep
 from workers.transport import SENTINEL_TRANSPORT, TRANSPORT
-
-
-def released_queue(config: Config) -> str:
-    return f"{config.celery.queue}.released"
 
 
 def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> Celery:
@@ -67,7 +70,7 @@ def create_app(config: Config | None = None, *, main: str = "llm_throttle") -> C
         worker_send_task_events=True,
         imports=("tasks.completion",),
     )
-    app.llm_config = config
+    bind_config(app, config)
     app.steps["worker"].add(DispatcherStep)
     app.steps["worker"].add(MetricsStep)
     app.steps["worker"].add(HeartbeatStep)
@@ -82,13 +85,22 @@ def _repaired_transport(broker: CeleryUrl) -> dict[str, str]:
     return {}
 
 
-def app_config(app: Celery) -> Config:
-    """The throttle configuration an app was built with."""
-    config = getattr(app, "llm_config", None)
-    if config is None:
-        config = load_config()
-        app.llm_config = config
-    return cast(Config, config)
+_default: Celery | None = None
+_default_lock = threading.Lock()
 
 
-app = create_app()
+def default_app() -> Celery:
+    """The process's default app (made once, from ``load_config()``; it becomes the
+    current app, so ``tasks.enqueue`` sends through it)."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = create_app()
+        return _default
+
+
+def __getattr__(name: str) -> Any:
+    """``workers.app.app``: the default app, made when first asked for."""
+    if name == "app":
+        return default_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ from throttle.parking import ParkingLot
 from throttle.redis_url import Topology, parse_redis_url
 from throttle.scheduler import BrokerOnServer, FairScheduler
 from throttle.scripts import Scripts
+from workers.app_config import app_config
 from workers.message import broker_db_for_release, redis_db, unacked_keys
 from workers.runtime import ClientPool, CompletionRunner, SleeperGate
 
@@ -115,8 +116,6 @@ def worker_context(app: Celery) -> WorkerContext:
     """This process's context for ``app`` (built on first use in each process; kept on
     the app, so that a process holding several apps, a producer of two deployments or
     the tests, gives each its own, and a forked child never uses its parent's)."""
-    from workers.app import app_config
-
     pid = os.getpid()
     held = getattr(app, "llm_context", None)
     if held is None or held[0] != pid:

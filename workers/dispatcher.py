@@ -23,6 +23,9 @@ from throttle.config import Config
 from throttle.errors import StorageError
 from throttle.parking import ParkingLot
 from throttle.scheduler import FairScheduler
+from workers.app_config import app_config
+from workers.context import set_pool_threads, worker_context
+from workers.publish import publish_released, republisher
 from workers.thread_step import ThreadStep
 
 log = logging.getLogger(__name__)
@@ -72,8 +75,6 @@ class Dispatcher:
 
     def run_pass(self, group: str) -> float:
         """One scheduling pass of ``group``; returns seconds until its next one."""
-        from workers.publish import publish_released
-
         assert self.scheduler is not None
         worker = self.config.worker
         named = self.config.limit_group_named(group)
@@ -143,17 +144,11 @@ class DispatcherStep(ThreadStep):
     thread_name = "llm-throttle-dispatcher"
 
     def create(self, worker: Any) -> DispatcherStep:
-        from workers.context import set_pool_threads
-
         pool = str(getattr(worker, "pool_cls", "")).lower()
         set_pool_threads(worker.concurrency if "thread" in pool else 1)
         return self
 
     def target(self, worker: Any) -> Callable[[threading.Event], None]:
-        from workers.app import app_config
-        from workers.context import worker_context
-        from workers.publish import republisher
-
         app = worker.app
         context = worker_context(app)
         dispatcher = Dispatcher(

@@ -16,6 +16,8 @@ from typing import Any, cast
 import redis
 
 from throttle.connect import RedisClient
+from workers.app_config import app_config
+from workers.context import worker_context
 from workers.thread_step import ThreadStep
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,6 @@ class HeartbeatStep(ThreadStep):
     thread_name = "llm-throttle-heartbeat"
 
     def target(self, worker: Any) -> Callable[[threading.Event], None]:
-        from workers.app import app_config
-        from workers.context import worker_context
-
         config = app_config(worker.app)
         client = worker_context(worker.app).client
         key, name = heartbeat_key(config.redis.prefix), str(worker.hostname)

@@ -12,6 +12,7 @@ from kombu.utils import json
 
 from throttle.connect import RedisClient, connect
 from throttle.scheduler import ReleasedItem, SchedulePass
+from workers.app_config import app_config, released_queue
 from workers.message import CannotPrebuild, prebuilt_message, without_release
 
 COMPLETE_TASK = "llm_throttle.complete"
@@ -45,7 +46,6 @@ def republisher(app: Celery) -> Any:
     """A ``publish`` callable sending released (or parked) tasks to the released queue
     with every option their caller gave (``link``, ``link_error``, canvas, ``expires``,
     ``priority``, headers, ``task_id``: the payload's ``options``)."""
-    from workers.app import app_config, released_queue
 
     queue = released_queue(app_config(app))
 
@@ -90,7 +90,6 @@ def republisher(app: Celery) -> Any:
 def broker_client(app: Celery) -> RedisClient:
     """A plain client of the broker's Redis (kept on the app), for pushing a ready-made
     message onto its exact list key."""
-    from workers.app import app_config
 
     client = getattr(app, "llm_broker_client", None)
     if client is None:
@@ -103,7 +102,6 @@ def prebuilt(app: Celery, group: str, entry_id: str, payload: Mapping[str, Any])
     """The queue entry of ``payload`` as a ready-made message for a pass to push onto
     the released queue (``workers/message.py``); None when it cannot be made (the
     payload is then stored as JSON and a dispatcher publishes it)."""
-    from workers.app import app_config, released_queue
 
     kwargs = dict(payload["kwargs"])
     kwargs["throttle_state"] = {**payload["state"], "awaiting_release": entry_id}

@@ -18,9 +18,8 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
-from throttle.errors import ConfigError
-from throttle.testing.emulator.admission import Outcome, debit_all, debit_rejected, decide
-from throttle.testing.emulator.calls import (
+from testing.emulator.admission import Outcome, debit_all, debit_rejected, decide
+from testing.emulator.calls import (
     Call,
     InvalidBodyError,
     admission_costs,
@@ -28,8 +27,8 @@ from throttle.testing.emulator.calls import (
     parse_call,
     settlement_costs,
 )
-from throttle.testing.emulator.clock import Clock, ManualClock, MonotonicClock
-from throttle.testing.emulator.config import (
+from testing.emulator.clock import Clock, ManualClock, MonotonicClock
+from testing.emulator.config import (
     ClockKind,
     EmulatorConfig,
     FaultConfig,
@@ -38,14 +37,15 @@ from throttle.testing.emulator.config import (
     PoolConfig,
     Profile,
 )
-from throttle.testing.emulator.faults import FaultSchedule, announced_retry_after_s
-from throttle.testing.emulator.formats import http_date
-from throttle.testing.emulator.pools import PoolState
-from throttle.testing.emulator.profiles import ProfileRules, all_rules
-from throttle.testing.emulator.profiles.base import FaultInfo, Headers, RejectInfo
-from throttle.testing.emulator.profiles.streams import schedule
-from throttle.testing.emulator.replies import Deferred, Reply, Streamed, json_bytes
-from throttle.testing.emulator.stats import Stats
+from testing.emulator.faults import FaultSchedule, announced_retry_after_s
+from testing.emulator.formats import http_date
+from testing.emulator.pools import PoolState
+from testing.emulator.profiles import ProfileRules, all_rules
+from testing.emulator.profiles.base import FaultInfo, Headers, RejectInfo
+from testing.emulator.profiles.streams import schedule
+from testing.emulator.replies import Deferred, Reply, Streamed, json_bytes
+from testing.emulator.stats import Stats
+from throttle.errors import ConfigError
 
 #: Header name prefixes that the missing/-1 header faults act on.
 RATE_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")

@@ -13,8 +13,8 @@ log), ``calls`` (request parsing, costs), ``admission``, ``pools``, ``profiles/*
 
 from __future__ import annotations
 
-from throttle.testing.emulator.clock import Clock, ManualClock, MonotonicClock
-from throttle.testing.emulator.config import (
+from testing.emulator.clock import Clock, ManualClock, MonotonicClock
+from testing.emulator.config import (
     ClockKind,
     EmulatorConfig,
     FaultConfig,
@@ -29,9 +29,9 @@ from throttle.testing.emulator.config import (
     parse_limits,
     parse_limits_text,
 )
-from throttle.testing.emulator.engine import CompletionRequest, Emulator
-from throttle.testing.emulator.replies import Deferred, Reply
-from throttle.testing.emulator.server import EmulatorProcess, EmulatorServer
+from testing.emulator.engine import CompletionRequest, Emulator
+from testing.emulator.replies import Deferred, Reply
+from testing.emulator.server import EmulatorProcess, EmulatorServer
 
 __all__ = [
     "Clock",

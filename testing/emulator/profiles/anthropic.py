@@ -5,15 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from throttle.testing.emulator.calls import Call
-from throttle.testing.emulator.config import FaultKind, Profile
-from throttle.testing.emulator.formats import (
+from testing.emulator.calls import Call
+from testing.emulator.config import FaultKind, Profile
+from testing.emulator.formats import (
     retry_after_s,
     rfc3339_floor,
     round_to_thousand,
     window_label,
 )
-from throttle.testing.emulator.profiles.base import (
+from testing.emulator.profiles.base import (
     COMPLETION_TEXT,
     Body,
     DimSnapshot,
@@ -25,7 +25,7 @@ from throttle.testing.emulator.profiles.base import (
     floor_text,
     int_text,
 )
-from throttle.testing.emulator.profiles.streams import anthropic_stream
+from testing.emulator.profiles.streams import anthropic_stream
 
 _PREFIX = "anthropic-ratelimit-"
 _DETAILS = (

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from workers.demo_plan import DemoPlan, DemoRequest, per_minute
+from tools.demo_plan import DemoPlan, DemoRequest, per_minute
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from throttle.testing.emulator.replies import Deferred, Reply, Streamed
+from testing.emulator.replies import Deferred, Reply, Streamed
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,12 @@ from typing import Any
 import requests
 from celery import Celery
 
+from testing.children import die_with_parent
+from testing.emulator import EmulatorConfig, EmulatorProcess
+from testing.redis_server import EmbeddedRedis, free_port
+from testing.toml_writer import to_toml
 from throttle.config import Config, load_config
 from throttle.providers.credentials import env_var_for
-from throttle.testing.children import die_with_parent
-from throttle.testing.emulator import EmulatorConfig, EmulatorProcess
-from throttle.testing.redis_server import EmbeddedRedis, free_port
 
 #: The API key the stack's workers use against its emulator.
 EMULATOR_KEY = "sk-local-emulator-key"
@@ -43,46 +44,6 @@ CREDENTIAL = "emulator"
 #: seen swapping by up to 0.5 s) spends it. A quarter keeps five or more; the rate is
 #: unchanged, so steady utilization is not.
 COMPRESSED_HEADROOM = 0.25
-
-
-def to_toml(document: Mapping[str, Any]) -> str:
-    """A small TOML writer for configuration documents (tables, scalars, lists)."""
-
-    def value(v: Any) -> str:
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, int | float):
-            return repr(v)
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, list | tuple):
-            return "[" + ", ".join(value(x) for x in v) + "]"
-        if isinstance(v, Mapping):
-            return "{" + ", ".join(f"{key(k)} = {value(x)}" for k, x in v.items()) + "}"
-        raise TypeError(f"cannot write {v!r} as TOML")
-
-    def key(k: str) -> str:
-        return k if k.replace("_", "").replace("-", "").isalnum() else value(k)
-
-    lines: list[str] = []
-
-    def table(path: list[str], body: Mapping[str, Any]) -> None:
-        scalars = {k: v for k, v in body.items() if not _is_table(v)}
-        if path and (scalars or not body):
-            lines.append("[" + ".".join(key(p) for p in path) + "]")
-        lines.extend(f"{key(k)} = {value(v)}" for k, v in scalars.items())
-        for k, v in body.items():
-            if _is_table(v):
-                table([*path, k], v)
-
-    table([], document)
-    return "\n".join(lines) + "\n"
-
-
-def _is_table(v: Any) -> bool:
-    return (isinstance(v, Mapping) and any(isinstance(x, Mapping) for x in v.values())) or (
-        isinstance(v, Mapping) and not v
-    )
 
 
 class LocalStack:
@@ -279,7 +240,7 @@ class LocalStack:
         log_path = self.workdir / ("gateway.log" if index == 0 else f"gateway{index}.log")
         log = open(log_path, "wb")  # noqa: SIM115
         args = [
-            sys.executable, "-m", "throttle.cli", "serve", "--config", str(self.config_path),
+            sys.executable, "-m", "tools.cli", "serve", "--config", str(self.config_path),
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         env = {k: v for k, v in self.env().items() if not k.startswith("LLM_THROTTLE_KEY_")}

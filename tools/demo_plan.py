@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from testing.emulator import EmulatorConfig, LatencyConfig, PoolConfig, parse_limits
 from throttle.limits import parse_rate
-from throttle.testing.emulator import EmulatorConfig, LatencyConfig, PoolConfig, parse_limits
 
 PROVIDER = "emu"
 

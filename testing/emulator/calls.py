@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from throttle.testing.emulator.config import EmulatorConfig, OutputMode, Profile
+from testing.emulator.config import EmulatorConfig, OutputMode, Profile
 
 
 class InvalidBodyError(ValueError):

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from throttle.errors import ConfigError
+from throttle.errors import ConfigError, ThrottleError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except ConfigError as exc:
+    except ThrottleError as exc:  # a broken config, an unreachable Redis, a missing extra
         print(f"llm-throttle {args.command}: {exc}", file=sys.stderr)
         return 2
 
@@ -79,7 +79,7 @@ def _add_emulator(subparsers: argparse._SubParsersAction[argparse.ArgumentParser
 
 def emulator_config_from_args(args: argparse.Namespace) -> Any:
     """The :class:`EmulatorConfig` that the flags (over the config file) describe."""
-    from throttle.testing.emulator import EmulatorConfig, load_config
+    from testing.emulator import EmulatorConfig, load_config
 
     data: dict[str, Any] = load_config(args.config).to_mapping() if args.config else {}
     overrides = {
@@ -146,7 +146,7 @@ def _scalar(raw: str) -> Any:
 
 def run_emulator(args: argparse.Namespace) -> int:
     """Serve the emulator until SIGINT/SIGTERM."""
-    from throttle.testing.emulator import EmulatorServer
+    from testing.emulator import EmulatorServer
 
     server = EmulatorServer(emulator_config_from_args(args), host=args.host, port=args.port)
 
@@ -192,8 +192,8 @@ def _positive_int(text: str) -> int:
 
 def run_demo(args: argparse.Namespace) -> int:
     """The demo; Celery is imported only here, so the emulator runs without it."""
-    from workers.demo import DemoOptions
-    from workers.demo import run_demo as run
+    from tools.demo import DemoOptions
+    from tools.demo import run_demo as run
 
     return run(DemoOptions(tasks=args.tasks, keep=args.keep))
 
@@ -238,7 +238,8 @@ def run_status(args: argparse.Namespace) -> int:
     from throttle.config import load_config
     from throttle.connect import connect
     from throttle.errors import StorageError
-    from throttle.status import read_status, redact_url, render_table, status_json
+    from throttle.status import read_status, redact_url
+    from tools.status_view import render_table, status_json
 
     config = load_config(args.config)
     client = connect(config.redis.url, timeout_s=config.redis.socket_timeout_s)
@@ -287,17 +288,15 @@ def _add_run(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run_batch(args: argparse.Namespace) -> int:
     """Run or resume a batch file; Celery is imported only here."""
-    import os
     from pathlib import Path
 
+    from throttle.config import load_config
     from throttle.errors import StorageError
+    from tools.batch import run_batch as run
 
-    if args.config:
-        os.environ["LLM_THROTTLE_CONFIG"] = args.config
-    from tasks.batch import run_batch as run
-
+    config = load_config(args.config)
     try:
-        return run(Path(args.input), Path(args.output), provider=args.provider)
+        return run(Path(args.input), Path(args.output), provider=args.provider, config=config)
     except (OSError, StorageError) as exc:
         print(f"llm-throttle run: {exc}", file=sys.stderr)
         return 2

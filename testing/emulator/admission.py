@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from throttle.testing.emulator.meters import Meter
+from testing.emulator.meters import Meter
 
 
 class Outcome(StrEnum):

@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from throttle.testing.emulator.calls import Call
-from throttle.testing.emulator.config import FaultKind, Profile
-from throttle.testing.emulator.formats import retry_after_s
+from testing.emulator.calls import Call
+from testing.emulator.config import FaultKind, Profile
+from testing.emulator.formats import retry_after_s
 
 Headers = list[tuple[str, str]]
 Body = dict[str, Any]

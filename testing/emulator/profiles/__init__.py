@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from throttle.testing.emulator.config import Profile
-from throttle.testing.emulator.profiles.anthropic import AnthropicRules
-from throttle.testing.emulator.profiles.azure import AzureRules
-from throttle.testing.emulator.profiles.base import DimSnapshot, ProfileRules
-from throttle.testing.emulator.profiles.gemini import GeminiRules
-from throttle.testing.emulator.profiles.openai import OpenAIRules
+from testing.emulator.config import Profile
+from testing.emulator.profiles.anthropic import AnthropicRules
+from testing.emulator.profiles.azure import AzureRules
+from testing.emulator.profiles.base import DimSnapshot, ProfileRules
+from testing.emulator.profiles.gemini import GeminiRules
+from testing.emulator.profiles.openai import OpenAIRules
 
 __all__ = ["DimSnapshot", "ProfileRules", "all_rules"]
 

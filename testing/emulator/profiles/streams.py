@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from throttle.testing.emulator.calls import Call
-from throttle.testing.emulator.profiles.base import COMPLETION_TEXT
-from throttle.testing.emulator.replies import sse_event
+from testing.emulator.calls import Call
+from testing.emulator.profiles.base import COMPLETION_TEXT
+from testing.emulator.replies import sse_event
 
 #: (phase, event bytes); the phase is ``start``, ``content`` or ``end``.
 Events = list[tuple[str, bytes]]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from throttle.testing.emulator.calls import Call
-from throttle.testing.emulator.config import FaultKind, Profile
-from throttle.testing.emulator.formats import protobuf_duration, window_label
-from throttle.testing.emulator.profiles.base import (
+from testing.emulator.calls import Call
+from testing.emulator.config import FaultKind, Profile
+from testing.emulator.formats import protobuf_duration, window_label
+from testing.emulator.profiles.base import (
     COMPLETION_TEXT,
     Body,
     DimSnapshot,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from throttle.testing.emulator.admission import Dim, order_dims
-from throttle.testing.emulator.config import LimitConfig, MeterKind, cost_kind
-from throttle.testing.emulator.meters import ContinuousBucket, Meter, SlidingLog
-from throttle.testing.emulator.profiles import DimSnapshot
+from testing.emulator.admission import Dim, order_dims
+from testing.emulator.config import LimitConfig, MeterKind, cost_kind
+from testing.emulator.meters import ContinuousBucket, Meter, SlidingLog
+from testing.emulator.profiles import DimSnapshot
 
 #: Azure counts requests over a sixth of the window (10 s of a minute) at a sixth of RPM.
 AZURE_REQUEST_WINDOW_FRACTION = 6

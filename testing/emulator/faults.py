@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from throttle.testing.emulator.config import MODIFIER_KINDS, FaultConfig, FaultKind
+from testing.emulator.config import MODIFIER_KINDS, FaultConfig, FaultKind
 
 #: Announced wait of a fault kind when the config gives none (``None``: no retry-after).
 DEFAULT_RETRY_AFTER_S: dict[FaultKind, float | None] = {

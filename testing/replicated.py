@@ -25,8 +25,8 @@ from typing import Any, Self
 import redis
 from redis.crc import key_slot
 
+from testing.redis_server import EmbeddedRedis, free_port
 from throttle.errors import StorageError
-from throttle.testing.redis_server import EmbeddedRedis, free_port
 
 SLOTS = 16384
 NODE_TIMEOUT_MS = 1000

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from throttle.testing.emulator.calls import Call
-from throttle.testing.emulator.config import FaultKind, Profile
-from throttle.testing.emulator.formats import go_duration, retry_after_s, window_label
-from throttle.testing.emulator.profiles.base import (
+from testing.emulator.calls import Call
+from testing.emulator.config import FaultKind, Profile
+from testing.emulator.formats import go_duration, retry_after_s, window_label
+from testing.emulator.profiles.base import (
     COMPLETION_TEXT,
     Body,
     DimSnapshot,
@@ -19,7 +19,7 @@ from throttle.testing.emulator.profiles.base import (
     floor_text,
     int_text,
 )
-from throttle.testing.emulator.profiles.streams import openai_stream
+from testing.emulator.profiles.streams import openai_stream
 
 _VISIT = "Visit https://platform.openai.com/account/rate-limits to learn more."
 _QUOTA = (

@@ -28,14 +28,14 @@ from types import TracebackType
 
 import requests
 
+from testing.children import die_with_parent
+from testing.emulator.app import EmulatorApp
+from testing.emulator.clock import Clock
+from testing.emulator.config import EmulatorConfig
+from testing.emulator.engine import Emulator
+from testing.emulator.http import start_http_server
+from testing.redis_server import PortTaken, free_port
 from throttle.errors import ConfigError
-from throttle.testing.children import die_with_parent
-from throttle.testing.emulator.app import EmulatorApp
-from throttle.testing.emulator.clock import Clock
-from throttle.testing.emulator.config import EmulatorConfig
-from throttle.testing.emulator.engine import Emulator
-from throttle.testing.emulator.http import start_http_server
-from throttle.testing.redis_server import PortTaken, free_port
 
 
 class EmulatorServer:
@@ -170,7 +170,7 @@ class EmulatorProcess:
         with os.fdopen(fd, "w") as file:
             json.dump(self.config.to_mapping(), file)
         args = [
-            sys.executable, "-m", "throttle.cli", "emulator",
+            sys.executable, "-m", "tools.cli", "emulator",
             "--host", "127.0.0.1", "--port", str(self.port), "--config", self._config_file,
         ]  # fmt: skip
         self._process = subprocess.Popen(

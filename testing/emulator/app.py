@@ -10,7 +10,7 @@ Provider routes:
 Test API (JSON in and out):
 
 * ``GET  /__emu/state``           clock, limits, live pool levels, faults
-* ``GET  /__emu/stats``           see :mod:`throttle.testing.emulator.stats`
+* ``GET  /__emu/stats``           see :mod:`testing.emulator.stats`
 * ``GET  /__emu/requests``        the last completion requests' bodies, as received
 * ``POST /__emu/clock/advance``   ``{"seconds": 1.5}`` (manual clock only)
 * ``POST /__emu/faults``          ``{"faults": [...], "replace": false}`` or ``{"clear": true}``
@@ -26,11 +26,11 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from testing.emulator.config import FaultConfig, Profile, parse_limits
+from testing.emulator.engine import DEFAULT_API_VERSION, CompletionRequest, Emulator
+from testing.emulator.http import HttpRequest
+from testing.emulator.replies import Deferred, Reply, Streamed, json_reply
 from throttle.errors import ConfigError
-from throttle.testing.emulator.config import FaultConfig, Profile, parse_limits
-from throttle.testing.emulator.engine import DEFAULT_API_VERSION, CompletionRequest, Emulator
-from throttle.testing.emulator.http import HttpRequest
-from throttle.testing.emulator.replies import Deferred, Reply, Streamed, json_reply
 
 _AZURE = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")
 _GEMINI = re.compile(r"^/v1beta/models/([^/:]+):generateContent$")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from throttle.testing.emulator.calls import Call
-from throttle.testing.emulator.config import FaultKind, Profile
-from throttle.testing.emulator.formats import retry_after_ms, retry_after_s
-from throttle.testing.emulator.profiles.base import (
+from testing.emulator.calls import Call
+from testing.emulator.config import FaultKind, Profile
+from testing.emulator.formats import retry_after_ms, retry_after_s
+from testing.emulator.profiles.base import (
     Body,
     DimSnapshot,
     FaultInfo,
@@ -19,7 +19,7 @@ from throttle.testing.emulator.profiles.base import (
     floor_text,
     int_text,
 )
-from throttle.testing.emulator.profiles.openai import OpenAIRules
+from testing.emulator.profiles.openai import OpenAIRules
 
 _QUOTA_LINK = (
     "Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase"
