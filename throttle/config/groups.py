@@ -10,7 +10,7 @@ from throttle.config.checks import optional_positive_int, optional_seconds, tabl
 from throttle.config.dimensions import dimension, tenant_plan
 from throttle.config.settings import FAILURE_POLICIES, GroupSettings, ProviderSettings
 from throttle.errors import ConfigError
-from throttle.limits import Aimd, LimitGroup
+from throttle.limits import Aimd
 
 #: A group's keys that are options; any other key is a dimension.
 _GROUP_OPTIONS = {
@@ -92,16 +92,7 @@ def group_settings(
         credentials=_credentials(spec.get("credentials"), where),
     )
     try:  # validate the whole group once
-        LimitGroup(
-            name,
-            group.dimensions,
-            group.concurrency,
-            group.lease_ttl_s,
-            group.headroom,
-            group.aimd,
-            group.cold_start,
-            group.wire_margin_s,
-        )
+        group.to_limit_group()
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
     return group

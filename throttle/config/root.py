@@ -99,16 +99,7 @@ class Config:
                 )
                 for d in (plan.dimensions if plan else group.tenant_dimensions)
             ]
-        limit_group = LimitGroup(
-            name,
-            tuple(dims),
-            group.concurrency,
-            group.lease_ttl_s,
-            group.headroom,
-            group.aimd,
-            group.cold_start,
-            group.wire_margin_s,
-        )
+        limit_group = group.to_limit_group(name, tuple(dims))
         with self._lock:
             if len(self._limit_groups) >= LIMIT_GROUP_CACHE_SIZE:  # idle tenants go first
                 del self._limit_groups[next(iter(self._limit_groups))]

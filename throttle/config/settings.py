@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from throttle.config.profile import resolved_profile
 from throttle.errors import ConfigError
-from throttle.limits import Aimd, Dimension
+from throttle.limits import Aimd, Dimension, LimitGroup
 
 if TYPE_CHECKING:
     from throttle.providers.profile import Profile
@@ -183,3 +183,19 @@ class GroupSettings:
         if not self.credentials:
             return (self.name,)
         return tuple(f"{self.name}@{credential}" for credential in self.credentials)
+
+    def to_limit_group(
+        self, name: str | None = None, dimensions: tuple[Dimension, ...] | None = None
+    ) -> LimitGroup:
+        """A LimitGroup with this group's options, named ``name`` (default: the group's)
+        over ``dimensions`` (default: the group's own); ConfigError for a bad one."""
+        return LimitGroup(
+            self.name if name is None else name,
+            self.dimensions if dimensions is None else dimensions,
+            self.concurrency,
+            self.lease_ttl_s,
+            self.headroom,
+            self.aimd,
+            self.cold_start,
+            self.wire_margin_s,
+        )
