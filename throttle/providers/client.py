@@ -1,7 +1,7 @@
 """The HTTP client: one completion against one provider, with transport retries only.
 
 What it retries, inside one :meth:`ProviderClient.complete` call, with jittered
-exponential backoff bounded in attempts and total time (tenacity):
+exponential backoff bounded in attempts and total time (:mod:`~.retry`):
 
 * transport failures: connection refused or dropped, timeouts, truncated bodies;
 * 5xx and Anthropic 529 (:class:`~throttle.errors.OverloadedError`), honouring a
@@ -22,7 +22,6 @@ any text that came back from the wire is scrubbed of them.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,19 +31,10 @@ from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from tenacity import (
-    RetryCallState,
-    RetryError,
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-)
 
 from throttle.errors import (
     ClientRequestError,
     ConfigError,
-    OverloadedError,
     ProviderError,
     StreamBrokenError,
     TransportError,
@@ -57,9 +47,13 @@ from throttle.providers.observation import Observation
 from throttle.providers.profile import Profile
 from throttle.providers.registry import get_profile
 from throttle.providers.request import HttpRequest, Message
+from throttle.providers.retry import DEFAULT_RETRY, TransportRetry
 from throttle.providers.sse import SseEvent, SseParser
 from throttle.providers.streaming import StreamError, StreamTally, streaming_request
 from throttle.providers.usage import Usage
+
+# TransportRetry lives in :mod:`~.retry`; it is still importable from here.
+__all__ = ["USER_AGENT", "ProviderClient", "ProviderResponse", "Timeouts", "TransportRetry"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,28 +66,6 @@ class Timeouts:
 
     connect_s: float = 5.0
     read_s: float = 120.0
-
-
-@dataclass(frozen=True)
-class TransportRetry:
-    """Bounds of the in-client retries of transport errors and 5xx.
-
-    Waits follow ``min(max_wait_s, initial_wait_s x 2^k) x U(0.75, 1.0)``, the
-    official SDKs' schedule; no retry starts once ``max_total_s`` would be exceeded.
-    """
-
-    max_attempts: int = 3
-    initial_wait_s: float = 0.5
-    max_wait_s: float = 8.0
-    max_total_s: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError("TransportRetry.max_attempts must be >= 1")
-        if not 0 <= self.initial_wait_s <= self.max_wait_s:
-            raise ConfigError("TransportRetry needs 0 <= initial_wait_s <= max_wait_s")
-        if self.max_total_s <= 0:
-            raise ConfigError("TransportRetry.max_total_s must be positive")
 
 
 @dataclass(frozen=True)
@@ -111,15 +83,6 @@ class ProviderResponse:
     elapsed_s: float
     attempts: int = 1
     request_id: str | None = None
-
-
-def _is_retried(max_wait_s: float) -> Callable[[BaseException], bool]:
-    def predicate(exc: BaseException) -> bool:
-        if isinstance(exc, OverloadedError):
-            return exc.wait_s is None or exc.wait_s <= max_wait_s
-        return isinstance(exc, TransportError)
-
-    return predicate
 
 
 class ProviderClient:
@@ -149,7 +112,7 @@ class ProviderClient:
         credential: str | Secret | None = None,
         *,
         timeouts: Timeouts = Timeouts(),
-        retry: TransportRetry = TransportRetry(),
+        retry: TransportRetry = DEFAULT_RETRY,
         pool_size: int = 16,
         policy: ClassifyPolicy = DEFAULT_POLICY,
         environ: Mapping[str, str] | None = None,
@@ -225,7 +188,11 @@ class ProviderClient:
 
     def send(self, request: HttpRequest) -> ProviderResponse:
         """Send ``request``, retrying transport errors and 5xx within :attr:`retry`."""
-        return self._with_retries(lambda attempt: self._attempt(request, attempt))
+        return self.retry.run(
+            lambda attempt: self._attempt(request, attempt),
+            name=self.profile.name,
+            sleep=self._sleep,
+        )
 
     def stream(
         self, request: HttpRequest, on_events: Callable[[Sequence[SseEvent]], None]
@@ -237,52 +204,10 @@ class ProviderClient:
         failure is a :class:`~throttle.errors.StreamBrokenError`, never retried. The
         response's ``body`` is what the events add up to, with the usage."""
         request = streaming_request(self.profile, request)
-        return self._with_retries(lambda attempt: self._attempt_stream(request, attempt, on_events))
-
-    def _with_retries(self, run: Callable[[int], ProviderResponse]) -> ProviderResponse:
-        attempts = 0
-
-        def attempt() -> ProviderResponse:
-            nonlocal attempts
-            attempts += 1
-            return run(attempts)
-
-        retrying = Retrying(
-            stop=stop_after_attempt(self.retry.max_attempts)
-            | stop_before_delay(self.retry.max_total_s),
-            wait=self._wait_s,
-            retry=retry_if_exception(_is_retried(self.retry.max_wait_s)),
+        return self.retry.run(
+            lambda attempt: self._attempt_stream(request, attempt, on_events),
+            name=self.profile.name,
             sleep=self._sleep,
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-        try:
-            return retrying(attempt)
-        except RetryError as exc:  # not expected with reraise=True; never leak tenacity
-            raise TransportError(
-                f"{self.profile.name}: gave up after {attempts} attempts"
-            ) from exc.last_attempt.exception()
-
-    def _wait_s(self, state: RetryCallState) -> float:
-        backoff_s = min(
-            self.retry.max_wait_s, self.retry.initial_wait_s * 2.0 ** (state.attempt_number - 1)
-        )
-        backoff_s *= 1.0 - 0.25 * random.random()
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, OverloadedError) and exc.wait_s is not None:
-            return max(backoff_s, exc.wait_s)
-        return backoff_s
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        wait_s = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
-            "%s: attempt %d failed (%s: %s); retrying in %.2fs",
-            self.profile.name,
-            state.attempt_number,
-            type(exc).__name__,
-            exc,
-            wait_s,
         )
 
     def _scrub(self, text: str) -> str:
