@@ -438,3 +438,9 @@ def test_a_group_name_may_not_hold_an_at_sign() -> None:
     doc["groups"]["a@b"] = doc["groups"].pop("g")
     with pytest.raises(ConfigError, match="'@'"):
         config_from_dict(doc)
+
+
+def test_parsing_leaves_the_callers_document_as_it_was() -> None:
+    raw = {"scheduler": {"lanes": ["now", "later"], "min_share": {"later": 0.1}}}
+    config_from_dict(raw)
+    assert raw == {"scheduler": {"lanes": ["now", "later"], "min_share": {"later": 0.1}}}

@@ -68,8 +68,11 @@ def scheduler_settings(raw: Any) -> SchedulerSettings:
         raise ConfigError(
             f"scheduler.lanes: names must be distinct, 1-32 of letters, digits, _ . - ({names!r})"
         )
-    shares = table(
-        spec.get("min_share", {"batch": 0.1} if "lanes" not in spec else {}), "scheduler.min_share"
+    shares = dict(  # a copy: the caller's table stays as it was
+        table(
+            spec.get("min_share", {"batch": 0.1} if "lanes" not in spec else {}),
+            "scheduler.min_share",
+        )
     )
     lanes = []
     for k, name in enumerate(names):
