@@ -63,12 +63,17 @@ class LocalStack:
         *,
         workdir: str | None = None,
         redis_appendonly: bool = False,
+        python: str = sys.executable,
     ) -> None:
+        """``python``: the interpreter the workers run on (another environment's, to
+        run them on an install of the package alone); they start in ``workdir``, so
+        they import the package from that interpreter's environment."""
         self.emulator_config = emulator
         self.throttle_doc = throttle
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="llm-throttle-")
         self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
         self.redis = EmbeddedRedis(appendonly=redis_appendonly)
+        self.python = python
         self.emulator = EmulatorProcess(emulator)
         self.workers: list[subprocess.Popen[bytes]] = []
         self.flower: subprocess.Popen[bytes] | None = None
@@ -130,7 +135,7 @@ class LocalStack:
             log = open(self.workdir / f"worker{index}.log", "wb")  # noqa: SIM115
             level = os.environ.get("LLM_THROTTLE_WORKER_LOGLEVEL", "WARNING")
             args = [
-                sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                self.python, "-m", "celery", "-A", "workers.app", "worker",
                 "-P", pool, "-c", str(concurrency), "-n", name, "-E", "--loglevel", level,
                 "--without-gossip", "--without-mingle", *extra_args,
             ]  # fmt: skip
@@ -138,6 +143,7 @@ class LocalStack:
                 subprocess.Popen(
                     args,
                     env={**self.env(), **(extra_env or {})},
+                    cwd=self.workdir,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
