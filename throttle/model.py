@@ -18,6 +18,7 @@ from throttle.model_state import (
     Entry,
     GroupState,
     ModelAdmission,
+    ModelBegin,
     Record,
     check_capacity,
     rescaled,
@@ -53,11 +54,13 @@ class LimiterModel:
         *,
         now_ms: float | None = None,
         max_wait_ms: float | None = None,
+        tenant_max_wait_ms: float | None = None,
         lease_ahead_ms: float | None = None,
     ) -> ModelAdmission:
         """``lease_ahead_ms`` (the fair scheduler's admission): a slot at most this far
         away takes its concurrency lease now, or nothing is reserved; a refused request
-        keeps the cold start of a bucket it found without state."""
+        keeps the cold start of a bucket it found without state. ``tenant_max_wait_ms``:
+        nor is a slot reserved that a tenant's own GCRA dimension sets further away."""
         now = self.clock() if now_ms is None else now_ms
         vector = group.cost_vector(costs) if isinstance(costs, Mapping) else list(costs)
         st = self._state(group)
@@ -80,7 +83,14 @@ class LimiterModel:
                 break
         wait = slot - now
         name = group.dimensions[binding - 1].name if binding else ("pause" if wait > 0 else None)
-        if not settled or (max_wait_ms is not None and wait > max_wait_ms):
+        tenant_bound = (
+            tenant_max_wait_ms is not None
+            and wait > tenant_max_wait_ms
+            and binding > 0
+            and group.dimensions[binding - 1].algorithm is Algorithm.GCRA
+            and group.dimensions[binding - 1].name.startswith("tenant.")
+        )
+        if not settled or (max_wait_ms is not None and wait > max_wait_ms) or tenant_bound:
             if lease_ahead_ms is not None:  # a cold bucket's start is kept
                 for dim in group.dimensions:
                     if dim.algorithm is Algorithm.GCRA and dim.name not in st.tat:
@@ -168,7 +178,59 @@ class LimiterModel:
             entry.where = start
         return entry
 
+    def start_wait_ms(
+        self, group: LimitGroup, costs: Mapping[str, float], *, now_ms: float | None = None
+    ) -> float:
+        """How long a request of ``costs`` would wait for the pause gate and the GCRA
+        buckets if admitted now (``RedisLimiter.start_wait_from``); nothing changes."""
+        now = self.clock() if now_ms is None else now_ms
+        st = self._state(group)
+        slot = max(now, st.pause_ms)
+        for i, dim in enumerate(group.dimensions):
+            if dim.algorithm is Algorithm.GCRA:
+                cost = float(costs.get(dim.name, 0.0))
+                slot = max(slot, self._earliest(group, st, i, cost, slot, now) or slot)
+        return slot - now
+
     # -- after admission ----------------------------------------------------------
+
+    def begin(
+        self, group: LimitGroup, reservation_id: str, *, now_ms: float | None = None
+    ) -> ModelBegin:
+        """At the slot (begin.lua): check the pause gate, move the reservation's
+        sliding-log entries to now if the window ending now has room for them, take the
+        concurrency lease."""
+        now = self.clock() if now_ms is None else now_ms
+        st = self._state(group)
+        if st.pause_ms > now:
+            return ModelBegin(1, st.pause_ms - now)
+        record = st.records.get(reservation_id)
+        moves: list[tuple[list[tuple[float, str, float]], float]] = []
+        for dim, entry in zip(group.dimensions, record.entries if record else (), strict=False):
+            if entry.algorithm is not Algorithm.SLIDING or entry.where is None:
+                continue
+            log, window = st.log.setdefault(dim.name, []), group.window_ms(dim)
+            held = next((e[0] for e in log if e[1] == reservation_id), None)
+            if held is not None and held >= now:
+                continue
+            live = [e for e in log if e[0] > now - window and e[1] != reservation_id]
+            excess = entry.cost - sliding_capacity(dim, st.multiplier) + sum(e[2] for e in live)
+            for score, _rid, cost in live:  # wait for the oldest to leave
+                if excess <= 0:
+                    break
+                excess -= cost
+                if excess <= 0:
+                    return ModelBegin(3, score + window - now + 0.001)
+            moves.append((log, entry.cost))
+        for log, cost in moves:
+            kept = [e for e in log if e[1] != reservation_id]
+            log[:] = sorted([*kept, (stored_ms(now), reservation_id, cost)], key=lambda e: e[0])
+        if group.concurrency:
+            st.leases = {k: v for k, v in st.leases.items() if v > now}
+            if reservation_id not in st.leases and len(st.leases) >= group.concurrency:
+                return ModelBegin(2)
+            st.leases[reservation_id] = now + group.lease_ttl_s * 1000
+        return ModelBegin(0)
 
     def _take_record(self, group: LimitGroup, rid: str, now: float) -> Record | None:
         record = self._state(group).records.pop(rid, None)
@@ -284,7 +346,7 @@ class LimiterModel:
         elif st.multiplier < ceiling and now - last_change >= group.clean_window_s * 1000:
             decreased = st.last_decrease_ms is not None
             raised = raised_multiplier(group.aimd, st.multiplier, ceiling, decreased)
-            self._rescale(st, group, now, st.multiplier, raised)
+            st.rescale(group, now, st.multiplier, raised)
             st.multiplier, st.last_increase_ms = raised, now
         st.leases.pop(reservation_id, None)
         return True
@@ -304,24 +366,12 @@ class LimiterModel:
         heard = any(d.name in st.learned for d in group.dimensions if d.algorithm is Algorithm.GCRA)
         if rate_limited and not heard and now >= st.epoch_end_ms:
             lowered = max(group.aimd.floor, st.multiplier * group.aimd.decrease)
-            self._rescale(st, group, now, st.multiplier, lowered)
+            st.rescale(group, now, st.multiplier, lowered)
             st.multiplier, st.last_decrease_ms = lowered, now
             paused_until = max(st.pause_ms, stored_ms(now + duration_ms))
             st.epoch_end_ms = paused_until + group.clean_window_s * 1000
         st.pause_ms = max(st.pause_ms, stored_ms(now + duration_ms))
         return st.pause_ms
-
-    def _rescale(
-        self, st: GroupState, group: LimitGroup, now: float, old: float, new: float
-    ) -> None:
-        """The multiplier moves from ``old`` to ``new``: each bucket's queue follows its
-        own rate (a dimension with a learned limit feels no multiplier above 1)."""
-        for i, dim in enumerate(group.dimensions):
-            tat = st.tat.get(dim.name)
-            if dim.algorithm is Algorithm.GCRA and tat is not None and tat > now:
-                tolerance = dim.period_ms * (1.0 - group.headroom)
-                factor = st.effective_capacity(group, i, old) / st.effective_capacity(group, i, new)
-                st.tat[dim.name] = stored_tat(rescaled(tat, now, tolerance, factor))
 
     def multiplier(self, group: LimitGroup) -> float:
         return self._state(group).multiplier

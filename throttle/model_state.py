@@ -91,6 +91,18 @@ class GroupState:
     def emission_ms(self, group: LimitGroup, i: int) -> float:
         return group.dimensions[i].period_ms / self.effective_capacity(group, i)
 
+    def rescale(self, group: LimitGroup, now: float, old: float, new: float) -> None:
+        """The multiplier moves from ``old`` to ``new``: each bucket's queue follows its
+        own rate (a dimension with a learned limit feels no multiplier above 1)."""
+        for i, dim in enumerate(group.dimensions):
+            tat = self.tat.get(dim.name)
+            if dim.algorithm is Algorithm.GCRA and tat is not None and tat > now:
+                tolerance = dim.period_ms * (1.0 - group.headroom)
+                factor = self.effective_capacity(group, i, old) / self.effective_capacity(
+                    group, i, new
+                )
+                self.tat[dim.name] = stored_tat(rescaled(tat, now, tolerance, factor))
+
 
 @dataclass(frozen=True)
 class ModelAdmission:
@@ -102,3 +114,13 @@ class ModelAdmission:
     #: Nothing reserved: the slot is within ``lease_ahead_ms`` but every concurrency
     #: lease is held (the fair scheduler releases an item only with its lease).
     lease_cap: bool = False
+
+
+@dataclass(frozen=True)
+class ModelBegin:
+    """What :meth:`~throttle.model.LimiterModel.begin` found, as begin.lua's codes:
+    0 go, 1 paused for ``wait_ms`` more, 2 no lease free, 3 a sliding window has no
+    room before ``wait_ms``."""
+
+    code: int
+    wait_ms: float = 0.0

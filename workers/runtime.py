@@ -32,8 +32,9 @@ from throttle.errors import (
     ThrottleError,
     TransportError,
 )
-from throttle.limiter import Admission, BeginOutcome, Observed, RedisLimiter
+from throttle.limiter import Admission, BeginOutcome, Observed
 from throttle.limits import LimitGroup
+from throttle.ports import Limiter
 from throttle.providers.accounting import Reservation, rejected_deltas
 from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
 from throttle.providers.observation import Observation
@@ -310,7 +311,7 @@ class CompletionRunner:
     def __init__(
         self,
         config: Config,
-        limiter: RedisLimiter,
+        limiter: Limiter,
         clients: ClientPool,
         *,
         estimator: TokenEstimator | None = None,
