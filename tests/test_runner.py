@@ -18,9 +18,11 @@ from throttle.config import Config, ProviderSettings, config_from_dict
 from throttle.errors import (
     OverloadedError,
     RateLimitedError,
+    StorageError,
     ThrottleDeadlineError,
     TransportError,
 )
+from throttle.limiter import Admission
 from throttle.limits import LimitGroup
 from throttle.memory import MemoryLimiter
 from throttle.model import LimiterModel
@@ -409,3 +411,28 @@ def test_a_group_of_several_credentials_picks_the_one_that_starts_soonest() -> N
     assert isinstance(outcome, Completed)
     assert state.credential == "key-b"
     assert h.clock.slept_s == []
+
+
+class UnreachableLimiter(MemoryLimiter):
+    """Redis away: every admission fails."""
+
+    def admit(self, group: LimitGroup, costs: Mapping[str, float], **bounds: Any) -> Admission:
+        raise StorageError("redis admission failed: connection refused")
+
+
+@pytest.mark.parametrize("policy", ["closed", "open"])
+def test_an_unreachable_limiter_follows_the_groups_failure_policy(policy: str) -> None:
+    h = Harness({"failure_policy": policy})
+    h.runner.limiter = UnreachableLimiter(h.model)
+    h.provider.answers = [ok()]
+
+    outcome = h.run()
+
+    if policy == "closed":  # the task waits and comes back; nothing was sent
+        assert isinstance(outcome, RetryLater)
+        assert 0.5 <= outcome.countdown_s <= 1.0
+        assert h.provider.called_at_ms == []
+    else:  # the call goes out without the shared limits, and says so
+        assert isinstance(outcome, Completed)
+        assert outcome.result["throttle"]["unthrottled"] is True
+        assert h.provider.called_at_ms == [T0_MS]
