@@ -210,8 +210,8 @@ class LimiterModel:
             if entry.algorithm is not Algorithm.SLIDING or entry.where is None:
                 continue
             log, window = st.log.setdefault(dim.name, []), group.window_ms(dim)
-            held = next((e[0] for e in log if e[1] == reservation_id), None)
-            if held is not None and held >= now:
+            held = next((e for e in log if e[1] == reservation_id), None)
+            if held is not None and held[0] >= now:
                 continue
             live = [e for e in log if e[0] > now - window and e[1] != reservation_id]
             excess = entry.cost - sliding_capacity(dim, st.multiplier) + sum(e[2] for e in live)
@@ -221,7 +221,7 @@ class LimiterModel:
                 excess -= cost
                 if excess <= 0:
                     return ModelBegin(3, score + window - now + 0.001)
-            moves.append((log, entry.cost))
+            moves.append((log, entry.cost if held is None else held[2]))  # one gone comes back
         for log, cost in moves:
             kept = [e for e in log if e[1] != reservation_id]
             log[:] = sorted([*kept, (stored_ms(now), reservation_id, cost)], key=lambda e: e[0])
