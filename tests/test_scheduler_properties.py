@@ -24,8 +24,9 @@ from throttle.errors import CostExceedsCapacityError
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, RedisLimiter
 from throttle.limits import Dimension, LimitGroup
-from throttle.model import FairSchedulerModel, LimiterModel, ModelPass, lua_now_ms
+from throttle.model import LimiterModel
 from throttle.scheduler import FairScheduler, QueuedItem, SchedulePass, flow_id
+from throttle.scheduler_model import FairSchedulerModel, ModelPass, lua_now_ms
 
 pytestmark = pytest.mark.integration
 

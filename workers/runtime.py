@@ -4,23 +4,20 @@ cost -> one atomic admission -> wait for the slot (sleep, or park far slots) -> 
 settle the actual usage. A provider 429 pauses the whole limit group for every worker
 and re-slots the task; waits and 429s spend the task's throttle deadline, never its
 error retries. The Celery task (:mod:`workers.task`) turns the outcomes into acks,
-parks and retries.
+parks and retries. The runner needs a :class:`~throttle.ports.Limiter`: the Redis one in
+workers, the in-memory one in unit tests (tests/test_runner.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import random
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from throttle.config import Config, GroupSettings, ProviderSettings
+from throttle.config import Config, GroupSettings
 from throttle.errors import (
-    InvalidRequestError,
     OverloadedError,
     QuotaExhaustedError,
     RateLimitedError,
@@ -29,279 +26,47 @@ from throttle.errors import (
     StreamBrokenError,
     TerminalProviderError,
     ThrottleDeadlineError,
-    ThrottleError,
     TransportError,
 )
-from throttle.limiter import Admission, BeginOutcome, Observed, RedisLimiter
+from throttle.limiter import Admission, BeginOutcome
 from throttle.limits import LimitGroup
-from throttle.providers.accounting import Reservation, rejected_deltas
-from throttle.providers.client import ProviderClient, ProviderResponse, Timeouts
+from throttle.ports import Limiter
+from throttle.providers.accounting import rejected_deltas
+from throttle.providers.client import ProviderClient
 from throttle.providers.observation import Observation
-from throttle.providers.profile import Profile
-from throttle.providers.request import Message
-from throttle.providers.sse import SseEvent
-from throttle.providers.streaming import check_streamable
 from throttle.providers.tokens import TokenEstimator
-from workers import metrics
+from workers import credential_choice, metrics
+from workers.estimates import learn_usage, plan_costs
+from workers.observed import observed_dimensions, room_left
+from workers.resources import ClientPool, SleeperGate, build_request, send
+from workers.run_state import (
+    Completed,
+    CompletionCall,
+    EventSink,
+    Outcome,
+    Parked,
+    Queued,
+    RetryLater,
+    ThrottleState,
+    result_body,
+)
 
-
-@dataclass(frozen=True)
-class CompletionCall:
-    """What the caller asked for. Holds the prompt: never log it."""
-
-    provider: str
-    model: str
-    messages: Sequence[Message] = field(repr=False)
-    max_tokens: int
-    tenant: str | None = None
-    credential: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    #: Sent as ``x-client-request-id`` so the provider (and our emulator) can tell a
-    #: retried request from a new one; the Celery task id.
-    request_id: str | None = None
-    #: The fair scheduler's priority lane (None: the configured default).
-    lane: str | None = None
-    #: Ask the provider for a stream and pass its events to the run's sink.
-    stream: bool = False
-
-
-@dataclass
-class ThrottleState:
-    """Facts that travel with a task across parks and retries (plain JSON)."""
-
-    #: Wall-clock epoch seconds after which waiting is given up.
-    deadline_at_s: float
-    #: The limiter's handle of the current reservation (``Admission.reservation``).
-    reservation: str | None = None
-    #: Costs reserved per limit-group dimension, and the provider's split of them.
-    costs: dict[str, float] = field(default_factory=dict)
-    input_tokens: float = 0.0
-    output_tokens: float = 0.0
-    provider_costs: dict[str, float] = field(default_factory=dict)
-    #: Slot of the current reservation, ms on the Redis server's clock.
-    slot_ms: float | None = None
-    #: Set by the dispatcher: seconds from release until the slot.
-    wait_at_release_s: float | None = None
-    #: Wall-clock ms at which the last provider call started.
-    started_ms: float | None = None
-    #: Wall-clock s at which the task was parked (its time parked counts as waited).
-    parked_at_s: float | None = None
-    #: Set by the dispatcher: the parked entry to claim (``group``, ``entry``) and this
-    #: release's ``token``.
-    release: dict[str, str] | None = None
-    #: Set at queueing when the entry is stored as a ready-made message: its id. The
-    #: pass that releases it writes the release into the message's header
-    #: (``workers/message.py``); a copy of the message sent any other way (a retry)
-    #: no longer has this set and ignores that header.
-    awaiting_release: str | None = None
-    #: The credential this task runs on, once chosen (a group with several): its
-    #: buckets hold the reservation, and its key makes the call.
-    credential: str | None = None
-    waited_s: float = 0.0
-    attempts: int = 0
-    rate_limited: int = 0
-    overloaded: int = 0
-    parks: int = 0
-    error_retries: int = 0
-
-    @classmethod
-    def new(cls, deadline_s: float, wall: Callable[[], float] = time.time) -> ThrottleState:
-        return cls(deadline_at_s=wall() + deadline_s)
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ThrottleState:
-        known = cls.__dataclass_fields__
-        fields = {k: v for k, v in data.items() if k in known}
-        if "reservation" not in data and data.get("reservation_id"):
-            # A task parked by a version that kept records in Redis: its bare id keeps
-            # its slot and lease; settling it finishes nothing (its record expires).
-            fields["reservation"] = data["reservation_id"]
-        return cls(**fields)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def forget_reservation(self) -> None:
-        self.reservation = None
-        self.slot_ms = None
-        self.costs = {}
-        self.provider_costs = {}
-        self.wait_at_release_s = None
-
-    def facts(self) -> dict[str, Any]:
-        """What a result reports about the throttle."""
-        return {
-            "waited_s": round(self.waited_s, 4),
-            "attempts": self.attempts,
-            "rate_limited": self.rate_limited,
-            "overloaded": self.overloaded,
-            "parks": self.parks,
-            "slot_ms": self.slot_ms,
-            "started_ms": self.started_ms,
-        }
-
-
-@dataclass(frozen=True)
-class Completed:
-    result: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Parked:
-    """Park the task until ``slot_ms`` (server clock), ``wait_s`` from now; the message
-    can be acknowledged."""
-
-    group: str
-    slot_ms: float
-    wait_s: float
-    state: ThrottleState
-
-
-@dataclass(frozen=True)
-class Queued:
-    """The task cannot start within the hold horizon (or work is queued before it):
-    it joins its flow in the group's fair queue (:mod:`throttle.scheduler`), which
-    releases it when the group's limits can take it. The costs to reserve then are
-    in ``state``; ``deadline_ms`` is its throttle deadline on the server's clock."""
-
-    group: LimitGroup
-    lane: str
-    tenant: str | None
-    weight: float
-    deadline_ms: float
-    wait_s: float
-    state: ThrottleState
-    #: The status keeps this tenant's share and waits apart (it has its own plan);
-    #: others are summed per lane.
-    stats_apart: bool = False
-
-
-@dataclass(frozen=True)
-class RetryLater:
-    """Send the task again after ``countdown_s`` because of ``error`` (Redis down, a
-    transport failure)."""
-
-    countdown_s: float
-    error: ThrottleError
-    state: ThrottleState
-
-
-Outcome = Completed | Parked | Queued | RetryLater
-
-
-#: Where a streamed call's events go as they arrive (workers/relay.py).
-EventSink = Callable[[Sequence[SseEvent]], None]
-
-
-def _send(
-    call: CompletionCall, client: ProviderClient, request: Any, sink: EventSink | None
-) -> ProviderResponse:
-    if call.stream:
-        return client.stream(request, sink or (lambda _events: None))
-    return client.send(request)
-
-
-class SleeperGate:
-    """Caps how many threads of one worker process sleep on slots at once, so a
-    saturated group never fills the whole pool (no head-of-line blocking)."""
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = max(1, capacity)
-        self._count = 0
-        self._lock = threading.Lock()
-
-    def try_enter(self) -> bool:
-        with self._lock:
-            if self._count >= self.capacity:
-                return False
-            self._count += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self._count -= 1
-
-
-class ClientPool:
-    """One provider client per (provider, credential) in this process."""
-
-    def __init__(self, pool_size: int = 16) -> None:
-        self.pool_size = pool_size
-        self._clients: dict[tuple[str, str | None], ProviderClient] = {}
-        self._lock = threading.Lock()
-
-    def get(self, settings: ProviderSettings, credential: str | None) -> ProviderClient:
-        name = credential or settings.credential
-        key = (settings.name, name)
-        client = self._clients.get(key)
-        if client is None:
-            with self._lock:
-                client = self._clients.get(key)
-                if client is None:
-                    client = ProviderClient(
-                        settings.resolved_profile(),
-                        settings.base_url,
-                        name,
-                        timeouts=Timeouts(settings.connect_timeout_s, settings.read_timeout_s),
-                        pool_size=self.pool_size,
-                    )
-                    self._clients[key] = client
-        return client
-
-    def close(self) -> None:
-        for client in self._clients.values():
-            client.close()
-        self._clients.clear()
-
-
-def observed_dimensions(group: LimitGroup, observation: Observation | None) -> dict[str, Observed]:
-    """The provider's view of the group's own dimensions, by name.
-
-    A header describes the bucket that binds (OpenAI reports TPD in the token headers
-    when it binds); one whose implied window cannot be near the dimension's period, even
-    allowing for the rounding of ``remaining``, is not about that dimension and is left
-    out.
-    """
-    if observation is None:
-        return {}
-    heard: dict[str, Observed] = {}
-    for dim in group.dimensions:
-        state = observation.dimensions.get(dim.name)
-        if state is None or (state.remaining is None and state.limit is None):
-            continue
-        bounds_s = state.implied_window_bounds_s
-        near = bounds_s is not None and (
-            bounds_s[1] <= 2.0 * dim.period_s and bounds_s[0] >= 0.5 * dim.period_s
-        )
-        if (
-            bounds_s is not None
-            and not near
-            and (bounds_s[1] < 0.5 * dim.period_s or bounds_s[0] > 2.0 * dim.period_s)
-        ):
-            continue
-        limit = state.limit
-        if limit is not None and not dim.auto and limit < dim.capacity and not near:
-            # A limit below the configured one is learned only from a header whose window
-            # is known to be this dimension's: a full bucket's header (nothing used, so no
-            # window) of a 100/s provider must not teach a 300/10s dimension "100 per 10 s".
-            limit = None
-        heard[dim.name] = Observed(state.remaining, limit, state.remaining_granularity)
-    return heard
-
-
-def room_left(
-    group: LimitGroup, observation: Observation | None, costs: Mapping[str, float]
-) -> bool:
-    """Whether the provider's headers on a 429 show room for the refused request in
-    every dimension they report (at least one): then the refusal was not about the
-    rate these limits pace (an injected fault, a capacity 429, a limit we do not
-    track), and the group pauses for the wait without lowering its rate. Without
-    such headers a 429 counts as a rate signal."""
-    heard = observed_dimensions(group, observation)
-    known = {name: o.remaining for name, o in heard.items() if o.remaining is not None}
-    return bool(known) and all(
-        remaining >= costs.get(name, 0.0) for name, remaining in known.items()
-    )
+#: Importers take these from here, as before they moved to their own modules.
+__all__ = [
+    "ClientPool",
+    "Completed",
+    "CompletionCall",
+    "CompletionRunner",
+    "EventSink",
+    "Outcome",
+    "Parked",
+    "Queued",
+    "RetryLater",
+    "SleeperGate",
+    "ThrottleState",
+    "observed_dimensions",
+    "room_left",
+]
 
 
 class CompletionRunner:
@@ -310,7 +75,7 @@ class CompletionRunner:
     def __init__(
         self,
         config: Config,
-        limiter: RedisLimiter,
+        limiter: Limiter,
         clients: ClientPool,
         *,
         estimator: TokenEstimator | None = None,
@@ -370,9 +135,6 @@ class CompletionRunner:
             metrics.settled(group.name, state.costs, spread, done.multiplier if done else None)
         state.forget_reservation()
 
-    def _reservation(self, state: ThrottleState) -> Reservation:
-        return Reservation(state.provider_costs, state.input_tokens, state.output_tokens)
-
     # -- the path -------------------------------------------------------------------
 
     def run(
@@ -397,21 +159,14 @@ class CompletionRunner:
         provider = self.config.providers[settings.provider]
         credential = self.credential_for(call, settings, state)
         client = self.clients.get(provider, credential)
-        if not isinstance(call.max_tokens, int) or call.max_tokens < 1:
-            raise InvalidRequestError(f"max_tokens must be a positive integer: {call.max_tokens!r}")
-        request = client.build(
-            model=call.model, messages=call.messages, max_tokens=call.max_tokens, **call.params
-        )
-        if call.stream:
-            check_streamable(client.profile)
-        if call.request_id:
-            headers = {**request.headers, "x-client-request-id": call.request_id}
-            request = dataclasses.replace(request, headers=headers)
+        request = build_request(client, call)
         group = self.config.limit_group(settings, call.tenant, state.credential)
         while True:
             if state.reservation is None:
                 remaining = self._check_deadline(state, "before admission")
-                costs = self._plan_costs(call, settings, group, client.profile, state)
+                costs = plan_costs(
+                    self.config, self.estimator, call, settings, group, client.profile, state
+                )
                 # A slot within the hold horizon is slept on here, while this process
                 # has a sleeper place free; anything later waits in the fair queue.
                 sleeping = self.sleepers.try_enter()
@@ -470,59 +225,14 @@ class CompletionRunner:
     def credential_for(
         self, call: CompletionCall, settings: GroupSettings, state: ThrottleState
     ) -> str | None:
-        """The credential ``call`` runs on. A group with several (``credentials``):
-        the one the task holds already, or the one it names, or else the one whose
-        buckets would start it soonest (the shortest fair queue first), kept in
-        ``state`` for the rest of its life. Otherwise the task's own, if any (it only
-        swaps the key; the buckets are the group's)."""
-        if not settings.credentials:
-            return call.credential
-        chosen = state.credential or call.credential
-        if chosen is not None:
-            if chosen not in settings.credentials:
-                raise InvalidRequestError(
-                    f"credential {chosen!r} is not one of group {settings.name!r}'s"
-                    f" ({', '.join(settings.credentials)})"
-                )
-            state.credential = chosen
-            return chosen
-        profile = self.config.providers[settings.provider].resolved_profile()
-        first = self.config.limit_group(settings, call.tenant, settings.credentials[0])
-        # every credential's group has the same dimensions: the costs are computed once
-        costs = self._plan_costs(call, settings, first, profile, ThrottleState(0.0))
-        state.credential = min(
-            settings.credentials,
-            key=lambda credential: self.limiter.start_wait_s(
-                self.config.limit_group(settings, call.tenant, credential), costs
-            ),
-        )
-        return state.credential
+        """The credential ``call`` runs on (:func:`workers.credential_choice.choose`)."""
+        config, limiter, estimator = self.config, self.limiter, self.estimator
+        return credential_choice.choose(config, limiter, estimator, call, settings, state)
 
     def _labels(self, call: CompletionCall, settings: GroupSettings) -> tuple[str, str]:
         """The metrics' lane and tenant labels of ``call``."""
         lane = call.lane or self.config.scheduler.default_lane
         return lane, metrics.tenant_label(call.tenant, settings.tenant_plans)
-
-    def _plan_costs(
-        self,
-        call: CompletionCall,
-        settings: GroupSettings,
-        group: LimitGroup,
-        profile: Profile,
-        state: ThrottleState,
-    ) -> Mapping[str, float]:
-        """The costs to reserve for ``call`` per group dimension (also kept in ``state``,
-        with the provider's split, for the settle)."""
-        estimate = self.estimator.estimate_messages(call.model, call.messages)
-        reservation = profile.reserve(
-            input_tokens=estimate, max_tokens=call.max_tokens, params=call.params
-        )
-        costs = self.config.costs_for(settings, group, reservation.costs)
-        state.costs = dict(costs)
-        state.provider_costs = dict(reservation.costs)
-        state.input_tokens = reservation.input_tokens
-        state.output_tokens = reservation.output_tokens
-        return costs
 
     def queue_directly(self, call: CompletionCall, state: ThrottleState) -> Queued | None:
         """For a producer: the fair-queue entry of a new ``call`` when its group already
@@ -534,19 +244,8 @@ class CompletionRunner:
         if self.limiter.queued_work(group.name) <= 0:
             return None
         profile = self.config.providers[settings.provider].resolved_profile()
-        self._plan_costs(call, settings, group, profile, state)
-        state.parks += 1
-        state.parked_at_s = self._wall()
-        return Queued(
-            group,
-            self.config.scheduler.lane(call.lane),
-            call.tenant,
-            self.config.tenant_weight(settings, call.tenant),
-            state.deadline_at_s * 1000,
-            0.0,
-            state,
-            call.tenant in settings.tenant_plans,
-        )
+        plan_costs(self.config, self.estimator, call, settings, group, profile, state)
+        return self._queue_entry(call, settings, group, state, state.deadline_at_s * 1000, 0.0)
 
     def _queued(
         self,
@@ -557,16 +256,30 @@ class CompletionRunner:
         admission: Admission,
         remaining_s: float,
     ) -> Queued:
+        metrics.parked(group.name)
+        deadline_ms = admission.now_ms + remaining_s * 1000
+        return self._queue_entry(call, settings, group, state, deadline_ms, admission.wait_s)
+
+    def _queue_entry(
+        self,
+        call: CompletionCall,
+        settings: GroupSettings,
+        group: LimitGroup,
+        state: ThrottleState,
+        deadline_ms: float,
+        wait_s: float,
+    ) -> Queued:
+        """The task joins its flow in the group's fair queue (its time there counts as
+        waited)."""
         state.parks += 1
         state.parked_at_s = self._wall()
-        metrics.parked(group.name)
         return Queued(
             group,
             self.config.scheduler.lane(call.lane),
             call.tenant,
             self.config.tenant_weight(settings, call.tenant),
-            admission.now_ms + remaining_s * 1000,
-            admission.wait_s,
+            deadline_ms,
+            wait_s,
             state,
             call.tenant in settings.tenant_plans,
         )
@@ -609,10 +322,10 @@ class CompletionRunner:
         """Call the provider once; None means "re-slot and loop"."""
         state.attempts += 1
         state.started_ms = self._wall() * 1000
-        reservation = self._reservation(state)
+        reservation = state.provider_reservation()
         slot_ms = state.slot_ms
         try:
-            response = _send(call, client, request, sink)
+            response = send(call, client, request, sink)
         except RateLimitedError as exc:
             state.rate_limited += 1
             wait_s = exc.wait_s if exc.wait_s is not None else 1.0
@@ -655,8 +368,8 @@ class CompletionRunner:
         self._settle(group, settings, state, deltas, response.observation)
         state.slot_ms = slot_ms  # reported with the result
         metrics.waited(group.name, state.waited_s, *self._labels(call, settings))
-        self._learn(call, response)
-        return Completed(self._result_body(call, group.name, response, state))
+        learn_usage(self.estimator, call, response)
+        return Completed(result_body(call, group.name, response, state))
 
     def _call_unthrottled(
         self,
@@ -668,40 +381,9 @@ class CompletionRunner:
     ) -> Outcome:
         """Failure policy "open": Redis is down, so call without the shared limiter."""
         state.attempts += 1
-        response = _send(call, client, request, sink)
-        self._learn(call, response)
+        response = send(call, client, request, sink)
+        learn_usage(self.estimator, call, response)
         group = self.config.group_for(call.provider, call.model).name
-        result = self._result_body(call, group, response, state)
+        result = result_body(call, group, response, state)
         result["throttle"]["unthrottled"] = True
         return Completed(result)
-
-    def _learn(self, call: CompletionCall, response: ProviderResponse) -> None:
-        usage = response.usage
-        if usage is None:
-            return
-        self.estimator.observe_prompt(
-            call.model,
-            prompt_chars=TokenEstimator.prompt_chars(call.messages),
-            prompt_tokens=usage.input_tokens,
-            messages=len(call.messages),
-        )
-        self.estimator.observe_output(
-            call.model, output_tokens=usage.output_tokens, max_tokens=call.max_tokens
-        )
-
-    @staticmethod
-    def _result_body(
-        call: CompletionCall, group: str, response: ProviderResponse, state: ThrottleState
-    ) -> dict[str, Any]:
-        usage = response.usage
-        # The throttle's facts first: monitors such as Flower show the repr of a result cut
-        # at 1024 characters (Celery's ``resultrepr_maxsize``), and a response can be long.
-        return {
-            "throttle": {"group": group, **state.facts()},
-            "provider": call.provider,
-            "model": call.model,
-            "response": dict(response.body),
-            "usage": None
-            if usage is None
-            else {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens},
-        }
