@@ -32,7 +32,7 @@ PARAMETERS: tuple[tuple[str, tuple[type, ...]], ...] = (
 )
 REQUIRED = ("provider", "model", "messages", "max_tokens")
 
-#: ThrottleState's fields and the JSON types each may have (workers/runtime.py).
+#: ThrottleState's fields and the JSON types each may have (workers/run_state.py).
 _NUMBER = (int, float)
 _OPTIONAL_NUMBER = (int, float, type(None))
 _OPTIONAL_TEXT = (str, type(None))
