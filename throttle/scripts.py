@@ -1,8 +1,10 @@
 """Lua scripts: one per file under ``throttle/lua``, shipped as package data.
 
 A line ``--@include lib/name.lua`` is replaced by that file's text, so scripts share
-helpers without Redis 7 functions. Each script is registered once per client; redis-py
-runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a server restart.
+helpers without Redis 7 functions; a line ``--@fields`` by the state hash's field names
+as Lua locals (:func:`throttle.fields.lua_prelude`). Each script is registered once per
+client; redis-py runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a
+server restart.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from throttle.connect import RedisClient
+from throttle.fields import lua_prelude
 
 _INCLUDE = re.compile(r"^--@include (\S+)$", re.MULTILINE)
+_FIELDS = re.compile(r"^--@fields$", re.MULTILINE)
 
 
 @cache
@@ -39,7 +43,7 @@ def script_source(name: str) -> str:
 
         return _INCLUDE.sub(include, text)
 
-    return expand(name)
+    return _FIELDS.sub(lambda _: lua_prelude(), expand(name))
 
 
 class Scripts:

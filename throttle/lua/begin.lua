@@ -27,7 +27,7 @@
 local state_key, leases_key, id = KEYS[1], KEYS[2], ARGV[1]
 local cap, lease_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
-local gate = rcall('HMGET', state_key, 'pause', 'm')
+local gate = rcall('HMGET', state_key, F_PAUSE, F_MULTIPLIER)
 local paused_until = tonumber(gate[1] or '0')
 if paused_until > now then
   return {1, math.floor((paused_until - now) * 1000), math.floor(now * 1000)}
@@ -66,7 +66,7 @@ for j = 1, (#ARGV - 3) / 5 do
 end
 for _, move in ipairs(moves) do
   rcall('ZADD', move[1], now, move[2])
-  if not move[6] then rcall('HINCRBYFLOAT', state_key, 's:' .. move[3], move[5]) end
+  if not move[6] then rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. move[3], move[5]) end
   keep_for(move[1], move[4] + 1000)
   keep_for(state_key, move[4] + 60000)  -- it holds the log's sum
 end

@@ -29,15 +29,15 @@ local now = server_now_ms()
 local entries, admitted_at = record_entries(ARGV[#ARGV])
 if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000)} end
-local multiplier = tonumber(rcall('HGET', state_key, 'm')) or 1
+local multiplier = tonumber(rcall('HGET', state_key, F_MULTIPLIER)) or 1
 for i = 1, g do
   local at = 4 * i
   local cost, post = entries[i][1], entries[i][2]
   if cost > 0 then
     local period, capacity = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
     local auto = ARGV[at + 3] == '1'
-    local field = 't:' .. ARGV[at]
-    local values = rcall('HMGET', state_key, field, 'k:' .. ARGV[at])
+    local field = F_TAT .. ARGV[at]
+    local values = rcall('HMGET', state_key, field, F_LEARNED .. ARGV[at])
     local stored = values[1]
     local tat = tat_ms(stored) or 0
     if stored == post then  -- untouched since: undo exactly what this admission added
@@ -57,7 +57,7 @@ for j = 1, o do
   if cost > 0 then
     if ARGV[at + 1] == 's' then
       if rcall('ZREM', key, where) == 1 then
-        rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], -cost)
+        rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. ARGV[at], -cost)
       end
     elseif rcall('HEXISTS', key, where) == 1 then
       rcall('HINCRBYFLOAT', key, where, -cost)

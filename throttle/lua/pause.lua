@@ -27,14 +27,14 @@
 local state_key, duration = KEYS[1], tonumber(ARGV[1])
 local epoch, factor, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local now = server_now_ms()
-local values = rcall('HMGET', state_key, 'pause', 'm', 'q')
+local values = rcall('HMGET', state_key, F_PAUSE, F_MULTIPLIER, F_EPOCH_END)
 local current, multiplier = tonumber(values[1]) or 0, tonumber(values[2]) or 1
 local decreased, furthest = 0, now
 local heard = false
-for at = 5, #ARGV, 2 do heard = heard or rcall('HEXISTS', state_key, 'k:' .. ARGV[at]) == 1 end
+for at = 5, #ARGV, 2 do heard = heard or rcall('HEXISTS', state_key, F_LEARNED .. ARGV[at]) == 1 end
 if epoch >= 0 and not heard and now >= (tonumber(values[3]) or -1) then
   local lowered = math.max(floor, multiplier * factor)
-  rcall('HSET', state_key, 'm', lowered, 'd', now, 'q', math.max(current, now + duration) + epoch)
+  rcall('HSET', state_key, F_MULTIPLIER, lowered, F_DECREASED, now, F_EPOCH_END, math.max(current, now + duration) + epoch)
   for at = 5, #ARGV, 2 do
     local tat = rescale_tat(state_key, ARGV[at], now, ARGV[at + 1], multiplier / lowered)
     furthest = math.max(furthest, tat)
@@ -44,7 +44,7 @@ if epoch >= 0 and not heard and now >= (tonumber(values[3]) or -1) then
 end
 local wanted, extended = now + duration, 0
 if wanted > current then
-  rcall('HSET', state_key, 'pause', wanted)
+  rcall('HSET', state_key, F_PAUSE, wanted)
   current, extended = wanted, 1
 end
 keep_for(state_key, math.max(current, furthest) - now + 60000)

@@ -549,7 +549,7 @@ while released < max_items do
       break
     elseif code == 5 then
       local first = rcall('ZRANGE', leases_key, 0, 0, 'WITHSCORES')
-      if first[2] then due, saturated, wake_on = math.floor(tonumber(first[2]) * 1000), true, 'lease' end
+      if first[2] then due, saturated, wake_on = math.floor(tonumber(first[2]) * 1000), true, F_LEASE end
       break  -- every lease is held: a settle wakes the next pass
     else  -- cost above capacity, or the calendar does not cover now: the worker decides
       pop(lane, h)
@@ -597,7 +597,7 @@ if #outbox > 0 then
 end
 
 if chores_due or sweep_cursor ~= '0' then
-  local sweep = rcall('HSCAN', state_key, sweep_cursor, 'MATCH', 't:tenant.*', 'COUNT', 64)
+  local sweep = rcall('HSCAN', state_key, sweep_cursor, 'MATCH', F_TENANT_TAT .. '*', 'COUNT', 64)
   for j = 1, #sweep[2], 2 do
     local tat = tat_ms(sweep[2][j + 1])
     if tat and tat <= now then rcall('HDEL', state_key, sweep[2][j]) end
@@ -634,7 +634,7 @@ if anew then touch(sched_key) end  -- written anew since it expired
 keep_touched(expiry > now and expiry or now + ttl)
 if chores_due or ready_n ~= b_before or wake_on ~= wake_on_before then
   -- (written when it changes, and once a second in case the state hash expired)
-  if ready_n > 0 then mark_queued(state_key, ready_n, ttl, wake_on) else rcall('HDEL', state_key, 'b', 'w') end
+  if ready_n > 0 then mark_queued(state_key, ready_n, ttl, wake_on) else rcall('HDEL', state_key, F_QUEUED, F_WAKE_ON) end
 end
 -- A push that brought the next pass forward wakes a dispatcher (one BLPOP takes it).
 if pushed ~= '' and due >= 0 and (last_due < 0 or due < last_due) then

@@ -57,12 +57,12 @@ if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(
 local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
 -- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension, 'b',
 -- 'x', 'w'; the buckets' writes go out together after the loop below.
-local fields = {'m', 'd', 'i'}
+local fields = {F_MULTIPLIER, F_DECREASED, F_INCREASED}
 for i = 1, g do
   local name = ARGV[-2 + 9 * i]
-  fields[2 + 2 * i], fields[3 + 2 * i] = 't:' .. name, 'k:' .. name
+  fields[2 + 2 * i], fields[3 + 2 * i] = F_TAT .. name, F_LEARNED .. name
 end
-fields[4 + 2 * g], fields[5 + 2 * g], fields[6 + 2 * g] = 'b', 'x', 'w'
+fields[4 + 2 * g], fields[5 + 2 * g], fields[6 + 2 * g] = F_QUEUED, F_EXPIRY, F_WAKE_ON
 local head = rcall('HMGET', state_key, unpack(fields))
 local wake_on = head[6 + 2 * g]
 if wake_on == '' then wake_on = nil end
@@ -86,7 +86,7 @@ for i = 1, g do
   local tat, learned = tat_ms(head[2 + 2 * i]) or 0, tonumber(head[3 + 2 * i])
   local before = effective_capacity(capacity, auto, learned, multiplier)
   if limit > 0 and limit ~= learned then
-    writes[#writes + 1], writes[#writes + 2] = 'k:' .. name, limit
+    writes[#writes + 1], writes[#writes + 2] = F_LEARNED .. name, limit
     learned = limit
   end
   learned_of[i] = learned
@@ -110,8 +110,8 @@ for i = 1, g do
     local level = effective - (after - now) / emission
     if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
   end
-  if after ~= tat then writes[#writes + 1], writes[#writes + 2] = 't:' .. name, tat_text(after) end
-  if after < tat and wakes('t:' .. name) then earlier = true end
+  if after ~= tat then writes[#writes + 1], writes[#writes + 2] = F_TAT .. name, tat_text(after) end
+  if after < tat and wakes(F_TAT .. name) then earlier = true end
   furthest = math.max(furthest, after)
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
@@ -126,8 +126,8 @@ for j = 1, o do
         local kept = math.max(0, cost + delta)
         rcall('ZREM', key, where)
         rcall('ZADD', key, score, ARGV[1] .. ':' .. kept)
-        rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], kept - cost)
-        if kept < cost and wakes('o:' .. ARGV[at]) then earlier = true end
+        rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. ARGV[at], kept - cost)
+        if kept < cost and wakes(F_OTHER .. ARGV[at]) then earlier = true end
       end
     elseif rcall('HEXISTS', key, where) == 1 then
       rcall('HINCRBYFLOAT', key, where, math.max(delta, -cost))
@@ -155,7 +155,7 @@ if queue_factor ~= 1 then
 end
 local last_decrease, last_increase = tonumber(head[2]), tonumber(head[3])
 if multiplier < ceiling and not (last_decrease or last_increase) then
-  rcall('HSET', state_key, 'i', now)  -- an auto group's first clean window starts now
+  rcall('HSET', state_key, F_INCREASED, now)  -- an auto group's first clean window starts now
 elseif multiplier < ceiling then
   if now - math.max(last_decrease or 0, last_increase or 0) >= clean_window then
     local raised
@@ -166,7 +166,7 @@ elseif multiplier < ceiling then
     else
       raised = math.min(ceiling, multiplier * 2)
     end
-    rcall('HSET', state_key, 'm', raised, 'i', now)
+    rcall('HSET', state_key, F_MULTIPLIER, raised, F_INCREASED, now)
     earlier = true
     local queue = 0  -- the parked queue follows the dimension that speeds up least
     for i = 1, g do
@@ -194,11 +194,11 @@ if furthest > now and furthest + 60000 > (tonumber(head[5 + 2 * g]) or 0) then
       expiry = math.ceil(furthest + 120000)
       rcall('PEXPIRE', state_key, expiry - math.floor(now))
     end
-    rcall('HSET', state_key, 'x', math.floor(expiry))
+    rcall('HSET', state_key, F_EXPIRY, math.floor(expiry))
   end
 end
 local freed = rcall('ZREM', leases_key, ARGV[1]) == 1
-if ((freed and wakes('lease')) or earlier) and (tonumber(head[4 + 2 * g]) or 0) > 0 then
+if ((freed and wakes(F_LEASE)) or earlier) and (tonumber(head[4 + 2 * g]) or 0) > 0 then
   rcall('LPUSH', KEYS[#KEYS], '1')
   rcall('LTRIM', KEYS[#KEYS], 0, 0)
 end

@@ -96,14 +96,14 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
     settled = true
     for j, d in ipairs(others) do
       local e = algorithms[d.algo].earliest(d, slot)
-      if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j, 'o:' .. d.name} end
+      if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j, F_OTHER .. d.name} end
       if e > slot then slot, binding, settled = e, g + j, false end
     end
     if settled then break end
   end
   local wait = slot - now
   local tenant_bound = tenant_wait ~= nil and wait > tenant_wait and binding > 0
-    and binding <= g and string.sub(spec[2 * binding + 3], 1, 9) == 't:tenant.'
+    and binding <= g and string.sub(spec[2 * binding + 3], 1, #F_TENANT_TAT) == F_TENANT_TAT
   if not settled or (max_wait >= 0 and wait > max_wait) or tenant_bound then
     if #fresh > 0 and lease_ahead_ms ~= nil then
       -- For the fair scheduler (the one caller that only takes near slots) a cold
@@ -115,8 +115,8 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
     -- settle wakes its dispatcher only for a refund to that one (schedule.lua's 'w')
     local field = nil
     if lease_ahead_ms ~= nil then
-      field = binding == 0 and 'pause' or binding <= g and spec[2 * binding + 3]
-        or 'o:' .. others[binding - g].name
+      field = binding == 0 and F_PAUSE or binding <= g and spec[2 * binding + 3]
+        or F_OTHER .. others[binding - g].name
     end
     return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding,
             field}
@@ -154,7 +154,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
   local expiry = nil
   if hold + 60000 > (tonumber(values[3]) or 0) then
     expiry = math.ceil(hold + 120000)
-    writes[#writes + 1] = 'x'
+    writes[#writes + 1] = F_EXPIRY
     writes[#writes + 1] = expiry
   end
   if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end

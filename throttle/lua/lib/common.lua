@@ -4,6 +4,8 @@
 -- the µs when Redis turns them into strings (%.14g) and need no string.format.
 if redis.replicate_commands then redis.replicate_commands() end
 local rcall = redis.call
+-- The state hash's field names as F_<NAME> locals (throttle/fields.py)
+--@fields
 
 local function server_now_ms()
   local t = rcall('TIME')

@@ -12,7 +12,7 @@ end
 
 -- Returns the bucket's TAT after the change (0 if it has none).
 local function rescale_tat(state_key, name, now, tolerance, factor)
-  local field = 't:' .. name
+  local field = F_TAT .. name
   local tat = tat_ms(rcall('HGET', state_key, field))
   if tat and tat > now then
     tat = rescaled_tat(tat, now, tolerance, factor)

@@ -1,0 +1,72 @@
+"""The fields of a limit group's state hash (:meth:`throttle.keys.KeyBuilder.state`),
+named once for Python and Lua.
+
+Python code reads ``fields.PAUSE`` and so on. A Lua script gets every name below as a
+``local`` constant with an ``F_`` prefix (``F_PAUSE``, ``F_TAT``, ...): the line
+``--@fields`` (in ``lua/lib/common.lua``) is replaced by one ``local`` statement built
+from :data:`STATE_FIELDS` (``throttle/scripts.py``). Locals, not a table: a script reads
+a local for free and would pay a lookup per access of a table. To add a field, add it
+here and to :data:`STATE_FIELDS`; every script sees it at once.
+
+Names ending in ``:`` are prefixes: the field is the prefix and a dimension's name.
+Times are ms since :data:`throttle.spec.EPOCH_MS` on the Redis server's clock.
+"""
+
+from __future__ import annotations
+
+#: Until when the group's gate is closed (pause.lua); admissions give no slot before.
+PAUSE = "pause"
+#: The AIMD multiplier of every dimension's capacity (1 when absent).
+MULTIPLIER = "m"
+#: The expiry admit.lua and settle.lua last gave the hash: a PTTL saved while far enough.
+EXPIRY = "x"
+#: Items waiting in ready flows of the group's fair queue (schedule.lua); above 0,
+#: bounded admissions join the queue.
+QUEUED = "b"
+#: What saturated the fair scheduler's last pass: a dimension's field (``t:<dim>``,
+#: ``o:<dim>``), :data:`LEASE` or :data:`PAUSE`; settle.lua wakes a dispatcher only for
+#: a refund to that one.
+WAKE_ON = "w"
+#: When the multiplier last decreased (after a provider 429, pause.lua).
+DECREASED = "d"
+#: When the multiplier last increased, or an auto group's first clean window started.
+INCREASED = "i"
+#: The end of the last decrease's epoch: 429s before it decrease nothing more.
+EPOCH_END = "q"
+#: A GCRA dimension's theoretical arrival time, in whole µs.
+TAT = "t:"
+#: The capacity a GCRA dimension learned from the provider's headers.
+LEARNED = "k:"
+#: A sliding-log dimension's sum of live entries.
+SLIDING_SUM = "s:"
+#: Not a field: in :data:`WAKE_ON`, a sliding-log or calendar dimension.
+OTHER = "o:"
+#: Not a field: in :data:`WAKE_ON`, the concurrency cap.
+LEASE = "lease"
+#: A tenant's own dimensions are named ``tenant.<name>`` (their TATs are swept when full).
+TENANT_TAT = TAT + "tenant."
+
+#: Every name above, as the Lua scripts see it (``F_<name>``).
+STATE_FIELDS: dict[str, str] = {
+    "PAUSE": PAUSE,
+    "MULTIPLIER": MULTIPLIER,
+    "EXPIRY": EXPIRY,
+    "QUEUED": QUEUED,
+    "WAKE_ON": WAKE_ON,
+    "DECREASED": DECREASED,
+    "INCREASED": INCREASED,
+    "EPOCH_END": EPOCH_END,
+    "TAT": TAT,
+    "LEARNED": LEARNED,
+    "SLIDING_SUM": SLIDING_SUM,
+    "OTHER": OTHER,
+    "LEASE": LEASE,
+    "TENANT_TAT": TENANT_TAT,
+}
+
+
+def lua_prelude() -> str:
+    """The ``local`` statement that stands for ``--@fields`` in a script."""
+    names = ", ".join(f"F_{name}" for name in STATE_FIELDS)
+    values = ", ".join(f"'{value}'" for value in STATE_FIELDS.values())
+    return f"local {names} =\n  {values}"
