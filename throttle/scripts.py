@@ -1,8 +1,8 @@
 """Lua scripts: one per file under ``throttle/lua``, shipped as package data.
 
 A line ``--@include lib/name.lua`` is replaced by that file's text, so scripts share
-helpers without Redis 7 functions; a line ``--@fields`` by the state hash's field names
-as Lua locals (:func:`throttle.fields.lua_prelude`). Each script is registered once per
+helpers without Redis 7 functions; a name ``F_<NAME>`` by the string literal of that
+state hash field (:mod:`throttle.fields`). Each script is registered once per
 client; redis-py runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a
 server restart.
 """
@@ -19,10 +19,10 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from throttle.connect import RedisClient
-from throttle.fields import lua_prelude
+from throttle.fields import STATE_FIELDS, lua_literal
 
 _INCLUDE = re.compile(r"^--@include (\S+)$", re.MULTILINE)
-_FIELDS = re.compile(r"^--@fields$", re.MULTILINE)
+_FIELD = re.compile(r"\bF_([A-Z_]+)\b")
 
 
 @cache
@@ -43,7 +43,12 @@ def script_source(name: str) -> str:
 
         return _INCLUDE.sub(include, text)
 
-    return _FIELDS.sub(lambda _: lua_prelude(), expand(name))
+    def field(match: re.Match[str]) -> str:
+        if match[1] not in STATE_FIELDS:
+            raise KeyError(f"lua/{name}: F_{match[1]} is not in throttle.fields.STATE_FIELDS")
+        return lua_literal(match[1])
+
+    return _FIELD.sub(field, expand(name))
 
 
 class Scripts:
