@@ -1,8 +1,10 @@
 """Lua scripts: one per file under ``throttle/lua``, shipped as package data.
 
-A line ``--@include lib/name.lua`` is replaced by that file's text, so scripts share
-helpers without Redis 7 functions; a name ``F_<NAME>`` by the string literal of that
-state hash field (:mod:`throttle.fields`). Each script is registered once per
+A line ``--@include lib/name.lua`` (indented or not) is replaced by that file's text,
+so scripts share code without Redis 7 functions. Most of ``lib/`` defines functions;
+a ``lib/phase_*.lua`` is a block of one script's statements, run where it is included
+(see ``lib/phase_push.lua``). A name ``F_<NAME>`` is replaced by the string literal of
+that state hash field (:mod:`throttle.fields`). Each script is registered once per
 client; redis-py runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a
 server restart.
 """
@@ -21,7 +23,7 @@ from redis.exceptions import NoScriptError
 from throttle.connect import RedisClient
 from throttle.fields import STATE_FIELDS, lua_literal
 
-_INCLUDE = re.compile(r"^--@include (\S+)$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--@include (\S+)$", re.MULTILINE)
 _FIELD = re.compile(r"\bF_([A-Z_]+)\b")
 
 

@@ -119,7 +119,9 @@ local read = {r = ready_n, n = all_n, e = expiry, d = last_due, s = saturated an
 if pushed ~= '' then
   local lane = lanes[lane_of[ARGV[8]]]
   if not lane then return redis.error_reply('ERR unknown lane ' .. ARGV[8]) end
-  if rcall('HSETNX', payloads_key, pushed, stored_item(now)) == 1 then queue_item(lane) end
+  if rcall('HSETNX', payloads_key, pushed, stored_item(now)) == 1 then
+    --@include lib/phase_push.lua
+  end
   -- A push into a group saturated until a later time than the release lead reaches
   -- releases nothing: the pass would stop at the same limit. Only the counters change.
   if saturated and last_due > (now + lead) * 1000 then
@@ -132,7 +134,8 @@ end
 
 -- The pass.
 read_tags(lanes, counters)
-local blocked_changed = unblock()
+local blocked_changed = false
+--@include lib/phase_unblock.lua
 -- (an idle tag at or below V is inert meanwhile: a flow starts at max(V, tag))
 if chores_due then
   for _, lane in ipairs(lanes) do rcall('ZREMRANGEBYSCORE', lane.idle, '-inf', lane.v) end
@@ -143,44 +146,8 @@ local wake_on = ''  -- what saturated the group: the state field settle.lua wake
 --@include lib/heads.lua
 --@include lib/stats.lua
 --@include lib/release.lua
---@include lib/pass.lua
-run_pass()
-if released >= max_items then due = math.floor(now * 1000) end  -- more may be ready at once
-if blocked_changed then
-  local soonest = rcall('ZRANGE', blocked_key, 0, 0, 'WITHSCORES')
-  blocked_soonest = tonumber(soonest[2]) or 0
-end
-if due < 0 and blocked_soonest > 0 then due = math.floor(blocked_soonest * 1000) end
-out[2], out[3] = due, released
-for _, lane in ipairs(lanes) do flush_scores(lane) end
-for _, q in pairs(queues) do trim(q) end
-publish()
-if chores_due or sweep_cursor ~= '0' then  -- full tenant buckets go
-  local sweep = rcall('HSCAN', state_key, sweep_cursor, 'MATCH', F_TENANT_TAT .. '*', 'COUNT', 64)
-  for j = 1, #sweep[2], 2 do
-    local tat = tat_ms(sweep[2][j + 1])
-    if tat and tat <= now then rcall('HDEL', state_key, sweep[2][j]) end
-  end
-  sweep_cursor = sweep[1]
-end
-
--- Only what changed is written (all of it when the hash had expired)
-local writes, anew = {}, expiry <= now
-for field, value in pairs({r = ready_n, n = all_n, e = expiry, d = due, s = saturated and 1 or 0,
-                           z = sweep_cursor, g = wake_on, k = blocked_soonest}) do
-  if anew or value ~= read[field] then writes[#writes + 1], writes[#writes + 2] = field, value end
-end
-if chores_due then writes[#writes + 1], writes[#writes + 2] = 'y', math.floor(now) end
-stats_writes(writes)
-finish_writes(writes)
-tag_writes(lanes, writes, anew)
-if #writes > 0 then rcall('HSET', sched_key, unpack(writes)) end
-if anew then touch(sched_key) end  -- written anew since it expired
-keep_touched(expiry > now and expiry or now + ttl, now)
-if chores_due or ready_n ~= b_before or wake_on ~= wake_on_before then
-  -- (written when it changes, and once a second in case the state hash expired)
-  if ready_n > 0 then mark_queued(state_key, ready_n, ttl, wake_on) else rcall('HDEL', state_key, F_QUEUED, F_WAKE_ON) end
-end
+--@include lib/phase_pass.lua
+--@include lib/phase_write_back.lua
 -- A push that brought the next pass forward wakes a dispatcher (one BLPOP takes it).
 if pushed ~= '' and due >= 0 and (last_due < 0 or due < last_due) then
   rcall('LPUSH', wake_key, '1')
