@@ -316,7 +316,7 @@ class RedisLimiter:
         window has passed count once), and the queue of reservations, parked tasks
         included, stretches to the lower rate."""
         plan = self._plan(group)
-        args = pause_args(group, plan, duration_s, rate_limited)
+        args = pause_args(plan, duration_s, rate_limited)
         with _storage_errors("pause"):
             _extended, until_us, now_us, decreased, multiplier_e6 = self.scripts.pause(
                 keys=[plan.state_key, plan.parked_key], args=args

@@ -99,8 +99,6 @@ class Plan:
     admit_others: tuple[str, ...]
     #: (index into ``admit_others``, group dimension index) of each calendar dimension.
     calendar_at: tuple[tuple[int, int], ...]
-    #: Per dimension in script order: GCRA (name, period, capacity, auto), others (name, code).
-    undo_args: tuple[tuple[str, ...], ...]
     names: tuple[str, ...]
     usable: tuple[float, ...]
     calendar: frozenset[int]
@@ -117,12 +115,10 @@ def plan_group(group: LimitGroup, keys: KeyBuilder) -> Plan:
     other = [i for i, d in enumerate(dims) if d.algorithm is not Algorithm.GCRA]
     order = gcra + other
     admit_args: list[tuple[str, str, str, str]] = []
-    undo_args: list[tuple[str, ...]] = []
     for i in gcra:
         period_ms, capacity = repr(dims[i].period_ms), repr(dims[i].capacity)
         tolerance = repr(dims[i].period_ms * (1.0 - group.headroom))
         admit_args.append((dims[i].name, period_ms, capacity, tolerance))
-        undo_args.append((dims[i].name, period_ms, capacity, "1" if dims[i].auto else "0"))
     for i in other:
         code = _ALGORITHM_CODES[dims[i].algorithm]
         capacity = repr(dims[i].capacity)
@@ -130,7 +126,6 @@ def plan_group(group: LimitGroup, keys: KeyBuilder) -> Plan:
         if dims[i].algorithm is Algorithm.SLIDING:
             window = group.window_ms(dims[i])
         admit_args.append((dims[i].name, code, capacity, repr(window)))
-        undo_args.append((dims[i].name, code))
     admit_others = tuple(arg for k in range(len(gcra), len(order)) for arg in admit_args[k])
     calendar_at = tuple(
         (4 * k + 3, i) for k, i in enumerate(other) if dims[i].algorithm is Algorithm.CALENDAR
@@ -147,10 +142,9 @@ def plan_group(group: LimitGroup, keys: KeyBuilder) -> Plan:
         other_keys=other_keys,
         admit_args=tuple(admit_args),
         admit_keys=[state_key, leases_key, *other_keys],
-        admit_spec=packed_spec(group, gcra, len(other)),
+        admit_spec=packed_spec(group, gcra, other),
         admit_others=admit_others,
         calendar_at=calendar_at,
-        undo_args=tuple(undo_args),
         names=tuple(d.name for d in dims),
         usable=tuple(group.usable_capacity(d) for d in dims),
         calendar=frozenset(i for i in other if dims[i].algorithm is Algorithm.CALENDAR),
@@ -159,9 +153,17 @@ def plan_group(group: LimitGroup, keys: KeyBuilder) -> Plan:
     )
 
 
-def packed_spec(group: LimitGroup, gcra: list[int], other_count: int) -> bytes:
-    """The group's spec as admit.lua's ARGV[3] (see that script's header): the same
-    for every call, and far cheaper for the script to decode than numbers as text."""
+def packed_spec(group: LimitGroup, gcra: list[int], other: list[int]) -> bytes:
+    """The group's spec, the same bytes for every script that takes one (admit.lua,
+    settle.lua, cancel.lua, pause.lua, and schedule.lua's flows), decoded by
+    ``lua/lib/spec.lua``: a struct, far cheaper for a script to decode than numbers as
+    text. Five doubles (concurrency cap, lease ttl ms, g the number of GCRA dimensions,
+    o the number of others, cold start); what an admission reads: its struct format,
+    the state fields (``pause m x b``, then ``t:<dim> k:<dim>`` per GCRA dimension),
+    four doubles per GCRA dimension (period ms, configured capacity, burst tolerance
+    ms, auto 1/0); then what only settling, cancelling and pausing read: its struct
+    format, five doubles for the group's AIMD (increase, clean window ms, ceiling,
+    decrease, floor), a name and an algorithm code per other dimension."""
     dims = group.dimensions
     names = [fields.PAUSE, fields.MULTIPLIER, fields.EXPIRY, fields.QUEUED]
     numbers: list[float] = []
@@ -169,18 +171,29 @@ def packed_spec(group: LimitGroup, gcra: list[int], other_count: int) -> bytes:
         names += [fields.TAT + dims[i].name, fields.LEARNED + dims[i].name]
         burst_ms = dims[i].period_ms * (1.0 - group.headroom)
         numbers += [dims[i].period_ms, dims[i].capacity, burst_ms, float(dims[i].auto)]
-    body_format = "<" + "s" * len(names) + "d" * len(numbers)
     header = struct.pack(
         "<5d",
         group.concurrency or 0,
         group.lease_ttl_s * 1000,
         len(gcra),
-        other_count,
+        len(other),
         group.cold_start,
     )
-    # Lua's struct reads an 's' up to a zero byte.
-    strings = b"".join(text.encode() + b"\0" for text in [body_format, *names])
-    return header + strings + struct.pack(f"<{len(numbers)}d", *numbers)
+    admission_format = "<" + "s" * len(names) + "d" * len(numbers)
+    admission = strings([admission_format, *names]) + struct.pack(f"<{len(numbers)}d", *numbers)
+    aimd = group.aimd
+    clean_window_ms = float(int(group.clean_window_s * 1000))
+    group_numbers = [aimd.increase, clean_window_ms, group.multiplier_ceiling, aimd.decrease]
+    group_numbers.append(aimd.floor)
+    others = [text for i in other for text in (dims[i].name, _ALGORITHM_CODES[dims[i].algorithm])]
+    rest_format = "<" + "d" * 5 + "s" * len(others)  # (Lua's struct takes no counts)
+    rest = strings([rest_format]) + struct.pack("<5d", *group_numbers) + strings(others)
+    return header + admission + rest
+
+
+def strings(texts: list[str]) -> bytes:
+    """Texts as Lua's struct reads an 's': up to a zero byte."""
+    return b"".join(text.encode() + b"\0" for text in texts)
 
 
 def cost_texts(
@@ -296,16 +309,9 @@ def begin_keys_args(
     return keys, args
 
 
-def cancel_args(plan: Plan, handle: Handle) -> list[str | int]:
+def cancel_args(plan: Plan, handle: Handle) -> list[str | bytes]:
     """cancel.lua's ARGV."""
-    args: list[str | int] = [
-        handle.reservation_id,
-        plan.gcra_count,
-        len(plan.order) - plan.gcra_count,
-    ]
-    for undo in plan.undo_args:
-        args += undo
-    return [*args, handle.expiry_ms, handle.record]
+    return [handle.reservation_id, plan.admit_spec, handle.expiry_ms, handle.record]
 
 
 def settle_args(
@@ -314,39 +320,19 @@ def settle_args(
     handle: Handle,
     deltas: Mapping[str, float],
     observed: Mapping[str, Observed],
-) -> list[str | float | int]:
+) -> list[str | bytes]:
     """settle.lua's ARGV."""
     vector = [0.0] * len(plan.names)
     for name, delta in deltas.items():
         vector[group.index(name)] = float(delta)
-    args: list[str | float | int] = [
-        handle.reservation_id,
-        plan.gcra_count,
-        len(plan.order) - plan.gcra_count,
-        repr(group.aimd.increase),
-        int(group.clean_window_s * 1000),
-        repr(group.multiplier_ceiling),
-    ]
+    args: list[str | bytes] = [handle.reservation_id, plan.admit_spec]
     for k, i in enumerate(plan.order):
+        args.append(repr(vector[i]))
         if k < plan.gcra_count:
-            seen = observed.get(plan.names[i], UNKNOWN)
-            tolerance = plan.admit_args[k][3]
-            args += [*plan.undo_args[k], repr(vector[i]), *seen.as_args(), tolerance]
-        else:
-            args += [*plan.undo_args[k], repr(vector[i])]
+            args += observed.get(plan.names[i], UNKNOWN).as_args()
     return [*args, handle.expiry_ms, handle.record]
 
 
-def pause_args(
-    group: LimitGroup, plan: Plan, duration_s: float, rate_limited: bool
-) -> list[str | int]:
+def pause_args(plan: Plan, duration_s: float, rate_limited: bool) -> list[str | int | bytes]:
     """pause.lua's ARGV."""
-    args: list[str | int] = [
-        max(0, int(duration_s * 1000)),
-        int(group.clean_window_s * 1000) if rate_limited else -1,
-        repr(group.aimd.decrease),
-        repr(group.aimd.floor),
-    ]
-    for k in range(plan.gcra_count):
-        args += [plan.admit_args[k][0], plan.admit_args[k][3]]
-    return args
+    return [max(0, int(duration_s * 1000)), 1 if rate_limited else 0, plan.admit_spec]
