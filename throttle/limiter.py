@@ -186,7 +186,7 @@ class RedisLimiter:
                 plan.admit_keys,
                 rid,
                 bound,
-                plan.admit_spec,
+                plan.spec,
                 *texts,
                 *others,
             )

@@ -91,9 +91,10 @@ class Plan:
     #: Per dimension in script order: GCRA (name, period, capacity, tolerance),
     #: others (name, algorithm code, capacity, period).
     admit_args: tuple[tuple[str, str, str, str], ...]
-    #: admit.lua's KEYS and ARGV[3], the group's packed spec (see the script's header).
+    #: admit.lua's KEYS.
     admit_keys: list[str]
-    admit_spec: bytes
+    #: The group's packed spec (:func:`packed_spec`), every script's one encoding of it.
+    spec: bytes
     #: admit.lua's ARGV after the costs: four per non-GCRA dimension (calendar
     #: dimensions' window starts are filled in per call, see ``calendar_at``).
     admit_others: tuple[str, ...]
@@ -142,7 +143,7 @@ def plan_group(group: LimitGroup, keys: KeyBuilder) -> Plan:
         other_keys=other_keys,
         admit_args=tuple(admit_args),
         admit_keys=[state_key, leases_key, *other_keys],
-        admit_spec=packed_spec(group, gcra, other),
+        spec=packed_spec(group, gcra, other),
         admit_others=admit_others,
         calendar_at=calendar_at,
         names=tuple(d.name for d in dims),
@@ -258,7 +259,7 @@ def queue_entry(
         vector[i] / plan.usable[i] for i in plan.order if not plan.tenant[i] and plan.usable[i] > 0
     ]
     return QueueEntry(
-        spec=plan.admit_spec,
+        spec=plan.spec,
         cost_texts=tuple(texts),
         others="\x1f".join(parts),
         tenant_bindings="," + "".join(f"{k}," for k in tenant_at),
@@ -311,7 +312,7 @@ def begin_keys_args(
 
 def cancel_args(plan: Plan, handle: Handle) -> list[str | bytes]:
     """cancel.lua's ARGV."""
-    return [handle.reservation_id, plan.admit_spec, handle.expiry_ms, handle.record]
+    return [handle.reservation_id, plan.spec, handle.expiry_ms, handle.record]
 
 
 def settle_args(
@@ -325,7 +326,7 @@ def settle_args(
     vector = [0.0] * len(plan.names)
     for name, delta in deltas.items():
         vector[group.index(name)] = float(delta)
-    args: list[str | bytes] = [handle.reservation_id, plan.admit_spec]
+    args: list[str | bytes] = [handle.reservation_id, plan.spec]
     for k, i in enumerate(plan.order):
         args.append(repr(vector[i]))
         if k < plan.gcra_count:
@@ -335,4 +336,4 @@ def settle_args(
 
 def pause_args(plan: Plan, duration_s: float, rate_limited: bool) -> list[str | int | bytes]:
     """pause.lua's ARGV."""
-    return [max(0, int(duration_s * 1000)), 1 if rate_limited else 0, plan.admit_spec]
+    return [max(0, int(duration_s * 1000)), 1 if rate_limited else 0, plan.spec]

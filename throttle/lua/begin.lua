@@ -23,6 +23,7 @@
     3 a sliding window has no room for this request before wait_us
 ]]
 --@include lib/common.lua
+--@include lib/sliding_start.lua
 
 local state_key, leases_key, id = KEYS[1], KEYS[2], ARGV[1]
 local cap, lease_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
@@ -39,28 +40,14 @@ local moves = {}
 for j = 1, (#ARGV - 3) / 5 do
   local at = 3 + 5 * (j - 1)
   local key, name, member = KEYS[2 + j], ARGV[at + 1], ARGV[at + 2]
-  local cost, capacity, window = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]) * multiplier, tonumber(ARGV[at + 5])
+  local cost, window = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 5])
+  local capacity = tonumber(ARGV[at + 4]) * multiplier
   local held = rcall('ZSCORE', key, member)
   -- an entry at or after now stays; one gone already (the task starts more than a
   -- window after its slot) comes back, as the provider will count it
   if not held or tonumber(held) < now then
-    -- the cost the window ending now holds besides this entry, oldest first
-    local live = rcall('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf', 'WITHSCORES')
-    local excess = -capacity + cost
-    for k = 1, #live, 2 do
-      if live[k] ~= member then excess = excess + tonumber(string.match(live[k], ':([^:]+)$')) end
-    end
-    local k = 1
-    while excess > 0 and k <= #live do  -- wait for the oldest to leave
-      if live[k] ~= member then
-        excess = excess - tonumber(string.match(live[k], ':([^:]+)$'))
-        if excess <= 0 then
-          return {3, math.floor((tonumber(live[k + 1]) + window - now) * 1000) + 1, math.floor(now * 1000)}
-        end
-      end
-      k = k + 2
-    end
-    if excess > 0 then return {3, 1000, math.floor(now * 1000)} end  -- (cannot happen)
+    local wait_us = sliding_wait_us(key, member, cost, capacity, window, now)
+    if wait_us then return {3, wait_us, math.floor(now * 1000)} end
     moves[#moves + 1] = {key, member, name, window, cost, held}
   end
 end

@@ -1,5 +1,5 @@
--- The steps of settle.lua, each a function of what it is given (no upvalues of the
--- script): a bucket's TAT after the actual cost and the provider's headers, the other
+-- The steps of settle.lua, each a function of its arguments (and KEYS and ARGV; none
+-- captures the script's locals, which would cost a closure per call): a bucket's TAT after the actual cost and the provider's headers, the other
 -- dimensions' refunds, the parked queue following the buckets, the AIMD raise, and
 -- the state's expiry. Needs lib/common.lua, lib/spec.lua, lib/rescale.lua.
 
@@ -19,8 +19,8 @@ local function settled_tat(after, now, emission, effective, delta, remaining, ro
   return after
 end
 
--- The sliding-log and calendar dimensions' part of a settle: each is adjusted by its
--- delta (ARGV[delta_at + j]) where the admission put its cost. Returns whether a
+-- The sliding-log and calendar dimensions' part of a settle: each (its key KEYS[4 + j])
+-- is adjusted by its delta (ARGV[delta_at + j]) where the admission put its cost. Returns whether a
 -- refund went to the dimension that saturated the fair scheduler's last pass (or to
 -- any, wake_on nil).
 local function settle_others(state_key, id, rest, g, o, entries, delta_at, wake_on)
