@@ -18,10 +18,10 @@
   TIME, one HMGET and one HSET (plus a PEXPIRE when the state must live longer than
   the expiry 'x' last set, and the lease commands under a concurrency cap).
 
-  KEYS[1]    state hash: 't:<dim>' GCRA TAT (whole µs), 'k:<dim>' learned capacity,
-             's:<dim>' sliding sum, 'pause' ms, 'm' AIMD multiplier, 'x' the expiry
-             ms this script last gave the hash, 'b' items waiting in the group's fair
-             queue (written by the fair scheduler)
+  KEYS[1]    state hash (its fields: throttle/fields.py): 't:<dim>' GCRA TAT (whole
+             µs), 'k:<dim>' learned capacity, 's:<dim>' sliding sum, 'pause' ms, 'm'
+             AIMD multiplier, 'x' the expiry ms this script last gave the hash, 'b'
+             items waiting in the group's fair queue (written by the fair scheduler)
   KEYS[2]    concurrency leases zset: member reservation id, score lease expiry ms
   KEYS[2+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
   ARGV[1]    reservation id

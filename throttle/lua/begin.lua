@@ -10,7 +10,7 @@
   now has room for it; if not, the entry stays where it was and the caller waits
   until it fits (code 3). Admissions after this see the entry where it really is.
 
-  KEYS[1]    state hash of the group ('pause', 'm' multiplier, 's:<dim>' log sums)
+  KEYS[1]    state hash of the group (throttle/fields.py: 'pause', 'm', 's:<dim>')
   KEYS[2]    concurrency leases zset
   KEYS[2+j]  the j-th sliding log of this reservation (zset, as admit.lua's)
   ARGV[1]    reservation id

@@ -5,7 +5,7 @@
   otherwise its cost is refunded at the current time and the current rate (a change of
   rate since has rescaled the queue it sits in), never beyond a full bucket.
 
-  KEYS[1]    state hash of the group ('t:<dim>' TAT, 'k:<dim>' learned limit, 'm')
+  KEYS[1]    state hash of the group (throttle/fields.py: 't:<dim>', 'k:<dim>', 'm')
   KEYS[2]    the reservation's finished marker (string)
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset

@@ -10,7 +10,7 @@
   group whose provider reports its limits ('k:<dim>' learned by settle.lua) follows
   those instead: its 429s pause it but do not lower its rate.
 
-  KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms,
+  KEYS[1]  state hash of the group (throttle/fields.py: 'pause' ms, 'm', 'd' last decrease,
            'q' end of the decrease's epoch ms)
   KEYS[2]  parked tasks zset
   ARGV[1]  duration ms
@@ -40,10 +40,12 @@ for i = 1, g do
 end
 if epoch >= 0 and not heard and now >= (tonumber(values[3]) or -1) then
   local lowered = math.max(floor, multiplier * factor)
-  rcall('HSET', state_key, F_MULTIPLIER, lowered, F_DECREASED, now, F_EPOCH_END, math.max(current, now + duration) + epoch)
+  rcall('HSET', state_key, F_MULTIPLIER, lowered, F_DECREASED, now,
+        F_EPOCH_END, math.max(current, now + duration) + epoch)
   for i = 1, g do
     local tat_field, _, _, _, tolerance = spec_gcra(spec, g, i)
-    furthest = math.max(furthest, rescale_tat(state_key, tat_field, now, tolerance, multiplier / lowered))
+    local tat = rescale_tat(state_key, tat_field, now, tolerance, multiplier / lowered)
+    furthest = math.max(furthest, tat)
   end
   rescale_parked(KEYS[2], now, multiplier / lowered)
   multiplier, decreased = lowered, 1

@@ -19,7 +19,7 @@
   released.
   Idempotent: a reservation already settled, cancelled or expired is left alone.
 
-  KEYS[1]    state hash of the group
+  KEYS[1]    state hash of the group (its fields: throttle/fields.py)
   KEYS[2]    the reservation's finished marker (string)
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
@@ -96,7 +96,8 @@ for i = 1, g do
   furthest = math.max(furthest, after)
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
-if settle_others(state_key, ARGV[1], rest, g, o, entries, 2 + 4 * g, wake_on) then earlier = true end
+local refunded = settle_others(state_key, ARGV[1], rest, g, o, entries, 2 + 4 * g, wake_on)
+earlier = earlier or refunded
 -- A bucket that did not bind (tokens while requests set the slots) changing its limit
 -- does not move the parked tasks.
 if not binding_changed then reach_after = math.max(reach_after, reach) end

@@ -38,6 +38,10 @@ do
   keep_touched(expiry > now and expiry or now + ttl, now)
   if chores_due or ready_n ~= b_before or wake_on ~= wake_on_before then
     -- (written when it changes, and once a second in case the state hash expired)
-    if ready_n > 0 then mark_queued(state_key, ready_n, ttl, wake_on) else rcall('HDEL', state_key, F_QUEUED, F_WAKE_ON) end
+    if ready_n > 0 then
+      mark_queued(state_key, ready_n, ttl, wake_on)
+    else
+      rcall('HDEL', state_key, F_QUEUED, F_WAKE_ON)
+    end
   end
 end

@@ -1,7 +1,8 @@
 -- The steps of settle.lua, each a function of its arguments (and KEYS and ARGV; none
--- captures the script's locals, which would cost a closure per call): a bucket's TAT after the actual cost and the provider's headers, the other
--- dimensions' refunds, the parked queue following the buckets, the AIMD raise, and
--- the state's expiry. Needs lib/common.lua, lib/spec.lua, lib/rescale.lua.
+-- captures the script's locals, which would cost a closure per call): a bucket's TAT
+-- after the actual cost and the provider's headers, the other dimensions' refunds,
+-- the parked queue following the buckets, the AIMD raise, and the state's expiry.
+-- Needs lib/common.lua, lib/spec_dims.lua, lib/rescale.lua.
 
 -- A GCRA bucket's TAT `after` adjusted by `delta` units at `emission` ms per unit (a
 -- bucket may go into debt; a refund never goes beyond a full bucket), then clamped
@@ -52,7 +53,8 @@ end
 -- bucket that changed its limit did not bind. When the queue moved earlier, so do the
 -- other buckets' TATs (not `changed`), which the reservations' slots had pushed along
 -- (a start slot debits every dimension at that slot). Returns the furthest TAT left.
-local function follow_queue(state_key, parked_key, spec, g, now, reach, reach_after, changed, furthest)
+local function follow_queue(state_key, parked_key, spec, g, now, reach, reach_after, changed,
+                            furthest)
   local queue_factor = 1
   if reach > 0 then queue_factor = math.max(0, reach_after) / reach end
   if queue_factor == 1 then return furthest end
@@ -61,7 +63,8 @@ local function follow_queue(state_key, parked_key, spec, g, now, reach, reach_af
     for i = 1, g do
       if not changed[i] then
         local tat_field, _, _, _, tolerance = spec_gcra(spec, g, i)
-        furthest = math.max(furthest, rescale_tat(state_key, tat_field, now, tolerance, queue_factor))
+        local tat = rescale_tat(state_key, tat_field, now, tolerance, queue_factor)
+        furthest = math.max(furthest, tat)
       end
     end
   end
