@@ -23,6 +23,7 @@ from throttle.scheduler import (
     QueuedItem,
     ReleasedItem,
 )
+from throttle.scripts import script_source
 from throttle.status import (
     RawGroupState,
     decayed_stats,
@@ -167,7 +168,7 @@ def test_statistics_halve_every_half_life() -> None:
 
 
 def test_the_statistics_constants_are_the_scripts() -> None:
-    lua = (Path(__file__).parents[1] / "throttle/lua/schedule.lua").read_text(encoding="utf-8")
+    lua = script_source("schedule.lua")
     bounds = re.search(r"local WAIT_BOUNDS_MS = \{([^}]*)\}", lua)
     half_life = re.search(r"local HALF_LIFE_MS = (\d+)", lua)
     assert bounds and half_life

@@ -1,8 +1,12 @@
 """Lua scripts: one per file under ``throttle/lua``, shipped as package data.
 
-A line ``--@include lib/name.lua`` is replaced by that file's text, so scripts share
-helpers without Redis 7 functions. Each script is registered once per client; redis-py
-runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a server restart.
+A line ``--@include lib/name.lua`` (indented or not) is replaced by that file's text,
+so scripts share code without Redis 7 functions. Most of ``lib/`` defines functions;
+a ``lib/phase_*.lua`` is a block of one script's statements, run where it is included
+(see ``lib/phase_push.lua``). A name ``F_<NAME>`` is replaced by the string literal of
+that state hash field (:mod:`throttle.fields`). Each script is registered once per
+client; redis-py runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a
+server restart.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from throttle.connect import RedisClient
+from throttle.fields import STATE_FIELDS, lua_literal
 
-_INCLUDE = re.compile(r"^--@include (\S+)$", re.MULTILINE)
+_INCLUDE = re.compile(r"^[ \t]*--@include (\S+)$", re.MULTILINE)
+_FIELD = re.compile(r"\bF_([A-Z_]+)\b")
 
 
 @cache
@@ -39,7 +45,12 @@ def script_source(name: str) -> str:
 
         return _INCLUDE.sub(include, text)
 
-    return expand(name)
+    def field(match: re.Match[str]) -> str:
+        if match[1] not in STATE_FIELDS:
+            raise KeyError(f"lua/{name}: F_{match[1]} is not in throttle.fields.STATE_FIELDS")
+        return lua_literal(match[1])
+
+    return _FIELD.sub(field, expand(name))
 
 
 class Scripts:

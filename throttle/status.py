@@ -5,11 +5,8 @@ counts of leases and parked tasks) into a :class:`GroupStatus`; :func:`read_stat
 is the only function doing I/O. The reader never writes: expired leases are left for
 the scripts to drop and are simply not counted.
 
-State hash fields (see ``throttle/lua/admit.lua`` and ``pause.lua``), times in ms
-since :data:`throttle.limiter.EPOCH_MS` on the Redis server's clock:
-``t:<dim>`` GCRA TAT, ``k:<dim>`` learned capacity, ``s:<dim>`` sliding-window sum,
-``m`` AIMD multiplier, ``pause`` paused-until, ``d`` last decrease (after a 429),
-``q`` end of that decrease's epoch, ``i`` last increase.
+State hash fields are named in :mod:`throttle.fields` (shared with the Lua scripts),
+times in ms since :data:`throttle.limiter.EPOCH_MS` on the Redis server's clock.
 """
 
 from __future__ import annotations
@@ -21,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from throttle import fields as state_fields
 from throttle.config import Config, GroupSettings
 from throttle.connect import RedisClient
 from throttle.errors import StorageError
@@ -216,9 +214,9 @@ def dimension_status(
     effective = dim.capacity
     level: float | None = None
     if dim.algorithm is Algorithm.GCRA:
-        learned = _number(fields, f"k:{dim.name}")
+        learned = _number(fields, state_fields.LEARNED + dim.name)
         effective = effective_capacity(dim, learned, multiplier)
-        tat_us = _number(fields, f"t:{dim.name}")  # stored in whole µs (lib/common.lua)
+        tat_us = _number(fields, state_fields.TAT + dim.name)  # stored in whole µs (lib/common.lua)
         tat_ms = None if tat_us is None else tat_us / 1000
         emission_ms = dim.period_ms / effective
         level = gcra_level_units(effective, headroom, tat_ms, now_ms, emission_ms, cold_start)
@@ -228,7 +226,7 @@ def dimension_status(
             effective = sliding_capacity(dim, multiplier)
         usable = effective
     if dim.algorithm is Algorithm.SLIDING:  # the sum may still hold expired entries
-        level = usable - (_number(fields, f"s:{dim.name}") or 0.0)
+        level = usable - (_number(fields, state_fields.SLIDING_SUM + dim.name) or 0.0)
     return DimensionStatus(
         name=dim.name,
         algorithm=dim.algorithm.value,
@@ -253,10 +251,10 @@ def group_status(
     """Interpret one group's raw state (``lanes``: the scheduler's, highest first;
     ``name``: the limit group's, ``<group>@<credential>`` for one credential's)."""
     fields, now_ms = raw.fields, raw.now_ms
-    multiplier = _number(fields, "m") or 1.0
-    pause_ms = _number(fields, "pause") or 0.0
+    multiplier = _number(fields, state_fields.MULTIPLIER) or 1.0
+    pause_ms = _number(fields, state_fields.PAUSE) or 0.0
     paused_for_s = max(0.0, pause_ms - now_ms) / 1000
-    epoch_end_ms = _number(fields, "q") or 0.0
+    epoch_end_ms = _number(fields, state_fields.EPOCH_END) or 0.0
     return GroupStatus(
         name=name or group.name,
         provider=group.provider,
@@ -267,9 +265,9 @@ def group_status(
         concurrency=group.concurrency,
         parked=raw.parked,
         releasing=raw.releasing,
-        last_decrease_s_ago=_ago_s(fields, "d", now_ms),
+        last_decrease_s_ago=_ago_s(fields, state_fields.DECREASED, now_ms),
         decrease_epoch_left_s=max(0.0, epoch_end_ms - now_ms) / 1000,
-        last_increase_s_ago=_ago_s(fields, "i", now_ms),
+        last_increase_s_ago=_ago_s(fields, state_fields.INCREASED, now_ms),
         dimensions=tuple(
             dimension_status(d, fields, now_ms, multiplier, group.headroom, group.cold_start)
             for d in group.dimensions

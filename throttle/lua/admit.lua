@@ -18,10 +18,10 @@
   TIME, one HMGET and one HSET (plus a PEXPIRE when the state must live longer than
   the expiry 'x' last set, and the lease commands under a concurrency cap).
 
-  KEYS[1]    state hash: 't:<dim>' GCRA TAT (whole µs), 'k:<dim>' learned capacity,
-             's:<dim>' sliding sum, 'pause' ms, 'm' AIMD multiplier, 'x' the expiry
-             ms this script last gave the hash, 'b' items waiting in the group's fair
-             queue (written by the fair scheduler)
+  KEYS[1]    state hash (its fields: throttle/fields.py): 't:<dim>' GCRA TAT (whole
+             µs), 'k:<dim>' learned capacity, 's:<dim>' sliding sum, 'pause' ms, 'm'
+             AIMD multiplier, 'x' the expiry ms this script last gave the hash, 'b'
+             items waiting in the group's fair queue (written by the fair scheduler)
   KEYS[2]    concurrency leases zset: member reservation id, score lease expiry ms
   KEYS[2+j]  the j-th non-GCRA dimension's key: sliding-log zset or calendar hash
   ARGV[1]    reservation id
@@ -30,19 +30,13 @@
              bound. 'max wait ms:tenant wait ms' also refuses (code 1) a slot that a
              tenant's own dimension sets further away than the second bound: it
              would hold every group dimension's schedule back for one tenant
-  ARGV[3]    the group's spec, the same for every call, packed once by the client
-             (struct, little-endian; decoding it is far cheaper than parsing numbers):
-               five doubles: concurrency cap (0 for none; a lease is taken only when
-               the slot is now), lease ttl ms,
-               g (the number of GCRA dimensions), o (the number of other dimensions),
-               cold start (fraction of a GCRA bucket that is full when the group has
-               no state yet: nothing heard from the provider, assume it is partly used);
-               the struct format of the rest (a string);
-               the hash fields to read, as zero-terminated strings: 'pause', 'm', 'x',
-               'b', then 't:<dim>', 'k:<dim>' per GCRA dimension;
-               then four doubles per GCRA dimension: period ms, configured capacity
-               (for an auto dimension: where it starts), burst tolerance ms (period x
-               (1 - headroom)), auto (1 or 0)
+  ARGV[3]    the group's spec, the same for every call and every script, packed once
+             by the client (lib/spec.lua): concurrency cap (0 for none; a lease is
+             taken only when the slot is now), lease ttl ms, g (the number of GCRA
+             dimensions), o (the number of others), cold start (fraction of a GCRA
+             bucket that is full when the group has no state yet: nothing heard from
+             the provider, assume it is partly used), the state fields to read, and
+             per GCRA dimension its period, capacity, burst tolerance and auto flag
   ARGV[4..]  g + o costs, one per dimension, GCRA dimensions first
   then       four per other dimension: name, algorithm, a, b
                sliding  's': a = capacity, b = window ms (with its wire margin)

@@ -10,7 +10,7 @@
   now has room for it; if not, the entry stays where it was and the caller waits
   until it fits (code 3). Admissions after this see the entry where it really is.
 
-  KEYS[1]    state hash of the group ('pause', 'm' multiplier, 's:<dim>' log sums)
+  KEYS[1]    state hash of the group (throttle/fields.py: 'pause', 'm', 's:<dim>')
   KEYS[2]    concurrency leases zset
   KEYS[2+j]  the j-th sliding log of this reservation (zset, as admit.lua's)
   ARGV[1]    reservation id
@@ -23,11 +23,12 @@
     3 a sliding window has no room for this request before wait_us
 ]]
 --@include lib/common.lua
+--@include lib/sliding_start.lua
 
 local state_key, leases_key, id = KEYS[1], KEYS[2], ARGV[1]
 local cap, lease_ttl = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now = server_now_ms()
-local gate = rcall('HMGET', state_key, 'pause', 'm')
+local gate = rcall('HMGET', state_key, F_PAUSE, F_MULTIPLIER)
 local paused_until = tonumber(gate[1] or '0')
 if paused_until > now then
   return {1, math.floor((paused_until - now) * 1000), math.floor(now * 1000)}
@@ -39,34 +40,20 @@ local moves = {}
 for j = 1, (#ARGV - 3) / 5 do
   local at = 3 + 5 * (j - 1)
   local key, name, member = KEYS[2 + j], ARGV[at + 1], ARGV[at + 2]
-  local cost, capacity, window = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4]) * multiplier, tonumber(ARGV[at + 5])
+  local cost, window = tonumber(ARGV[at + 3]), tonumber(ARGV[at + 5])
+  local capacity = tonumber(ARGV[at + 4]) * multiplier
   local held = rcall('ZSCORE', key, member)
   -- an entry at or after now stays; one gone already (the task starts more than a
   -- window after its slot) comes back, as the provider will count it
   if not held or tonumber(held) < now then
-    -- the cost the window ending now holds besides this entry, oldest first
-    local live = rcall('ZRANGEBYSCORE', key, '(' .. (now - window), '+inf', 'WITHSCORES')
-    local excess = -capacity + cost
-    for k = 1, #live, 2 do
-      if live[k] ~= member then excess = excess + tonumber(string.match(live[k], ':([^:]+)$')) end
-    end
-    local k = 1
-    while excess > 0 and k <= #live do  -- wait for the oldest to leave
-      if live[k] ~= member then
-        excess = excess - tonumber(string.match(live[k], ':([^:]+)$'))
-        if excess <= 0 then
-          return {3, math.floor((tonumber(live[k + 1]) + window - now) * 1000) + 1, math.floor(now * 1000)}
-        end
-      end
-      k = k + 2
-    end
-    if excess > 0 then return {3, 1000, math.floor(now * 1000)} end  -- (cannot happen)
+    local wait_us = sliding_wait_us(key, member, cost, capacity, window, now)
+    if wait_us then return {3, wait_us, math.floor(now * 1000)} end
     moves[#moves + 1] = {key, member, name, window, cost, held}
   end
 end
 for _, move in ipairs(moves) do
   rcall('ZADD', move[1], now, move[2])
-  if not move[6] then rcall('HINCRBYFLOAT', state_key, 's:' .. move[3], move[5]) end
+  if not move[6] then rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. move[3], move[5]) end
   keep_for(move[1], move[4] + 1000)
   keep_for(state_key, move[4] + 60000)  -- it holds the log's sum
 end

@@ -5,39 +5,36 @@
   otherwise its cost is refunded at the current time and the current rate (a change of
   rate since has rescaled the queue it sits in), never beyond a full bucket.
 
-  KEYS[1]    state hash of the group ('t:<dim>' TAT, 'k:<dim>' learned limit, 'm')
+  KEYS[1]    state hash of the group (throttle/fields.py: 't:<dim>', 'k:<dim>', 'm')
   KEYS[2]    the reservation's finished marker (string)
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
   KEYS[#KEYS] the group's wake list (unused here: settle.lua's keys are the same)
   ARGV[1]    reservation id
-  ARGV[2]    g, the number of GCRA dimensions
-  ARGV[3]    o, the number of other dimensions
-  ARGV[4..]  four per GCRA dimension: name, period ms, configured capacity, auto (1 or 0)
-  then       two per other dimension: name, algorithm ('s' or 'c')
-  then       the reservation's expiry (ms) and record, as admit.lua returned it
-             (lib/record.lua)
+  ARGV[2]    the group's spec (lib/spec.lua), as admit.lua's ARGV[3]
+  ARGV[3]    the reservation's expiry (ms)
+  ARGV[4]    its record, as admit.lua returned it (lib/record.lua)
   Returns {done (1 or 0), now_us}
 ]]
 --@include lib/common.lua
+--@include lib/spec.lua
+--@include lib/spec_dims.lua
 --@include lib/record.lua
 
 local state_key, marker_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
-local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
+local spec, g, o = decode_spec(ARGV[2])
+local rest = o > 0 and decode_rest(ARGV[2], spec)
 local now = server_now_ms()
 local entries, admitted_at = record_entries(ARGV[#ARGV])
 if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000)} end
-local multiplier = tonumber(rcall('HGET', state_key, 'm')) or 1
+local multiplier = tonumber(rcall('HGET', state_key, F_MULTIPLIER)) or 1
 for i = 1, g do
-  local at = 4 * i
   local cost, post = entries[i][1], entries[i][2]
   if cost > 0 then
-    local period, capacity = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-    local auto = ARGV[at + 3] == '1'
-    local field = 't:' .. ARGV[at]
-    local values = rcall('HMGET', state_key, field, 'k:' .. ARGV[at])
+    local field, learned_field, period, capacity, _, auto = spec_gcra(spec, g, i)
+    local values = rcall('HMGET', state_key, field, learned_field)
     local stored = values[1]
     local tat = tat_ms(stored) or 0
     if stored == post then  -- untouched since: undo exactly what this admission added
@@ -52,12 +49,12 @@ for i = 1, g do
   end
 end
 for j = 1, o do
-  local at = 2 + 4 * g + 2 * j
+  local name, algo = spec_other(rest, j)
   local cost, where, key = entries[g + j][1], entries[g + j][2], KEYS[4 + j]
   if cost > 0 then
-    if ARGV[at + 1] == 's' then
+    if algo == 's' then
       if rcall('ZREM', key, where) == 1 then
-        rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], -cost)
+        rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. name, -cost)
       end
     elseif rcall('HEXISTS', key, where) == 1 then
       rcall('HINCRBYFLOAT', key, where, -cost)

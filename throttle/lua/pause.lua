@@ -10,33 +10,41 @@
   group whose provider reports its limits ('k:<dim>' learned by settle.lua) follows
   those instead: its 429s pause it but do not lower its rate.
 
-  KEYS[1]  state hash of the group ('pause' ms, 'm' multiplier, 'd' last decrease ms,
+  KEYS[1]  state hash of the group (throttle/fields.py: 'pause' ms, 'm', 'd' last decrease,
            'q' end of the decrease's epoch ms)
   KEYS[2]  parked tasks zset
   ARGV[1]  duration ms
-  ARGV[2]  epoch length after the pause, ms (a clean window); -1: a manual pause, no
-           decrease
-  ARGV[3]  decrease factor (e.g. 0.6)
-  ARGV[4]  floor of the multiplier
-  ARGV[5..] pairs per GCRA dimension: name, burst tolerance ms
+  ARGV[2]  1: the pause answers a provider 429 (its epoch lasts the spec's clean window
+           past the pause, and the multiplier decreases by the spec's factor, not below
+           its floor); 0: a manual pause, no decrease
+  ARGV[3]  the group's spec (lib/spec.lua), as admit.lua's ARGV[3]
   Returns {extended (1 or 0), paused_until_us, now_us, decreased (1 or 0), multiplier x 1e6}
 ]]
 --@include lib/common.lua
+--@include lib/spec.lua
+--@include lib/spec_dims.lua
 --@include lib/rescale.lua
 
 local state_key, duration = KEYS[1], tonumber(ARGV[1])
-local epoch, factor, floor = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local spec, g = decode_spec(ARGV[3])
+local _, clean_window, _, factor, floor = spec_aimd(decode_rest(ARGV[3], spec))
+local epoch = ARGV[2] == '1' and clean_window or -1
 local now = server_now_ms()
-local values = rcall('HMGET', state_key, 'pause', 'm', 'q')
+local values = rcall('HMGET', state_key, F_PAUSE, F_MULTIPLIER, F_EPOCH_END)
 local current, multiplier = tonumber(values[1]) or 0, tonumber(values[2]) or 1
 local decreased, furthest = 0, now
 local heard = false
-for at = 5, #ARGV, 2 do heard = heard or rcall('HEXISTS', state_key, 'k:' .. ARGV[at]) == 1 end
+for i = 1, g do
+  local _, learned_field = spec_gcra(spec, g, i)
+  heard = heard or rcall('HEXISTS', state_key, learned_field) == 1
+end
 if epoch >= 0 and not heard and now >= (tonumber(values[3]) or -1) then
   local lowered = math.max(floor, multiplier * factor)
-  rcall('HSET', state_key, 'm', lowered, 'd', now, 'q', math.max(current, now + duration) + epoch)
-  for at = 5, #ARGV, 2 do
-    local tat = rescale_tat(state_key, ARGV[at], now, ARGV[at + 1], multiplier / lowered)
+  rcall('HSET', state_key, F_MULTIPLIER, lowered, F_DECREASED, now,
+        F_EPOCH_END, math.max(current, now + duration) + epoch)
+  for i = 1, g do
+    local tat_field, _, _, _, tolerance = spec_gcra(spec, g, i)
+    local tat = rescale_tat(state_key, tat_field, now, tolerance, multiplier / lowered)
     furthest = math.max(furthest, tat)
   end
   rescale_parked(KEYS[2], now, multiplier / lowered)
@@ -44,7 +52,7 @@ if epoch >= 0 and not heard and now >= (tonumber(values[3]) or -1) then
 end
 local wanted, extended = now + duration, 0
 if wanted > current then
-  rcall('HSET', state_key, 'pause', wanted)
+  rcall('HSET', state_key, F_PAUSE, wanted)
   current, extended = wanted, 1
 end
 keep_for(state_key, math.max(current, furthest) - now + 60000)

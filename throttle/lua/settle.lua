@@ -19,7 +19,7 @@
   released.
   Idempotent: a reservation already settled, cancelled or expired is left alone.
 
-  KEYS[1]    state hash of the group
+  KEYS[1]    state hash of the group (its fields: throttle/fields.py)
   KEYS[2]    the reservation's finished marker (string)
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
@@ -30,69 +30,57 @@
              what saturated the last pass (the state's 'w': 'lease', a dimension's
              field, or 'pause' for neither), or to anything when 'w' is not known
   ARGV[1]    reservation id
-  ARGV[2]    g, the number of GCRA dimensions
-  ARGV[3]    o, the number of other dimensions
-  ARGV[4]    additive increase of the multiplier per clean window
-  ARGV[5]    clean window ms
-  ARGV[6]    ceiling of the multiplier for a group with auto dimensions (1 otherwise)
-  ARGV[7..]  nine per GCRA dimension: name, period ms, configured capacity, auto (1 or
-             0), delta, observed remaining, observed limit, rounding of remaining (-1:
-             unknown), burst tolerance ms
-  then       three per other dimension: name, algorithm ('s' or 'c'), delta
+  ARGV[2]    the group's spec (lib/spec.lua), as admit.lua's ARGV[3]
+  ARGV[3..]  four per GCRA dimension: delta, observed remaining, observed limit,
+             rounding of remaining (-1: unknown)
+  then       one per other dimension: delta
   then       the reservation's expiry (ms) and record, as admit.lua returned it
              (lib/record.lua)
   Returns {done (1 or 0), now_us, multiplier x 1e6}
 ]]
 --@include lib/common.lua
+--@include lib/spec.lua
+--@include lib/spec_dims.lua
 --@include lib/record.lua
 --@include lib/rescale.lua
+--@include lib/settle.lua
 
-local state_key, marker_key, leases_key = KEYS[1], KEYS[2], KEYS[3]
-local g, o = tonumber(ARGV[2]), tonumber(ARGV[3])
-local increase, clean_window, auto_ceiling = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+local state_key, marker_key, leases_key, parked_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local spec, g, o = decode_spec(ARGV[2])
+local rest = decode_rest(ARGV[2], spec)
 local now = server_now_ms()
 local entries = record_entries(ARGV[#ARGV])
 if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000), -1} end
-local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
--- One read of everything: 'm', 'd', 'i', then 't:<dim>', 'k:<dim>' per GCRA dimension, 'b',
--- 'x', 'w'; the buckets' writes go out together after the loop below.
-local fields = {'m', 'd', 'i'}
-for i = 1, g do
-  local name = ARGV[-2 + 9 * i]
-  fields[2 + 2 * i], fields[3 + 2 * i] = 't:' .. name, 'k:' .. name
-end
-fields[4 + 2 * g], fields[5 + 2 * g], fields[6 + 2 * g] = 'b', 'x', 'w'
-local head = rcall('HMGET', state_key, unpack(fields))
-local wake_on = head[6 + 2 * g]
-if wake_on == '' then wake_on = nil end
--- Whether a refund to the dimension with this state field can bring the next pass forward
-local function wakes(field) return wake_on == nil or wake_on == field end
-local writes = {}
-local multiplier = tonumber(head[1]) or 1
-local ceiling = 1
-local learned_of, changed = {}, {}
+-- One read of everything (then each GCRA bucket's TAT and learned capacity: head[5 +
+-- 2i], head[6 + 2i]); the buckets' writes go out together after the loop below.
+local head = rcall('HMGET', state_key, F_MULTIPLIER, F_DECREASED, F_INCREASED, F_QUEUED, F_EXPIRY,
+                   F_WAKE_ON, unpack(spec, 5, 4 + 2 * g))
+local multiplier, wake_on = tonumber(head[1]) or 1, head[6]
+if wake_on == '' then wake_on = nil end  -- not known: every refund wakes
+local _, _, auto_ceiling = spec_aimd(rest)
+local writes, learned_of, changed, ceiling = {}, {}, {}, 1
 -- The queue of reservations reaches as far as its binding bucket's TAT beyond that
 -- bucket's tolerance: `reach` before and after a change of limits, `binding_changed`
 -- whether the bucket that set it was one of those whose limit changed.
 local reach, reach_after, binding_changed = 0, 0, false
 -- Whether this settle lets queued work start sooner (a refund where it binds, a higher rate)
 local earlier = false
+local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
 for i = 1, g do
-  local at = -2 + 9 * i
-  local name, period, capacity = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  local auto, delta = ARGV[at + 3] == '1', tonumber(ARGV[at + 4])
-  local remaining, limit = tonumber(ARGV[at + 5]), tonumber(ARGV[at + 6])
-  local tat, learned = tat_ms(head[2 + 2 * i]) or 0, tonumber(head[3 + 2 * i])
+  local tat_field, learned_field, period, capacity, tolerance, auto = spec_gcra(spec, g, i)
+  local at = 4 * i - 1  -- ARGV[at .. at + 3]: delta, remaining, limit, rounding
+  local limit = tonumber(ARGV[at + 2])
+  local tat, learned = tat_ms(head[5 + 2 * i]) or 0, tonumber(head[6 + 2 * i])
   local before = effective_capacity(capacity, auto, learned, multiplier)
   if limit > 0 and limit ~= learned then
-    writes[#writes + 1], writes[#writes + 2] = 'k:' .. name, limit
+    writes[#writes + 1], writes[#writes + 2] = learned_field, limit
     learned = limit
   end
   learned_of[i] = learned
   if auto and not learned then ceiling = auto_ceiling end
   local effective = effective_capacity(capacity, auto, learned, multiplier)
-  local after, tolerance = tat, tonumber(ARGV[at + 8])
+  local after = tat
   local queued = math.max(0, tat - now - tolerance)
   if effective ~= before then  -- the provider's limit changed: rescale this bucket's queue
     after = rescaled_tat(tat, now, tolerance, before / effective)
@@ -100,105 +88,27 @@ for i = 1, g do
     changed[i] = true
   end
   if queued > reach then reach, binding_changed = queued, changed[i] == true end
-  local emission = period / effective
-  if delta ~= 0 then  -- at today's rate: a change since rescaled the queue to it
-    after = math.max(after, now) + delta * emission
-    if delta < 0 then after = math.max(after, now) end
-  end
-  if remaining >= 0 then
-    local ceiling_units = remaining + math.max(0, tonumber(ARGV[at + 7])) / 2
-    local level = effective - (after - now) / emission
-    if level > ceiling_units then after = now + (effective - ceiling_units) * emission end
-  end
-  if after ~= tat then writes[#writes + 1], writes[#writes + 2] = 't:' .. name, tat_text(after) end
-  if after < tat and wakes('t:' .. name) then earlier = true end
+  -- the delta at today's rate: a change since rescaled the queue to it
+  after = settled_tat(after, now, period / effective, effective, tonumber(ARGV[at]),
+                      tonumber(ARGV[at + 1]), tonumber(ARGV[at + 3]))
+  if after ~= tat then writes[#writes + 1], writes[#writes + 2] = tat_field, tat_text(after) end
+  if after < tat and (wake_on == nil or wake_on == tat_field) then earlier = true end
   furthest = math.max(furthest, after)
 end
 if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
-for j = 1, o do
-  local at = 4 + 9 * g + 3 * j
-  local delta, key = tonumber(ARGV[at + 2]), KEYS[4 + j]
-  local cost, where = entries[g + j][1], entries[g + j][2]
-  if delta ~= 0 and cost > 0 then
-    if ARGV[at + 1] == 's' then
-      local score = rcall('ZSCORE', key, where)
-      if score then
-        local kept = math.max(0, cost + delta)
-        rcall('ZREM', key, where)
-        rcall('ZADD', key, score, ARGV[1] .. ':' .. kept)
-        rcall('HINCRBYFLOAT', state_key, 's:' .. ARGV[at], kept - cost)
-        if kept < cost and wakes('o:' .. ARGV[at]) then earlier = true end
-      end
-    elseif rcall('HEXISTS', key, where) == 1 then
-      rcall('HINCRBYFLOAT', key, where, math.max(delta, -cost))
-    end
-  end
-end
--- Parked tasks move with the reach of the queue. A bucket that did not bind (tokens
--- while requests set the slots) changing its limit does not move them.
+local refunded = settle_others(state_key, ARGV[1], rest, g, o, entries, 2 + 4 * g, wake_on)
+earlier = earlier or refunded
+-- A bucket that did not bind (tokens while requests set the slots) changing its limit
+-- does not move the parked tasks.
 if not binding_changed then reach_after = math.max(reach_after, reach) end
-local queue_factor = 1
-if reach > 0 then queue_factor = math.max(0, reach_after) / reach end
-if queue_factor ~= 1 then
-  rescale_parked(KEYS[4], now, queue_factor)
-  if queue_factor < 1 then
-    -- The queue moved earlier: so do the other buckets' TATs, which the reservations'
-    -- slots had pushed along (a start slot debits every dimension at that slot).
-    for i = 1, g do
-      local at = -2 + 9 * i
-      if not changed[i] then
-        local tat = rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], queue_factor)
-        furthest = math.max(furthest, tat)
-      end
-    end
-  end
-end
-local last_decrease, last_increase = tonumber(head[2]), tonumber(head[3])
-if multiplier < ceiling and not (last_decrease or last_increase) then
-  rcall('HSET', state_key, 'i', now)  -- an auto group's first clean window starts now
-elseif multiplier < ceiling then
-  if now - math.max(last_decrease or 0, last_increase or 0) >= clean_window then
-    local raised
-    if ceiling <= 1 then
-      raised = math.min(1, multiplier + increase)
-    elseif last_decrease then
-      raised = math.min(ceiling, multiplier * (1 + increase))
-    else
-      raised = math.min(ceiling, multiplier * 2)
-    end
-    rcall('HSET', state_key, 'm', raised, 'i', now)
-    earlier = true
-    local queue = 0  -- the parked queue follows the dimension that speeds up least
-    for i = 1, g do
-      local at = -2 + 9 * i
-      local capacity, auto = tonumber(ARGV[at + 2]), ARGV[at + 3] == '1'
-      local factor = effective_capacity(capacity, auto, learned_of[i], multiplier)
-        / effective_capacity(capacity, auto, learned_of[i], raised)
-      if factor ~= 1 then
-        furthest = math.max(furthest, rescale_tat(state_key, ARGV[at], now, ARGV[at + 8], factor))
-      end
-      queue = math.max(queue, factor)
-    end
-    if queue > 0 and queue ~= 1 then rescale_parked(KEYS[4], now, queue) end
-    multiplier = raised
-  end
-end
--- The state lives a minute past its furthest TAT. 'x', the state's expiry as last set
--- (admit.lua keeps it), saves the PTTL while it is far enough; the expiry is only ever
--- extended here (a pause may have set it further than any TAT).
-if furthest > now and furthest + 60000 > (tonumber(head[5 + 2 * g]) or 0) then
-  local ttl = rcall('PTTL', state_key)
-  if ttl ~= -2 then
-    local expiry = now + ttl
-    if ttl < 0 or expiry < furthest + 60000 then
-      expiry = math.ceil(furthest + 120000)
-      rcall('PEXPIRE', state_key, expiry - math.floor(now))
-    end
-    rcall('HSET', state_key, 'x', math.floor(expiry))
-  end
-end
+furthest = follow_queue(state_key, parked_key, spec, g, now, reach, reach_after, changed, furthest)
+local rose
+multiplier, rose, furthest = raise_multiplier(state_key, parked_key, spec, rest, g, now, multiplier,
+  ceiling, tonumber(head[2]), tonumber(head[3]), learned_of, furthest)
+outlive(state_key, furthest, now, head[5])
 local freed = rcall('ZREM', leases_key, ARGV[1]) == 1
-if ((freed and wakes('lease')) or earlier) and (tonumber(head[4 + 2 * g]) or 0) > 0 then
+if ((freed and (wake_on == nil or wake_on == F_LEASE)) or earlier or rose)
+    and (tonumber(head[4]) or 0) > 0 then
   rcall('LPUSH', KEYS[#KEYS], '1')
   rcall('LTRIM', KEYS[#KEYS], 0, 0)
 end

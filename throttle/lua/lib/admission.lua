@@ -14,6 +14,8 @@
 -- slot, and the gap before it would be lost to every other tenant; the fair queue
 -- holds such a request until its tenant's cap lets it go (issue 11).
 
+--@include lib/spec.lua
+
 -- Sliding-log and calendar helpers, built only for a group that has such dimensions.
 local function other_algorithms()
 --@include lib/sliding.lua
@@ -34,12 +36,10 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
     max_wait = tonumber(string.sub(ARGV[2], 1, bound_at - 1))
     tenant_wait = tonumber(string.sub(ARGV[2], bound_at + 1))
   end
-  local cap, lease_ttl, g, o, cold, format, spec_at = struct.unpack('<ddddds', ARGV[3])
-  local spec = {struct.unpack(format, ARGV[3], spec_at)}
+  local spec, g, o, cap, lease_ttl, cold = decode_spec(ARGV[3])
   local now = now_ms or server_now_ms()  -- a caller admitting several passes its own
 
-  -- spec[1 .. 4 + 2g]: the fields to read; spec[n + 1 .. n + 4], n = 4 + 2g + 4 (i - 1):
-  -- the i-th GCRA dimension's period, configured capacity, tolerance, auto
+  -- values[k]: the state's spec[k] (positions: lib/spec.lua)
   local values = rcall('HMGET', state_key, unpack(spec, 1, 4 + 2 * g))
   if yield_to_queue and (tonumber(values[4]) or 0) > 0 then
     return {4, 0, 0, math.floor(now * 1000), 0, 0}
@@ -48,7 +48,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
   local slot, binding = math.max(now, tonumber(values[1]) or 0), 0
   local tats, emissions, costs, fresh = {}, {}, {}, {}
   for i = 1, g do
-    local n = 2 * g + 4 * i
+    local n = 2 * g + 4 * i  -- spec[n + 1 .. n + 4]: period, capacity, tolerance, auto
     local tolerance = spec[n + 3]
     local learned = tonumber(values[2 * i + 4])
     local capacity = effective_capacity(spec[n + 2], spec[n + 4] == 1, learned, multiplier)
@@ -56,7 +56,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
     local tat = tonumber(values[2 * i + 3])
     if tat then tat = tat / 1000 else
       tat = now + tolerance * (1 - cold)
-      fresh[#fresh + 1] = spec[2 * i + 3]
+      fresh[#fresh + 1] = spec[3 + 2 * i]
       fresh[#fresh + 1] = tat_text(tat)
     end
     local cost = tonumber(ARGV[3 + i])
@@ -96,14 +96,14 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
     settled = true
     for j, d in ipairs(others) do
       local e = algorithms[d.algo].earliest(d, slot)
-      if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j, 'o:' .. d.name} end
+      if e == nil then return {1, -1, 0, math.floor(now * 1000), 0, g + j, F_OTHER .. d.name} end
       if e > slot then slot, binding, settled = e, g + j, false end
     end
     if settled then break end
   end
   local wait = slot - now
   local tenant_bound = tenant_wait ~= nil and wait > tenant_wait and binding > 0
-    and binding <= g and string.sub(spec[2 * binding + 3], 1, 9) == 't:tenant.'
+    and binding <= g and string.sub(spec[3 + 2 * binding], 1, #F_TENANT_TAT) == F_TENANT_TAT
   if not settled or (max_wait >= 0 and wait > max_wait) or tenant_bound then
     if #fresh > 0 and lease_ahead_ms ~= nil then
       -- For the fair scheduler (the one caller that only takes near slots) a cold
@@ -115,8 +115,8 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
     -- settle wakes its dispatcher only for a refund to that one (schedule.lua's 'w')
     local field = nil
     if lease_ahead_ms ~= nil then
-      field = binding == 0 and 'pause' or binding <= g and spec[2 * binding + 3]
-        or 'o:' .. others[binding - g].name
+      field = binding == 0 and F_PAUSE or binding <= g and spec[3 + 2 * binding]
+        or F_OTHER .. others[binding - g].name
     end
     return {1, math.floor(wait * 1000), math.floor(slot * 1000), math.floor(now * 1000), 0, binding,
             field}
@@ -140,7 +140,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
     if cost > 0 then
       local exact = math.max(tats[i], slot) + cost * emissions[i]
       post = tat_text(exact)
-      writes[#writes + 1] = spec[2 * i + 3]
+      writes[#writes + 1] = spec[3 + 2 * i]
       writes[#writes + 1] = post
       if exact > hold then hold = exact end
     end
@@ -154,7 +154,7 @@ local function admit_request(KEYS, ARGV, yield_to_queue, lease_ahead_ms, now_ms)
   local expiry = nil
   if hold + 60000 > (tonumber(values[3]) or 0) then
     expiry = math.ceil(hold + 120000)
-    writes[#writes + 1] = 'x'
+    writes[#writes + 1] = F_EXPIRY
     writes[#writes + 1] = expiry
   end
   if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end

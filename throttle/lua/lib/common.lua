@@ -1,4 +1,6 @@
--- Shared helpers, inlined into a script by the loader (throttle/scripts.py).
+-- Shared helpers, inlined into a script by the loader (throttle/scripts.py). The
+-- loader also writes each F_<NAME>, a state hash field, as its string literal
+-- (throttle/fields.py).
 -- Times are milliseconds on the Redis server's clock, counted from the llmt epoch
 -- (1700000000 s, 2023-11-14T22:13:20Z; throttle.limiter.EPOCH_MS). Small numbers keep
 -- the µs when Redis turns them into strings (%.14g) and need no string.format.

@@ -27,8 +27,8 @@ end
 -- rate), the one change that can bring the next pass forward; without 'w' it wakes
 -- for every refund.
 local function mark_queued(state_key, ready_n, ttl, wake_on)
-  local added = wake_on and rcall('HSET', state_key, 'b', ready_n, 'w', wake_on)
-    or rcall('HSET', state_key, 'b', ready_n)
+  local added = wake_on and rcall('HSET', state_key, F_QUEUED, ready_n, F_WAKE_ON, wake_on)
+    or rcall('HSET', state_key, F_QUEUED, ready_n)
   if added > 0 and rcall('PTTL', state_key) < 0 then
     rcall('PEXPIRE', state_key, ttl)  -- the hash may be new: a field of it is
   end

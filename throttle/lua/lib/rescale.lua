@@ -10,9 +10,9 @@ local function rescaled_tat(tat, now, tolerance, factor)
   return now + tolerance + (tat - now - tolerance) * factor
 end
 
--- Returns the bucket's TAT after the change (0 if it has none).
-local function rescale_tat(state_key, name, now, tolerance, factor)
-  local field = 't:' .. name
+-- The bucket whose TAT is the state's `field`; returns its TAT after the change (0 if
+-- it has none).
+local function rescale_tat(state_key, field, now, tolerance, factor)
   local tat = tat_ms(rcall('HGET', state_key, field))
   if tat and tat > now then
     tat = rescaled_tat(tat, now, tolerance, factor)

@@ -4,14 +4,14 @@
 -- in start order, so a new start is never earlier than the newest entry.
 
 local function sliding_load(d, state_key, now)
-  d.sum = tonumber(rcall('HGET', state_key, 's:' .. d.name) or '0')
+  d.sum = tonumber(rcall('HGET', state_key, F_SLIDING_SUM .. d.name) or '0')
   local cutoff = now - d.window
   local gone = rcall('ZRANGEBYSCORE', d.key, '-inf', cutoff)
   if #gone > 0 then
     local freed = 0
     for _, member in ipairs(gone) do freed = freed + tonumber(string.match(member, ':([^:]+)$')) end
     rcall('ZREMRANGEBYSCORE', d.key, '-inf', cutoff)
-    d.sum = tonumber(rcall('HINCRBYFLOAT', state_key, 's:' .. d.name, -freed))
+    d.sum = tonumber(rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. d.name, -freed))
   end
   local newest = rcall('ZRANGE', d.key, -1, -1, 'WITHSCORES')
   d.newest = newest[2] and tonumber(newest[2]) or -1e15
@@ -36,7 +36,7 @@ end
 local function sliding_commit(d, state_key, slot, id)
   local member = id .. ':' .. d.cost
   rcall('ZADD', d.key, slot, member)
-  rcall('HINCRBYFLOAT', state_key, 's:' .. d.name, d.cost)
+  rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. d.name, d.cost)
   keep_for(d.key, slot + d.window - d.now + 1000)
   return member
 end
