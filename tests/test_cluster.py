@@ -23,7 +23,7 @@ from throttle.keys import KeyBuilder
 from throttle.limiter import RedisLimiter
 from throttle.limits import LimitGroup
 from throttle.scheduler import FairScheduler, QueuedItem
-from throttle.status import read_raw_states
+from throttle.status_read import read_raw_states
 
 pytestmark = pytest.mark.integration
 

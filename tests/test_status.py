@@ -16,6 +16,7 @@ from throttle.config import GroupSettings, config_from_dict, load_config
 from throttle.keys import KeyBuilder
 from throttle.limiter import EPOCH_MS, RedisLimiter
 from throttle.parking import ParkingLot
+from throttle.queue_status import decayed_stats, wait_quantile_s
 from throttle.scheduler import (
     STATS_HALF_LIFE_MS,
     WAIT_BOUNDS_MS,
@@ -25,17 +26,13 @@ from throttle.scheduler import (
 )
 from throttle.scripts import script_source
 from throttle.status import (
-    RawGroupState,
-    decayed_stats,
-    decode_fields,
     gcra_level_units,
     group_status,
     read_status,
     redact_url,
-    server_now_ms,
     status_document,
-    wait_quantile_s,
 )
+from throttle.status_read import RawGroupState, decode_fields, server_now_ms
 from tools.cli import main
 from tools.status_view import render_table
 

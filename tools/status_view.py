@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 
-from throttle.status import GroupStatus, SchedulerStatus, ShareStatus, status_document
+from throttle.queue_status import SchedulerStatus, ShareStatus
+from throttle.status import GroupStatus, status_document
 
 
 def status_json(statuses: Sequence[GroupStatus], now_ms: float) -> str:
