@@ -31,7 +31,7 @@ def test_a_field_name_becomes_its_literal() -> None:
 
 
 def test_an_unknown_field_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(scripts, "STATE_FIELDS", {})
+    monkeypatch.setattr(scripts, "LUA_NAMES", {})
     script_source.cache_clear()
     try:
         with pytest.raises(KeyError, match="F_PAUSE"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from throttle import fields
 from throttle.scheduler import STATS_HALF_LIFE_MS, WAIT_BOUNDS_MS
 from throttle.status_read import RawGroupState, number
 
@@ -122,13 +123,13 @@ def _usage(
     sched: Mapping[str, str], now_ms: float, lanes: Sequence[str]
 ) -> tuple[dict[str, ShareStatus], tuple[TenantStatus, ...]]:
     """Per lane and per tenant kept apart: what they got lately (STATS)."""
-    group_cost, _ = decayed_stats(sched.get("q"), now_ms)
+    group_cost, _ = decayed_stats(sched.get(fields.Q_STATS), now_ms)
     by_lane: dict[str, tuple[float, list[float]]] = {}
     tenants = []
     for name, text in sched.items():
-        if not name.startswith("q:"):
+        if not name.startswith(fields.Q_FLOW_STATS):
             continue
-        lane, _, tenant = name[2:].partition("|")
+        lane, _, tenant = name.removeprefix(fields.Q_FLOW_STATS).partition("|")
         cost, counts = decayed_stats(text, now_ms)
         tenants.append(TenantStatus(lane, tenant, share_status(cost, counts, group_cost)))
         lane_cost, lane_counts = by_lane.get(lane, (0.0, [0.0] * len(counts)))
@@ -150,7 +151,7 @@ def scheduler_status(raw: RawGroupState, lanes: Sequence[str]) -> SchedulerStatu
     sched, now_ms = raw.sched, raw.now_ms
     if not sched:
         return None
-    due_us = number(sched, "d")
+    due_us = number(sched, fields.Q_DUE)
     flows = []
     for flow, backlog in raw.backlog.items():
         lane, _, tenant = flow.partition("|")
@@ -160,25 +161,25 @@ def scheduler_status(raw: RawGroupState, lanes: Sequence[str]) -> SchedulerStatu
                 lane,
                 tenant,
                 backlog,
-                number(sched, f"w:{flow}") or 1.0,
+                number(sched, fields.Q_WEIGHT + flow) or 1.0,
                 0.0 if blocked_ms is None else max(0.0, blocked_ms - now_ms) / 1000,
             )
         )
     flows.sort(key=lambda f: (-f.backlog, f.lane, f.tenant))
     lane_usage, tenants = _usage(sched, now_ms, lanes)
     return SchedulerStatus(
-        queued=int(number(sched, "n") or 0),
-        ready=int(number(sched, "r") or 0),
+        queued=int(number(sched, fields.Q_ITEMS) or 0),
+        ready=int(number(sched, fields.Q_READY) or 0),
         next_pass_in_s=None
         if due_us is None or due_us < 0
         else max(0.0, due_us / 1000 - now_ms) / 1000,
-        saturated=sched.get("s") == "1",
+        saturated=sched.get(fields.Q_SATURATED) == "1",
         lanes=tuple(
             LaneStatus(
                 name,
                 len(raw.ready.get(name, {})),
-                number(sched, f"v:{name}") or 0.0,
-                number(sched, f"c:{name}") or 0.0,
+                number(sched, fields.Q_VIRTUAL_TIME + name) or 0.0,
+                number(sched, fields.Q_CREDIT + name) or 0.0,
                 lane_usage.get(name),
             )
             for name in lanes

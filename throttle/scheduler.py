@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import redis
 
+from throttle import fields
 from throttle.config import Lane, tenant_dimension
 from throttle.connect import is_cluster
 from throttle.errors import StorageError
@@ -283,7 +284,10 @@ class FairScheduler:
         """(items queued, of them in ready flows) in a group."""
         try:
             n, r = cast(
-                list[Any], self.limiter.client.hmget(self.keys.scheduler(group), ["n", "r"])
+                list[Any],
+                self.limiter.client.hmget(
+                    self.keys.scheduler(group), [fields.Q_ITEMS, fields.Q_READY]
+                ),
             )
         except redis.RedisError as exc:
             raise StorageError(f"redis hmget failed: {exc}") from exc

@@ -4,9 +4,9 @@ A line ``--@include lib/name.lua`` (indented or not) is replaced by that file's 
 so scripts share code without Redis 7 functions. Most of ``lib/`` defines functions;
 a ``lib/phase_*.lua`` is a block of one script's statements, run where it is included
 (see ``lib/phase_push.lua``). A name ``F_<NAME>`` is replaced by the string literal of
-that state hash field (:mod:`throttle.fields`). Each script is registered once per
-client; redis-py runs it with EVALSHA and reloads it after a ``SCRIPT FLUSH`` or a
-server restart.
+that field of the state or scheduler hash (:mod:`throttle.fields`). Each script is
+registered once per client; redis-py runs it with EVALSHA and reloads it after a
+``SCRIPT FLUSH`` or a server restart.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from redis.commands.core import Script
 from redis.exceptions import NoScriptError
 
 from throttle.connect import RedisClient
-from throttle.fields import STATE_FIELDS, lua_literal
+from throttle.fields import LUA_NAMES, lua_literal
 
 _INCLUDE = re.compile(r"^[ \t]*--@include (\S+)$", re.MULTILINE)
 _FIELD = re.compile(r"\bF_([A-Z_]+)\b")
@@ -46,8 +46,8 @@ def script_source(name: str) -> str:
         return _INCLUDE.sub(include, text)
 
     def field(match: re.Match[str]) -> str:
-        if match[1] not in STATE_FIELDS:
-            raise KeyError(f"lua/{name}: F_{match[1]} is not in throttle.fields.STATE_FIELDS")
+        if match[1] not in LUA_NAMES:
+            raise KeyError(f"lua/{name}: F_{match[1]} is not in throttle.fields.LUA_NAMES")
         return lua_literal(match[1])
 
     return _FIELD.sub(field, expand(name))

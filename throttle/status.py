@@ -3,8 +3,8 @@
 The pure functions turn one raw Redis read (:mod:`throttle.status_read`: the group's
 state hash, the server clock, counts of leases and parked tasks, the fair queue) into a
 :class:`GroupStatus` (its fair queue's part: :mod:`throttle.queue_status`);
-:func:`read_status` reads and interprets every configured group. The reader never writes: expired leases are left for
-the scripts to drop and are simply not counted.
+:func:`read_status` reads and interprets every configured group. The reader never
+writes: expired leases are left for the scripts to drop and are simply not counted.
 
 State hash fields are named in :mod:`throttle.fields` (shared with the Lua scripts),
 times in ms since :data:`throttle.limiter.EPOCH_MS` on the Redis server's clock.

@@ -11,6 +11,7 @@ from typing import cast
 
 import redis
 
+from throttle import fields
 from throttle.connect import RedisClient
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
@@ -100,7 +101,7 @@ def read_raw_states(
                     sched={  # its packed specs are binary: only the text fields matter
                         as_text(k): v.decode("utf-8", "replace") if isinstance(v, bytes) else v
                         for k, v in replies[at + 4].items()
-                        if not bytes(k if isinstance(k, bytes) else k.encode()).startswith(b"p:")
+                        if not as_text(k).startswith(fields.Q_SPEC)
                     },
                     ready=ready,
                     blocked=blocked,

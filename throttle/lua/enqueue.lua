@@ -21,7 +21,7 @@
 local state_key, sched_key, payloads_key, blocked_key = KEYS[1], KEYS[3], KEYS[4], KEYS[6]
 local lead, ttl, id, flow = tonumber(ARGV[3]), tonumber(ARGV[5]), ARGV[6], ARGV[9]
 local now = server_now_ms()
-local counters = rcall('HMGET', sched_key, 's', 'd', 'e', 'r', 'n')
+local counters = rcall('HMGET', sched_key, F_Q_SATURATED, F_Q_DUE, F_Q_EXPIRY, F_Q_READY, F_Q_ITEMS)
 local due = tonumber(counters[2]) or -1
 -- not saturated past the lead, or the keys' expiry is due for renewal: a whole push
 if counters[1] ~= '1' or due <= (now + lead) * 1000 or now + ttl > (tonumber(counters[3]) or 0) + 60000 then
@@ -40,10 +40,10 @@ if length % 32 == 0 then  -- as schedule.lua renews a long flow's ttl and settin
   rcall('HSET', sched_key, unpack(flow_settings(flow)))
 end
 local ready_n = tonumber(counters[4]) or 0
-local writes = {'n', (tonumber(counters[5]) or 0) + 1}
+local writes = {F_Q_ITEMS, (tonumber(counters[5]) or 0) + 1}
 if not rcall('ZSCORE', blocked_key, flow) then
   ready_n = ready_n + 1
-  writes[3], writes[4] = 'r', ready_n
+  writes[3], writes[4] = F_Q_READY, ready_n
   mark_queued(state_key, ready_n, ttl)
 end
 rcall('HSET', sched_key, unpack(writes))

@@ -1,89 +1,30 @@
---[[ schedule: the fair scheduler of one limit group (docs/fair-scheduler.md).
+--[[ schedule: queue one item (optional) and run one pass of the group's fair scheduler
+  (docs/fair-scheduler.md): release, in fair order (lib/heads.lua: start-time fair
+  queueing between the (lane, tenant) flows of a lane, strict priority between lanes
+  with minimum-share credit), every queued item the limits can start within the
+  release lead, each with its reservation made by admit.lua's admission, atomically on
+  the server's clock. A flow whose tenant dimension binds waits in KEYS[6]; a group
+  dimension, the pause gate or the lease cap ends the pass and says when to run the
+  next. Items past their deadline or that can never be admitted go without a
+  reservation. The fields of both hashes: throttle/fields.py.
 
-  Queues one item (optional) and runs one scheduling pass: releases, in fair order,
-  every queued item the group's limits can start within the release lead, each with
-  its reservation made by the same admission as admit.lua (lib/admission.lua), all in
-  this one atomic step on the server's clock. Nothing queued holds capacity, so a
-  pause, a rate change or a cancel can never give two items the same capacity.
-
-  Flows: one per (lane, tenant), a FIFO list of item ids. Between the flows of a lane,
-  start-time fair queueing: a flow's head has start tag S = max(V, F) (V the lane's
-  virtual time, F the flow's finish tag); the lowest S goes first; releasing it sets
-  F = S + cost / weight and V = S. cost is the item's dominant share (the largest
-  cost / capacity over the group's own dimensions). A flow that empties keeps its F in
-  the lane's idle zset until V passes it: a tenant cannot earn credit by going idle.
-  Lanes: strict priority, highest first, except that a lower lane earns credit
-  (credit rate x cost of every release above it, capped at 1) while it has ready work,
-  and goes first when its credit covers its head's cost.
-  A flow whose own tenant dimension binds moves to the blocked zset until its slot and
-  the pass goes on with the others; a group dimension, the pause gate or the lease cap
-  binding ends the pass (the group is saturated) and tells when to run the next one.
-  Items past their deadline, or that can never be admitted, are released without a
-  reservation (the worker fails or re-admits them).
-
-  KEYS[1]  state hash of the group (admit.lua's KEYS[1]); this script keeps its 'b' at
-           the number of items in ready flows: above 0, it makes bounded admissions
-           queue, and it is the queue's length a choice among credentials and the
-           gateway's backpressure read; and its 'w' at what saturated the last pass
-           (lib/push.lua's mark_queued): settle.lua's wake condition
-  KEYS[2]  concurrency leases zset
-  KEYS[3]  scheduler hash: 'r' ready items, 'n' all items, 'e' the keys' expiry ms,
-           'z' the cursor of the sweep of idle tenants' buckets in KEYS[1],
-           'd' the next pass's due time as last told (µs), 's' 1 when that pass ended
-           because the group itself was saturated (a group dimension, the pause gate
-           or the lease cap; a push before 'd' then runs no pass), 'g' the 'w' that
-           pass wrote, 'y' when the last chores ran ms, 'k' when the soonest blocked
-           flow may go again ms (0: none), 'v:<lane>' virtual time,
-           'c:<lane>' credit; per flow 'f:<flow>' finish
-           tag, 'w:<flow>' weight, 'p:<flow>' packed spec, 'o:<flow>' other dimensions
-           (key and four admission args each, joined by \31), 'i:<flow>' the binding
-           indices of tenant dimensions (',3,4,'), 'a:<flow>' 1 when its statistics are
-           kept apart (the settings written when a flow starts and with every 32nd
-           push); statistics (see STATS below): 'q' the group's,
-           'q:<flow>' a flow kept apart, 'q:<lane>|*' every other flow of a lane
-  KEYS[4]  payloads hash (shared with the parking lot): a queued item's id -> its meta
-           'cost,deadline ms,queued at ms,cost texts...', then \30, then its payload;
-           a released item waiting for its claim: id -> payload
-  KEYS[5]  releasing zset: released item ids not yet claimed, score release time ms
-  KEYS[6]  blocked zset: flows over their tenant cap, score when they may go again ms
-  KEYS[7]  wake list (a push that leaves work queued wakes the dispatchers)
-  ARGV[1]  prefix of the group's keys ('<prefix>:{<group>}:'): flow lists are
-           <prefix>fq:<flow>, ready zsets <prefix>ready:<lane>, idle zsets
-           <prefix>idle:<lane>
-  ARGV[2]  lanes, highest priority first: 'name,credit rate;name,credit rate'
-  ARGV[3]  release lead ms: release an item whose slot is at most this far away
-  ARGV[4]  most items to release in this pass
-  ARGV[5]  ttl ms of the queue's keys (longer than any item's deadline)
-  ARGV[6]  id of the item to push, '' for a pass only
-  ARGV[7]  'broker db,own db[,unacked hash,unacked index]' when the broker is a
-           Redis on this server, else '': a payload that is a ready-made broker
-           message (workers/message.py: ESC, queue key, TAB, delivery tag, TAB, the
-           end of its unacknowledged record, LF, the envelope up to its open release
-           header, LF, the rest) is pushed onto its queue by this pass
-           (SELECT, LPUSH), with the release written into the header; it needs no
-           claim and is not in KEYS[5]. Given the names of kombu's unacknowledged
-           hash and index, the message is recorded there too, as kombu records a
-           message a worker pops (that worker overwrites it; if it dies before,
-           kombu restores the message after its visibility timeout)
-  for a push:
-  ARGV[8]  lane        ARGV[9]  flow ('<lane>|<tenant>')   ARGV[10] weight
-  ARGV[11] item meta ('cost,deadline ms,cost texts...')    ARGV[12] payload
-  ARGV[13] packed spec (admit.lua's ARGV[3])   ARGV[14] other dimensions (as 'o:')
-  ARGV[15] tenant binding indices (as 'i:')
-  ARGV[16] '1': keep this flow's statistics apart (a tenant with its own plan, or no
-           tenant: a bounded set), '': count them in its lane's '*'
-  Once a second (and on every pass while a sweep is part way) a pass also sweeps a
-  few fields of the state hash (HSCAN, 64 at a time): a
-  tenant's bucket that is full again is deleted, so ten thousand tenants seen once
-  leave nothing behind while the group stays busy (a tenant seen again starts as a
-  cold bucket, the group's cold_start full); an idle group's keys expire as a whole.
-  A ready-made message's release is written as 'entry,slot_us,wait_us,lease,reason,
-  record', with a leading '+' when the pass recorded it as unacknowledged.
-  Returns {now_us, due_us, count, then 7 per released item: id, payload, slot_us,
-    lease (1/0), record ('' when released without a reservation), reason, self}
-    due_us: when the next pass should run (-1: when woken); reason: 'ok', 'expired',
-    'refused'; self: 1 for the pushed item itself (not stored: its caller runs it);
-    payload: ESC alone for a message this pass published
+  KEYS[1] state hash (admit.lua's; keeps QUEUED, WAKE_ON)  KEYS[2] leases zset
+  KEYS[3] scheduler hash (the Q_ fields)  KEYS[4] payloads hash: id -> meta \30 payload
+    (queued: lib/push.lua) or payload (released, not claimed yet)
+  KEYS[5] releasing zset (id -> release ms)  KEYS[6] blocked zset (flow -> may go ms)
+  KEYS[7] wake list
+  ARGV[1] key prefix '<prefix>:{<group>}:' (flow lists fq:<flow>, zsets ready:<lane>,
+    idle:<lane>)  ARGV[2] lanes 'name,credit rate;...', highest first
+  ARGV[3] release lead ms  ARGV[4] most items to release  ARGV[5] keys' ttl ms
+  ARGV[6] id of the item to push ('' for a pass only)
+  ARGV[7] 'broker db,own db[,unacked hash,unacked index]' or '' (lib/release.lua)
+  a push: ARGV[8] lane  ARGV[9] flow '<lane>|<tenant>'  ARGV[10] weight
+    ARGV[11] meta 'cost,deadline ms,cost texts...'  ARGV[12] payload
+    ARGV[13] packed spec (admit.lua's ARGV[3])  ARGV[14] other dimensions (Q_OTHERS)
+    ARGV[15] tenant binding indices  ARGV[16] '1': statistics kept apart (Q_APART)
+  Returns {now_us, due_us (-1: when woken), count, then 7 per released item: id,
+    payload (ESC alone: published by this pass), slot_us, lease 1/0, record ('':
+    no reservation), reason 'ok'/'expired'/'refused', 1 for the pushed item itself}
 ]]
 --@include lib/common.lua
 --@include lib/admission.lua
@@ -109,8 +50,10 @@ local saturated, wake_on_before = counters[5] == '1', counters[8] or ''
 local blocked_soonest = tonumber(counters[9])
 local b_before = ready_n
 -- the counters as read, to write back only those that change
-local read = {r = ready_n, n = all_n, e = expiry, d = last_due, s = saturated and 1 or 0,
-              z = sweep_cursor, g = wake_on_before, k = blocked_soonest}
+local read = {[F_Q_READY] = ready_n, [F_Q_ITEMS] = all_n, [F_Q_EXPIRY] = expiry,
+              [F_Q_DUE] = last_due, [F_Q_SATURATED] = saturated and 1 or 0,
+              [F_Q_SWEEP] = sweep_cursor, [F_Q_WAKE_ON] = wake_on_before,
+              [F_Q_BLOCKED_SOONEST] = blocked_soonest}
 --@include lib/flows.lua
 
 -- The push. An item pushed while its payload is stored (queued, or released and not
@@ -125,7 +68,7 @@ if pushed ~= '' then
   -- A push into a group saturated until a later time than the release lead reaches
   -- releases nothing: the pass would stop at the same limit. Only the counters change.
   if saturated and last_due > (now + lead) * 1000 then
-    rcall('HSET', sched_key, 'r', ready_n, 'n', all_n, 'e', expiry)
+    rcall('HSET', sched_key, F_Q_READY, ready_n, F_Q_ITEMS, all_n, F_Q_EXPIRY, expiry)
     if ready_n ~= b_before then mark_queued(state_key, ready_n, ttl) end
     keep_touched(expiry, now)
     return {math.floor(now * 1000), last_due, 0}

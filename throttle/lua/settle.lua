@@ -1,22 +1,9 @@
 --[[ settle: finish a reservation with the actual cost and what the provider said.
 
-  Each dimension is adjusted by delta = actual - reserved, at the current time and
-  rate: a positive delta debits more (a bucket may go into debt: later slots wait it
-  out), a negative one refunds, never beyond a full bucket. Then, per GCRA dimension, the
-  provider's rate-limit headers: a bucket fuller than the provider says it is
-  ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
-  is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration);
-  a different limit, like a change of the multiplier, rescales that bucket's queue to
-  the new rate (lib/rescale.lua). Parked tasks move only as far as the queue's reach
-  does (the TAT of the bucket that sets the slots), so a bucket that does not bind
-  learning a higher limit moves nothing; when the queue moves earlier, the other
-  dimensions' TATs, which its slots had pushed along, move with it.
-  Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
-  the group's AIMD multiplier 'm' (throttle.limits.raised_multiplier): by `increase`
-  up to 1; in a group with auto dimensions that have not heard their limit, up to
-  `ceiling`, doubling until the group's first decrease ('d'), then by the fraction
-  `increase`. The queue follows each dimension's own change of rate. The lease is
-  released.
+  Each dimension is adjusted by actual - reserved; each GCRA bucket is clamped to what
+  the provider says remains and learns the limit it reports; the parked queue follows
+  the buckets; a clean window raises the AIMD multiplier (lib/settle.lua says how).
+  The lease is released.
   Idempotent: a reservation already settled, cancelled or expired is left alone.
 
   KEYS[1]    state hash of the group (its fields: throttle/fields.py)
@@ -58,44 +45,8 @@ local head = rcall('HMGET', state_key, F_MULTIPLIER, F_DECREASED, F_INCREASED, F
                    F_WAKE_ON, unpack(spec, 5, 4 + 2 * g))
 local multiplier, wake_on = tonumber(head[1]) or 1, head[6]
 if wake_on == '' then wake_on = nil end  -- not known: every refund wakes
-local _, _, auto_ceiling = spec_aimd(rest)
-local writes, learned_of, changed, ceiling = {}, {}, {}, 1
--- The queue of reservations reaches as far as its binding bucket's TAT beyond that
--- bucket's tolerance: `reach` before and after a change of limits, `binding_changed`
--- whether the bucket that set it was one of those whose limit changed.
-local reach, reach_after, binding_changed = 0, 0, false
--- Whether this settle lets queued work start sooner (a refund where it binds, a higher rate)
-local earlier = false
-local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
-for i = 1, g do
-  local tat_field, learned_field, period, capacity, tolerance, auto = spec_gcra(spec, g, i)
-  local at = 4 * i - 1  -- ARGV[at .. at + 3]: delta, remaining, limit, rounding
-  local limit = tonumber(ARGV[at + 2])
-  local tat, learned = tat_ms(head[5 + 2 * i]) or 0, tonumber(head[6 + 2 * i])
-  local before = effective_capacity(capacity, auto, learned, multiplier)
-  if limit > 0 and limit ~= learned then
-    writes[#writes + 1], writes[#writes + 2] = learned_field, limit
-    learned = limit
-  end
-  learned_of[i] = learned
-  if auto and not learned then ceiling = auto_ceiling end
-  local effective = effective_capacity(capacity, auto, learned, multiplier)
-  local after = tat
-  local queued = math.max(0, tat - now - tolerance)
-  if effective ~= before then  -- the provider's limit changed: rescale this bucket's queue
-    after = rescaled_tat(tat, now, tolerance, before / effective)
-    reach_after = math.max(reach_after, after - now - tolerance)
-    changed[i] = true
-  end
-  if queued > reach then reach, binding_changed = queued, changed[i] == true end
-  -- the delta at today's rate: a change since rescaled the queue to it
-  after = settled_tat(after, now, period / effective, effective, tonumber(ARGV[at]),
-                      tonumber(ARGV[at + 1]), tonumber(ARGV[at + 3]))
-  if after ~= tat then writes[#writes + 1], writes[#writes + 2] = tat_field, tat_text(after) end
-  if after < tat and (wake_on == nil or wake_on == tat_field) then earlier = true end
-  furthest = math.max(furthest, after)
-end
-if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
+local learned_of, changed, ceiling, reach, reach_after, binding_changed, earlier, furthest =
+  settle_buckets(state_key, spec, rest, g, head, now, multiplier, wake_on)
 local refunded = settle_others(state_key, ARGV[1], rest, g, o, entries, 2 + 4 * g, wake_on)
 earlier = earlier or refunded
 -- A bucket that did not bind (tokens while requests set the slots) changing its limit

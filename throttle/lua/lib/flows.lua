@@ -11,7 +11,7 @@ end
 -- A flow emptied: forget its settings, keep its finish tag while it is ahead of V.
 local function retire(lane, flow, finish)
   rcall('ZREM', lane.ready, flow)
-  rcall('HDEL', sched_key, 'f:' .. flow, 'w:' .. flow, 'p:' .. flow, 'o:' .. flow, 'i:' .. flow,
-        'a:' .. flow)
+  rcall('HDEL', sched_key, F_Q_FINISH .. flow, F_Q_WEIGHT .. flow, F_Q_SPEC .. flow,
+        F_Q_OTHERS .. flow, F_Q_TENANT_DIMS .. flow, F_Q_APART .. flow)
   if finish > lane.v and rcall('ZADD', lane.idle, finish, flow) == 1 then touch(lane.idle) end
 end

@@ -8,8 +8,8 @@ local flows = {}
 local function settings(flow)
   local f = flows[flow]
   if not f then
-    local got = rcall('HMGET', sched_key, 'p:' .. flow, 'o:' .. flow, 'w:' .. flow, 'i:' .. flow,
-                      'a:' .. flow, 'q:' .. flow)
+    local got = rcall('HMGET', sched_key, F_Q_SPEC .. flow, F_Q_OTHERS .. flow, F_Q_WEIGHT .. flow,
+                      F_Q_TENANT_DIMS .. flow, F_Q_APART .. flow, F_Q_FLOW_STATS .. flow)
     f = {spec = got[1], others = got[2] or '', weight = tonumber(got[3]) or 1, tenant_at = got[4] or '',
          apart = got[5] == '1', stats_field = got[6]}
     flows[flow] = f
@@ -97,7 +97,7 @@ local function pop(lane, h)
   local finish = h.start + h.cost / f.weight
   lane.v, lane.h = h.start, nil
   if next_id(h.flow) then
-    f.finish = finish  -- 'f:' written with the pass's counters
+    f.finish = finish  -- F_Q_FINISH written with the pass's counters
     lane.pending = lane.pending or {}
     lane.pending[h.flow] = finish
     -- (Redis takes a Lua number exactly: '%.17g' or the shortest exact text; a tie
@@ -120,6 +120,6 @@ end
 -- The finish tags a pass changed, as HSET arguments.
 local function finish_writes(writes)
   for flow, f in pairs(flows) do
-    if f.finish then writes[#writes + 1], writes[#writes + 2] = 'f:' .. flow, f.finish end
+    if f.finish then writes[#writes + 1], writes[#writes + 2] = F_Q_FINISH .. flow, f.finish end
   end
 end

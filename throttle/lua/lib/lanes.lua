@@ -18,7 +18,8 @@ end
 -- (plain finds: a pattern with classes costs more than the rest of a push)
 local function parse_lanes(text, prefix)
   local lanes, lane_of = {}, {}
-  local fields = {'r', 'n', 'e', 'd', 's', 'z', 'y', 'g', 'k'}
+  local fields = {F_Q_READY, F_Q_ITEMS, F_Q_EXPIRY, F_Q_DUE, F_Q_SATURATED, F_Q_SWEEP,
+                  F_Q_CHORES, F_Q_WAKE_ON, F_Q_BLOCKED_SOONEST}
   local at = 1
   while at <= #text do
     local comma = string.find(text, ',', at, true)
@@ -27,7 +28,7 @@ local function parse_lanes(text, prefix)
     lanes[#lanes + 1] = {name = name, rate = tonumber(string.sub(text, comma + 1, stop - 1)),
                          ready = prefix .. 'ready:' .. name, idle = prefix .. 'idle:' .. name}
     lane_of[name] = #lanes
-    fields[#fields + 1], fields[#fields + 2] = 'v:' .. name, 'c:' .. name
+    fields[#fields + 1], fields[#fields + 2] = F_Q_VIRTUAL_TIME .. name, F_Q_CREDIT .. name
     at = stop + 1
   end
   return lanes, lane_of, fields
@@ -48,10 +49,10 @@ end
 local function tag_writes(lanes, writes, anew)
   for _, lane in ipairs(lanes) do
     if anew or lane.v ~= lane.v_read then
-      writes[#writes + 1], writes[#writes + 2] = 'v:' .. lane.name, lane.v
+      writes[#writes + 1], writes[#writes + 2] = F_Q_VIRTUAL_TIME .. lane.name, lane.v
     end
     if anew or lane.credit ~= lane.credit_read then
-      writes[#writes + 1], writes[#writes + 2] = 'c:' .. lane.name, lane.credit
+      writes[#writes + 1], writes[#writes + 2] = F_Q_CREDIT .. lane.name, lane.credit
     end
   end
 end

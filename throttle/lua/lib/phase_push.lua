@@ -20,7 +20,7 @@ if length == 1 then
   read_tags(lanes, counters)
   local finish = tonumber(rcall('ZSCORE', lane.idle, flow)) or lane.v
   rcall('ZREM', lane.idle, flow)
-  rcall('HSET', sched_key, 'f:' .. flow, finish, unpack(settings))
+  rcall('HSET', sched_key, F_Q_FINISH .. flow, finish, unpack(settings))
   make_ready(lane, flow, finish)
   ready_n = ready_n + 1
 else
@@ -29,7 +29,7 @@ else
 end
 if now + ttl > expiry + 60000 then
   expiry = math.floor(now + ttl + 120000)
-  rcall('HSET', sched_key, 'e', expiry)  -- also keeps the hash from emptying below
+  rcall('HSET', sched_key, F_Q_EXPIRY, expiry)  -- also keeps the hash from emptying below
   local keys = {sched_key, payloads_key, releasing_key, blocked_key}
   for _, l in ipairs(lanes) do keys[#keys + 1] = l.ready; keys[#keys + 1] = l.idle end
   for _, key in ipairs(keys) do rcall('PEXPIRE', key, math.floor(expiry - now)) end

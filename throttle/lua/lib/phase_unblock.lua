@@ -9,7 +9,7 @@ if blocked_soonest == nil or (blocked_soonest > 0 and blocked_soonest <= now + l
     local lane = lanes[lane_of[string.sub(flow, 1, string.find(flow, '|', 1, true) - 1)]]
     local length = rcall('LLEN', prefix .. 'fq:' .. flow)
     if lane and length > 0 then
-      make_ready(lane, flow, tonumber(rcall('HGET', sched_key, 'f:' .. flow)) or lane.v)
+      make_ready(lane, flow, tonumber(rcall('HGET', sched_key, F_Q_FINISH .. flow)) or lane.v)
       ready_n = ready_n + length
     end
   end

@@ -3,6 +3,10 @@
 -- and the flows' lists brought up to date, the released items published, a few full
 -- tenant buckets swept (CHORES), and the counters that changed written back with the
 -- state's 'b' and 'w' (lib/push.lua's mark_queued).
+-- The sweep: once a second, and on every pass while one is part way, 64 fields of the
+-- state hash (HSCAN); a tenant's bucket that is full again is deleted, so ten thousand
+-- tenants seen once leave nothing behind while the group stays busy (a tenant seen
+-- again starts as a cold bucket); an idle group's keys expire as a whole.
 do
   if released >= max_items then due = math.floor(now * 1000) end  -- more may be ready at once
   if blocked_changed then
@@ -25,11 +29,13 @@ do
 
   -- Only what changed is written (all of it when the hash had expired)
   local writes, anew = {}, expiry <= now
-  for field, value in pairs({r = ready_n, n = all_n, e = expiry, d = due, s = saturated and 1 or 0,
-                             z = sweep_cursor, g = wake_on, k = blocked_soonest}) do
+  for field, value in pairs({[F_Q_READY] = ready_n, [F_Q_ITEMS] = all_n, [F_Q_EXPIRY] = expiry,
+                             [F_Q_DUE] = due, [F_Q_SATURATED] = saturated and 1 or 0,
+                             [F_Q_SWEEP] = sweep_cursor, [F_Q_WAKE_ON] = wake_on,
+                             [F_Q_BLOCKED_SOONEST] = blocked_soonest}) do
     if anew or value ~= read[field] then writes[#writes + 1], writes[#writes + 2] = field, value end
   end
-  if chores_due then writes[#writes + 1], writes[#writes + 2] = 'y', math.floor(now) end
+  if chores_due then writes[#writes + 1], writes[#writes + 2] = F_Q_CHORES, math.floor(now) end
   stats_writes(writes)
   finish_writes(writes)
   tag_writes(lanes, writes, anew)

@@ -16,8 +16,8 @@ end
 
 -- The flow's settings as the scheduler hash keeps them (field, value, ...).
 local function flow_settings(flow)
-  return {'w:' .. flow, ARGV[10], 'p:' .. flow, ARGV[13], 'o:' .. flow, ARGV[14],
-          'i:' .. flow, ARGV[15], 'a:' .. flow, ARGV[16]}
+  return {F_Q_WEIGHT .. flow, ARGV[10], F_Q_SPEC .. flow, ARGV[13], F_Q_OTHERS .. flow, ARGV[14],
+          F_Q_TENANT_DIMS .. flow, ARGV[15], F_Q_APART .. flow, ARGV[16]}
 end
 
 -- The state's 'b': how many items wait in ready flows (> 0: admissions queue), and

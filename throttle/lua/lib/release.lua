@@ -3,6 +3,16 @@
 -- dbs), straight onto its queue. Included after schedule.lua's locals; uses now,
 -- pushed, sched_key, payloads_key, releasing_key, out and released (the reply and
 -- its count), touch and split (lib/lanes.lua).
+-- ARGV[7], when the broker is a Redis on this server: 'broker db,own db[,unacked hash,
+-- unacked index]'. A payload that is a ready-made broker message (workers/message.py:
+-- ESC, queue key, TAB, delivery tag, TAB, the end of its unacknowledged record, LF, the
+-- envelope up to its open release header, LF, the rest) is pushed onto its queue by the
+-- pass (SELECT, LPUSH) with its release written into the header as 'entry,slot_us,
+-- wait_us,lease,reason,record' (a leading '+' when recorded as unacknowledged); it
+-- needs no claim and is not in the releasing zset. Given kombu's unacknowledged hash
+-- and index, the message is recorded there as kombu records one a worker pops (that
+-- worker overwrites it; if it dies first, kombu restores it after its visibility
+-- timeout).
 
 -- Messages to push onto the broker's queues (ARGV[7]): {key, text, unacked record}
 -- each; the ids of the payloads that go. Both are written once, after the pass.

@@ -3,6 +3,24 @@
 -- after the actual cost and the provider's headers, the other dimensions' refunds,
 -- the parked queue following the buckets, the AIMD raise, and the state's expiry.
 -- Needs lib/common.lua, lib/spec_dims.lua, lib/rescale.lua.
+--
+-- Each dimension is adjusted by delta = actual - reserved, at the current time and
+-- rate: a positive delta debits more (a bucket may go into debt: later slots wait it
+-- out), a negative one refunds, never beyond a full bucket. Then, per GCRA dimension, the
+-- provider's rate-limit headers: a bucket fuller than the provider says it is
+-- ('remaining', plus half its rounding) is clamped down to it, and the limit it reports
+-- is learned ('k:<dim>'; admit.lua never runs above it nor above the configuration);
+-- a different limit, like a change of the multiplier, rescales that bucket's queue to
+-- the new rate (lib/rescale.lua). Parked tasks move only as far as the queue's reach
+-- does (the TAT of the bucket that sets the slots), so a bucket that does not bind
+-- learning a higher limit moves nothing; when the queue moves earlier, the other
+-- dimensions' TATs, which its slots had pushed along, move with it.
+-- Finally, a clean window (no 429 decrease or increase for `clean_window` ms) raises
+-- the group's AIMD multiplier 'm' (throttle.limits.raised_multiplier): by `increase`
+-- up to 1; in a group with auto dimensions that have not heard their limit, up to
+-- `ceiling`, doubling until the group's first decrease ('d'), then by the fraction
+-- `increase`. The queue follows each dimension's own change of rate. The lease is
+-- released.
 
 -- A GCRA bucket's TAT `after` adjusted by `delta` units at `emission` ms per unit (a
 -- bucket may go into debt; a refund never goes beyond a full bucket), then clamped
@@ -124,4 +142,52 @@ local function outlive(state_key, furthest, now, expiry_as_set)
     rcall('PEXPIRE', state_key, expiry - math.floor(now))
   end
   rcall('HSET', state_key, F_EXPIRY, math.floor(expiry))
+end
+
+-- Every GCRA bucket settled (the loop of settle.lua): the actual cost at today's rate,
+-- the provider's remaining and limit (learned; a changed limit rescales the bucket's
+-- queue), written in one HSET. `head` is settle.lua's read of the state hash. Returns
+-- the learned capacities, which buckets changed rate, the AIMD ceiling, the queue's
+-- reach before and after, whether the bucket that set it changed, whether queued work
+-- may start sooner, and the latest TAT left.
+local function settle_buckets(state_key, spec, rest, g, head, now, multiplier, wake_on)
+  local _, _, auto_ceiling = spec_aimd(rest)
+  local writes, learned_of, changed, ceiling = {}, {}, {}, 1
+  -- The queue of reservations reaches as far as its binding bucket's TAT beyond that
+  -- bucket's tolerance: `reach` before and after a change of limits, `binding_changed`
+  -- whether the bucket that set it was one of those whose limit changed.
+  local reach, reach_after, binding_changed = 0, 0, false
+  -- Whether this settle lets queued work start sooner (a refund where it binds, a higher rate)
+  local earlier = false
+  local furthest = now  -- the latest TAT this settle leaves: the state must outlive it
+  for i = 1, g do
+    local tat_field, learned_field, period, capacity, tolerance, auto = spec_gcra(spec, g, i)
+    local at = 4 * i - 1  -- ARGV[at .. at + 3]: delta, remaining, limit, rounding
+    local limit = tonumber(ARGV[at + 2])
+    local tat, learned = tat_ms(head[5 + 2 * i]) or 0, tonumber(head[6 + 2 * i])
+    local before = effective_capacity(capacity, auto, learned, multiplier)
+    if limit > 0 and limit ~= learned then
+      writes[#writes + 1], writes[#writes + 2] = learned_field, limit
+      learned = limit
+    end
+    learned_of[i] = learned
+    if auto and not learned then ceiling = auto_ceiling end
+    local effective = effective_capacity(capacity, auto, learned, multiplier)
+    local after = tat
+    local queued = math.max(0, tat - now - tolerance)
+    if effective ~= before then  -- the provider's limit changed: rescale this bucket's queue
+      after = rescaled_tat(tat, now, tolerance, before / effective)
+      reach_after = math.max(reach_after, after - now - tolerance)
+      changed[i] = true
+    end
+    if queued > reach then reach, binding_changed = queued, changed[i] == true end
+    -- the delta at today's rate: a change since rescaled the queue to it
+    after = settled_tat(after, now, period / effective, effective, tonumber(ARGV[at]),
+                        tonumber(ARGV[at + 1]), tonumber(ARGV[at + 3]))
+    if after ~= tat then writes[#writes + 1], writes[#writes + 2] = tat_field, tat_text(after) end
+    if after < tat and (wake_on == nil or wake_on == tat_field) then earlier = true end
+    furthest = math.max(furthest, after)
+  end
+  if #writes > 0 then rcall('HSET', state_key, unpack(writes)) end
+  return learned_of, changed, ceiling, reach, reach_after, binding_changed, earlier, furthest
 end

@@ -36,8 +36,8 @@ end
 local stats, group_stats, shared_texts = {}, nil, nil
 local function record(lane, h, wait_ms)
   if not group_stats then  -- the group's, and every lane's '*'
-    local names = {'q'}
-    for _, l in ipairs(lanes) do names[#names + 1] = 'q:' .. l.name .. '|*' end
+    local names = {F_Q_STATS}
+    for _, l in ipairs(lanes) do names[#names + 1] = F_Q_FLOW_STATS .. l.name .. '|*' end
     shared_texts = rcall('HMGET', sched_key, unpack(names))
     group_stats = decayed(shared_texts[1])
   end
@@ -57,9 +57,9 @@ end
 -- The statistics a pass changed, as HSET arguments.
 local function stats_writes(writes)
   if group_stats then
-    writes[#writes + 1], writes[#writes + 2] = 'q', stats_text(group_stats)
+    writes[#writes + 1], writes[#writes + 2] = F_Q_STATS, stats_text(group_stats)
     for key, s in pairs(stats) do
-      writes[#writes + 1], writes[#writes + 2] = 'q:' .. key, stats_text(s)
+      writes[#writes + 1], writes[#writes + 2] = F_Q_FLOW_STATS .. key, stats_text(s)
     end
   end
 end
