@@ -28,17 +28,12 @@ from testing.emulator.calls import (
     settlement_costs,
 )
 from testing.emulator.clock import Clock, ManualClock, MonotonicClock
-from testing.emulator.config import (
-    ClockKind,
-    EmulatorConfig,
-    FaultConfig,
-    FaultKind,
-    LimitConfig,
-    PoolConfig,
-    Profile,
-)
+from testing.emulator.config import EmulatorConfig, PoolConfig
+from testing.emulator.fault_config import FaultConfig
 from testing.emulator.faults import FaultSchedule, announced_retry_after_s
 from testing.emulator.formats import http_date
+from testing.emulator.kinds import ClockKind, FaultKind, Profile
+from testing.emulator.limits import LimitConfig, limit_specs
 from testing.emulator.pools import PoolState
 from testing.emulator.profiles import ProfileRules, all_rules
 from testing.emulator.profiles.base import FaultInfo, Headers, RejectInfo
@@ -166,10 +161,7 @@ class Emulator:
                 "now_s": now_s - self._origin_s,
                 "clock": "manual" if isinstance(self.clock, ManualClock) else "real",
                 "profile": self.config.profile.value,
-                "limits": {
-                    pool: {dim: lim.to_spec() for dim, lim in dims.items()}
-                    for pool, dims in self._limits.items()
-                },
+                "limits": {pool: limit_specs(dims) for pool, dims in self._limits.items()},
                 "pools": {
                     state.label: {
                         snap.name: {
