@@ -120,7 +120,7 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def _parse(argv: list[str]) -> EmulatorConfig:
     import argparse
 
-    from throttle import cli
+    from tools import cli
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()

@@ -26,10 +26,13 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
-from testing.emulator.config import FaultConfig, Profile, parse_limits
-from testing.emulator.engine import DEFAULT_API_VERSION, CompletionRequest, Emulator
+from testing.emulator.engine import Emulator
+from testing.emulator.fault_config import FaultConfig
 from testing.emulator.http import HttpRequest
+from testing.emulator.kinds import Profile
+from testing.emulator.limits import parse_limits
 from testing.emulator.replies import Deferred, Reply, Streamed, json_reply
+from testing.emulator.request import DEFAULT_API_VERSION, CompletionRequest
 from throttle.errors import ConfigError
 
 _AZURE = re.compile(r"^/openai/deployments/([^/]+)/chat/completions$")

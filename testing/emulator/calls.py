@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from testing.emulator.config import EmulatorConfig, OutputMode, Profile
+from testing.emulator.config import EmulatorConfig
+from testing.emulator.kinds import OutputMode, Profile
 
 
 class InvalidBodyError(ValueError):

@@ -1,7 +1,8 @@
 """Clocks for the emulator: the real monotonic clock or a manual one tests advance.
 
 Both give seconds (``now_s``) on an arbitrary origin; only differences matter. The wall
-clock is used solely for the ``date`` header and RFC 3339 resets, anchored once.
+clock is used solely for the ``date`` header and RFC 3339 resets, anchored once
+(:class:`WallTime`).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 import threading
 import time
 from typing import Protocol
+
+from testing.emulator.formats import http_date
 
 
 class Clock(Protocol):
@@ -41,3 +44,27 @@ class ManualClock:
         with self._lock:
             self._now_s += seconds
             return self._now_s
+
+
+class WallTime:
+    """Unix time for readings of a monotonic clock, anchored once, and the ``date`` header.
+
+    Not thread-safe: the engine calls it under its lock.
+    """
+
+    def __init__(self, clock_s: float, epoch_s: float | None = None) -> None:
+        #: (Unix time, clock reading) at the same instant.
+        self._anchor_s = (time.time() if epoch_s is None else epoch_s, clock_s)
+        self._date = (-1, "")
+
+    def wall_s(self, now_s: float) -> float:
+        """Unix time at clock reading ``now_s``."""
+        epoch_s, clock_s = self._anchor_s
+        return epoch_s + (now_s - clock_s)
+
+    def date(self, wall_s: float) -> str:
+        """The ``date`` header for Unix time ``wall_s`` (formatted once per second)."""
+        second = int(wall_s)
+        if self._date[0] != second:
+            self._date = (second, http_date(wall_s))
+        return self._date[1]

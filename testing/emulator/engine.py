@@ -1,8 +1,11 @@
-"""The emulator's brain: pools, admission, faults and statistics, with no sockets.
+"""The emulator's brain, with no sockets: its state per run and the way into it.
 
-:meth:`Emulator.complete` takes a parsed HTTP request and returns a :class:`Reply` (or a
-:class:`Deferred` when latency is configured). Tests can drive it directly with a
-:class:`ManualClock`; the HTTP layer (``http.py``, ``app.py``) only frames bytes.
+:class:`Emulator` holds the pools per organization, the limits, the armed faults, the
+clock and the statistics behind one lock. :meth:`Emulator.complete` parses a request,
+finds its pool and the faults that hit it, and has :mod:`~testing.emulator.answers` build
+a :class:`Reply`, a :class:`Deferred` (latency) or a :class:`Streamed` (SSE). Tests can
+drive it directly with a :class:`ManualClock`; the HTTP layer (``http.py``, ``app.py``)
+only frames bytes.
 """
 
 from __future__ import annotations
@@ -11,74 +14,27 @@ import json
 import os
 import secrets
 import threading
-import time
 from collections import deque
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
 from fnmatch import fnmatchcase
 from typing import Any
 
-from testing.emulator.admission import Outcome, debit_all, debit_rejected, decide
-from testing.emulator.calls import (
-    Call,
-    InvalidBodyError,
-    admission_costs,
-    gated_kinds,
-    parse_call,
-    settlement_costs,
-)
-from testing.emulator.clock import Clock, ManualClock, MonotonicClock
-from testing.emulator.config import (
-    ClockKind,
-    EmulatorConfig,
-    FaultConfig,
-    FaultKind,
-    LimitConfig,
-    PoolConfig,
-    Profile,
-)
-from testing.emulator.faults import FaultSchedule, announced_retry_after_s
-from testing.emulator.formats import http_date
+from testing.emulator.answers import Answer, Answerer, Exchange
+from testing.emulator.calls import InvalidBodyError, parse_call
+from testing.emulator.clock import Clock, ManualClock, MonotonicClock, WallTime
+from testing.emulator.config import EmulatorConfig, PoolConfig
+from testing.emulator.fault_config import FaultConfig
+from testing.emulator.faults import FaultSchedule
+from testing.emulator.kinds import ClockKind
+from testing.emulator.limits import LimitConfig, limit_specs
 from testing.emulator.pools import PoolState
-from testing.emulator.profiles import ProfileRules, all_rules
-from testing.emulator.profiles.base import FaultInfo, Headers, RejectInfo
-from testing.emulator.profiles.streams import schedule
-from testing.emulator.replies import Deferred, Reply, Streamed, json_bytes
+from testing.emulator.profiles import all_rules
+from testing.emulator.request import CompletionRequest, api_key_of
 from testing.emulator.stats import Stats
 from throttle.errors import ConfigError
 
-#: Header name prefixes that the missing/-1 header faults act on.
-RATE_HEADER_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
-RETRY_HEADERS = ("retry-after", "retry-after-ms")
-DEFAULT_API_VERSION = "2024-08-01-preview"
 #: How many completion requests' bodies the emulator keeps (``GET /__emu/requests``).
 RECENT_BODIES = 64
-
-
-@dataclass(frozen=True)
-class CompletionRequest:
-    """A completion call as the routes deliver it. Header names are lower-case."""
-
-    profile: Profile
-    headers: Mapping[str, str]
-    body: bytes
-    #: Model (Gemini) or deployment (Azure) taken from the path.
-    path_model: str | None = None
-    api_version: str = DEFAULT_API_VERSION
-    #: Gemini's ``?key=`` query parameter.
-    query_key: str | None = None
-
-
-def api_key_of(request: CompletionRequest) -> str:
-    """The caller's API key from whichever header its provider uses; else ``anonymous``."""
-    headers = request.headers
-    auth = headers.get("authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip()
-    for name in ("x-api-key", "api-key", "x-goog-api-key"):
-        if name in headers:
-            return headers[name]
-    return request.query_key or "anonymous"
 
 
 class Emulator:
@@ -103,20 +59,16 @@ class Emulator:
         if clock is None:
             clock = ManualClock() if self.config.clock is ClockKind.MANUAL else MonotonicClock()
         self.clock = clock
-        self._wall_anchor = (
-            time.time() if wall_epoch_s is None else wall_epoch_s,
-            clock.now_s(),
-        )
+        self._wall = WallTime(clock.now_s(), wall_epoch_s)
         self._rules = all_rules()
         self._lock = threading.Lock()
         self._id_prefix = secrets.token_hex(6)
         self._seq = 0
-        self._date_cache = (-1, "")
         self._reset_locked()
 
     # ---------------------------------------------------------------- public API
 
-    def complete(self, request: CompletionRequest) -> Reply | Deferred | Streamed:
+    def complete(self, request: CompletionRequest) -> Answer:
         """Handle one completion request."""
         with self._lock:
             return self._complete(request)
@@ -166,10 +118,7 @@ class Emulator:
                 "now_s": now_s - self._origin_s,
                 "clock": "manual" if isinstance(self.clock, ManualClock) else "real",
                 "profile": self.config.profile.value,
-                "limits": {
-                    pool: {dim: lim.to_spec() for dim, lim in dims.items()}
-                    for pool, dims in self._limits.items()
-                },
+                "limits": {pool: limit_specs(dims) for pool, dims in self._limits.items()},
                 "pools": {
                     state.label: {
                         snap.name: {
@@ -208,6 +157,9 @@ class Emulator:
         #: The bodies of the last RECENT_BODIES completion requests, as received (for
         #: tests: what a client sent the provider; ``GET /__emu/requests``).
         self._recent: deque[dict[str, Any]] = deque(maxlen=RECENT_BODIES)
+        self._answers = Answerer(
+            self.config, self.clock, self._lock, self._wall, self._stats, self._origin_s
+        )
 
     def _set_limits_locked(self, limits: Mapping[str, LimitConfig], pool: str | None) -> None:
         if pool is not None and pool not in self._limits:
@@ -219,16 +171,6 @@ class Emulator:
         for (_, name), state in self._pools.items():
             if pool is None or name == pool:
                 state.set_limits(limits, now_s)
-
-    def _wall_s(self, now_s: float) -> float:
-        wall0_s, mono0_s = self._wall_anchor
-        return wall0_s + (now_s - mono0_s)
-
-    def _date(self, wall_s: float) -> str:
-        second = int(wall_s)
-        if self._date_cache[0] != second:
-            self._date_cache = (second, http_date(wall_s))
-        return self._date_cache[1]
 
     def _next_id(self) -> str:
         self._seq += 1
@@ -255,7 +197,7 @@ class Emulator:
             self._pools[key] = state
         return state
 
-    def _complete(self, request: CompletionRequest) -> Reply | Deferred | Streamed:
+    def _complete(self, request: CompletionRequest) -> Answer:
         now_s = self.clock.now_s()
         t_s = now_s - self._origin_s
         for change in self._faults.due_limit_changes(t_s):
@@ -277,200 +219,14 @@ class Emulator:
             )
             call = parse_call(request.profile, request.body, data, request.path_model, self.config)
         except (ValueError, InvalidBodyError) as exc:
-            return self._finish(self._error(rules, 400, str(exc), now_s), [], api_key)
+            return self._answers.error(rules, 400, str(exc), now_s)
         pool = self._pool_for(call.model)
         if pool is None:
             message = f"The model {call.model!r} does not exist or you do not have access to it."
-            return self._finish(self._error(rules, 404, message, now_s), [], api_key)
+            return self._answers.error(rules, 404, message, now_s)
         state = self._pool_state(org, pool, now_s)
         selection = self._faults.select(t_s, api_key, pool.name)
-        ctx = _Context(request, rules, call, api_key, org, request_id, state, now_s, t_s)
-        fault = selection.replacement
-        if fault is not None:
-            reply = self._finish(self._fault(ctx, fault), selection.modifiers, api_key)
-            if fault.delay_ms > 0 and not reply.drop:  # decided now, answered later
-                return Deferred(fault.delay_ms / 1000.0, lambda: reply)
-            return reply
-        return self._admit(ctx, selection.modifiers)
-
-    def _admit(self, ctx: _Context, modifiers: list[FaultConfig]) -> Reply | Deferred | Streamed:
-        config, state, now_s = self.config, ctx.state, ctx.now_s
-        costs = admission_costs(ctx.call, config)
-        verdict = decide(state.dims, costs, now_s, gated=gated_kinds(ctx.call, config))
-        if verdict.outcome is not Outcome.ADMITTED:
-            assert verdict.dimension is not None
-            if verdict.outcome is Outcome.RATE_LIMITED and config.effective_count_rejected:
-                debit_rejected(state.dims, now_s)
-            info = RejectInfo(
-                model=ctx.call.model,
-                org=ctx.org,
-                dimension=verdict.dimension,
-                kind=next(d.kind for d in state.dims if d.name == verdict.dimension),
-                capacity=verdict.capacity,
-                window_s=verdict.window_s,
-                used=verdict.capacity - verdict.level,
-                requested=verdict.requested,
-                wait_s=verdict.wait_s,
-                retry_after_s=ctx.rules.retry_after_value(verdict.wait_s),
-                request_id=ctx.request_id,
-                api_version=ctx.request.api_version,
-            )
-            headers = self._common_headers(ctx, now_s, processing_ms=0)
-            if verdict.outcome is Outcome.TOO_LARGE:
-                status, body = ctx.rules.too_large(info)
-                self._stats.on_refused(ctx.api_key, f"too_large:{verdict.dimension}")
-            else:
-                status, body = ctx.rules.rate_limited(info)
-                if config.retry_after_header:
-                    headers += ctx.rules.retry_headers(verdict.wait_s)
-                self._stats.on_refused(ctx.api_key, f"rate_limit:{verdict.dimension}")
-                self._stats.on_retry_after(
-                    ctx.api_key,
-                    ctx.t_s,
-                    ctx.rules.announced_wait_s(verdict.wait_s),
-                    ctx.request.headers.get("x-client-request-id"),
-                )
-            return self._finish(Reply(status, headers, json_bytes(body)), modifiers, ctx.api_key)
-        self._stats.on_admitted(ctx.api_key)
-        self._stats.on_debit(state.label, debit_all(state.dims, costs, now_s), ctx.t_s)
-        delay_s = self._latency_s(ctx.call) + sum(m.delay_ms for m in modifiers) / 1000.0
-        settle = settlement_costs(ctx.call, config)
-        if ctx.call.stream:
-            events = ctx.rules.stream(ctx.call, ctx.request_id, self._wall_s(now_s))
-            if events is not None:
-                return self._streamed(ctx, modifiers, events, delay_s, settle)
-
-        def complete() -> Reply:
-            end_s = self.clock.now_s()
-            if settle:
-                debited = debit_all(state.dims, settle, end_s)
-                self._stats.on_debit(state.label, debited, end_s - self._origin_s)
-            headers = self._common_headers(ctx, end_s, processing_ms=round(delay_s * 1000))
-            body = ctx.rules.success(ctx.call, ctx.request_id, self._wall_s(end_s))
-            return self._finish(Reply(200, headers, json_bytes(body)), modifiers, ctx.api_key)
-
-        if delay_s <= 0:
-            return complete()
-
-        def complete_locked() -> Reply:
-            with self._lock:
-                return complete()
-
-        return Deferred(delay_s, complete_locked)
-
-    def _streamed(
-        self,
-        ctx: _Context,
-        modifiers: list[FaultConfig],
-        events: Sequence[tuple[str, bytes]],
-        delay_s: float,
-        settle: Mapping[str, float],
-    ) -> Streamed:
-        """The admitted request's answer as server-sent events over its latency: the
-        head (rate-limit headers as of admission) at once, the events from the time to
-        first token on; the settlement when the last one is out."""
-        ttft_s = min(delay_s, self.config.latency.ttft_ms / 1000.0)
-        headers = self._common_headers(ctx, ctx.now_s, processing_ms=0)
-        headers = [(k, v) for k, v in headers if k != "content-type"]
-        headers = [("content-type", "text/event-stream; charset=utf-8"), *headers]
-        head = self._finish(Reply(200, headers), modifiers, ctx.api_key)
-        self._stats.on_stream_start()
-        state = ctx.state
-
-        def finish() -> None:
-            with self._lock:
-                end_s = self.clock.now_s()
-                if settle:
-                    debited = debit_all(state.dims, settle, end_s)
-                    self._stats.on_debit(state.label, debited, end_s - self._origin_s)
-                self._stats.on_stream_end()
-
-        chunks = schedule(events, ttft_s, delay_s - ttft_s)
-        return Streamed(head.status, head.headers, chunks, finish)
-
-    def _fault(self, ctx: _Context, fault: FaultConfig) -> Reply:
-        self._stats.on_refused(ctx.api_key, f"fault:{fault.kind.value}")
-        if fault.kind is FaultKind.DROP_CONNECTION:
-            return Reply(0, [], drop=True)
-        retry_s = announced_retry_after_s(fault)
-        info = FaultInfo(
-            kind=fault.kind,
-            model=ctx.call.model,
-            org=ctx.org,
-            retry_after_s=retry_s,
-            status=fault.status,
-            request_id=ctx.request_id,
-            api_version=ctx.request.api_version,
-            wall_s=self._wall_s(ctx.now_s),
-            request_limit=next(
-                (d.meter.capacity for d in ctx.state.dims if d.kind == "requests"), 1.0
-            ),
-        )
-        status, body = ctx.rules.fault(info)
-        headers = self._common_headers(ctx, ctx.now_s, processing_ms=0)
-        if retry_s is not None:
-            headers += ctx.rules.retry_headers(retry_s)
-            self._stats.on_retry_after(
-                ctx.api_key,
-                ctx.t_s,
-                ctx.rules.announced_wait_s(retry_s),
-                ctx.request.headers.get("x-client-request-id"),
-            )
-        return Reply(status, headers, json_bytes(body))
-
-    def _common_headers(self, ctx: _Context, now_s: float, processing_ms: int) -> Headers:
-        wall_s = self._wall_s(now_s)
-        return [
-            ("content-type", "application/json"),
-            ("date", self._date(wall_s)),
-            *ctx.rules.id_headers(ctx.request_id, processing_ms, ctx.org),
-            *ctx.rules.rate_headers(ctx.state.snapshots(now_s), wall_s),
-        ]
-
-    def _error(self, rules: ProfileRules, status: int, message: str, now_s: float) -> Reply:
-        headers = [("content-type", "application/json"), ("date", self._date(self._wall_s(now_s)))]
-        return Reply(status, headers, json_bytes(rules.invalid(status, message)))
-
-    def _latency_s(self, call: Call) -> float:
-        latency = self.config.latency
-        delay_s = latency.ttft_ms / 1000.0
-        if latency.tokens_per_s > 0:
-            delay_s += call.output_tokens / latency.tokens_per_s
-        return delay_s
-
-    def _finish(self, reply: Reply, modifiers: list[FaultConfig], api_key: str) -> Reply:
-        """Apply header faults and count the status."""
-        if modifiers and not reply.drop:
-            reply = apply_modifiers(reply, modifiers)
-        self._stats.on_status(0 if reply.drop else reply.status)
-        return reply
-
-
-@dataclass(frozen=True)
-class _Context:
-    request: CompletionRequest
-    rules: ProfileRules
-    call: Call
-    api_key: str
-    org: str
-    request_id: str
-    state: PoolState
-    now_s: float
-    t_s: float
-
-
-def _is_rate_header(name: str) -> bool:
-    return name.startswith(RATE_HEADER_PREFIXES)
-
-
-def apply_modifiers(reply: Reply, modifiers: list[FaultConfig]) -> Reply:
-    """Strip or corrupt rate-limit headers, add ``x-should-retry``."""
-    headers = list(reply.headers)
-    for fault in modifiers:
-        if fault.kind is FaultKind.MISSING_HEADERS:
-            headers = [(k, v) for k, v in headers if not (_is_rate_header(k) or k in RETRY_HEADERS)]
-        elif fault.kind is FaultKind.NEGATIVE_HEADERS:
-            headers = [(k, "-1" if _is_rate_header(k) else v) for k, v in headers]
-        elif fault.kind is FaultKind.SHOULD_RETRY:
-            headers.append(("x-should-retry", "true" if fault.should_retry else "false"))
-    return replace(reply, headers=headers)
+        ex = Exchange(request, rules, call, api_key, org, request_id, state, now_s, t_s)
+        if selection.replacement is not None:
+            return self._answers.fault(ex, selection.replacement, selection.modifiers)
+        return self._answers.admit(ex, selection.modifiers)

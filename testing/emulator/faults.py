@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from testing.emulator.config import MODIFIER_KINDS, FaultConfig, FaultKind
+from testing.emulator.fault_config import FaultConfig
+from testing.emulator.kinds import MODIFIER_KINDS, FaultKind
 
 #: Announced wait of a fault kind when the config gives none (``None``: no retry-after).
 DEFAULT_RETRY_AFTER_S: dict[FaultKind, float | None] = {

@@ -6,7 +6,8 @@ import math
 from collections.abc import Mapping
 
 from testing.emulator.admission import Dim, order_dims
-from testing.emulator.config import LimitConfig, MeterKind, cost_kind
+from testing.emulator.kinds import MeterKind
+from testing.emulator.limits import LimitConfig, cost_kind
 from testing.emulator.meters import ContinuousBucket, Meter, SlidingLog
 from testing.emulator.profiles import DimSnapshot
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from testing.emulator.config import Profile
+from testing.emulator.kinds import Profile
 from testing.emulator.profiles.anthropic import AnthropicRules
 from testing.emulator.profiles.azure import AzureRules
 from testing.emulator.profiles.base import DimSnapshot, ProfileRules

@@ -6,13 +6,13 @@ import time
 from collections.abc import Sequence
 
 from testing.emulator.calls import Call
-from testing.emulator.config import FaultKind, Profile
 from testing.emulator.formats import (
     retry_after_s,
     rfc3339_floor,
     round_to_thousand,
     window_label,
 )
+from testing.emulator.kinds import FaultKind, Profile
 from testing.emulator.profiles.base import (
     COMPLETION_TEXT,
     Body,

@@ -6,8 +6,8 @@ import math
 from collections.abc import Sequence
 
 from testing.emulator.calls import Call
-from testing.emulator.config import FaultKind, Profile
 from testing.emulator.formats import retry_after_ms, retry_after_s
+from testing.emulator.kinds import FaultKind, Profile
 from testing.emulator.profiles.base import (
     Body,
     DimSnapshot,

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from testing.emulator.calls import Call
-from testing.emulator.config import FaultKind, Profile
 from testing.emulator.formats import retry_after_s
+from testing.emulator.kinds import FaultKind, Profile
 
 Headers = list[tuple[str, str]]
 Body = dict[str, Any]

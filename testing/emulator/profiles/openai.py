@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from testing.emulator.calls import Call
-from testing.emulator.config import FaultKind, Profile
 from testing.emulator.formats import go_duration, retry_after_s, window_label
+from testing.emulator.kinds import FaultKind, Profile
 from testing.emulator.profiles.base import (
     COMPLETION_TEXT,
     Body,
