@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from tools.demo_progress import format_duration
+
 
 @dataclass
 class Throughput:
@@ -23,13 +25,6 @@ class Throughput:
         # At least a second: the first records of a resumed run land all at once.
         span_s = max(1.0, min(self.window_s, now_s - started_s))
         return sum(c for t, c in self._events if t >= now_s - self.window_s) / span_s
-
-
-def format_duration(seconds: float) -> str:
-    seconds = max(0, round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def format_progress(done: int, total: int, errors: int, rate_per_s: float, width: int = 24) -> str:
