@@ -12,7 +12,9 @@ COPY pyproject.toml README.md ./
 COPY throttle ./throttle
 COPY workers ./workers
 COPY tasks ./tasks
+COPY testing ./testing
 COPY gateway ./gateway
+COPY tools ./tools
 
 # A compiler only for dependencies without a wheel for this platform; removed again.
 RUN apt-get update \

@@ -16,8 +16,7 @@ from typing import Any
 
 from fastapi import FastAPI, HTTPException
 
-import workers.app  # noqa: F401  (the Celery app, configured from LLM_THROTTLE_CONFIG)
-from tasks import aenqueue
+from tasks import aenqueue  # sends through the app configured from LLM_THROTTLE_CONFIG
 from throttle.errors import CostExceedsCapacityError, InvalidRequestError, UnknownGroupError
 
 app = FastAPI()

@@ -75,6 +75,7 @@ class Gateway:
         config = app_config(celery)
         settings = gateway_settings(config.gateway)
         celery.set_current()
+        celery.set_default()  # the app of every thread, the send's worker threads too
         if parse_redis_url(config.redis.url).topology is Topology.CLUSTER:
             # its backpressure and health reads pipeline TIME, which a Cluster refuses
             raise ConfigError(

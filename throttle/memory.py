@@ -19,10 +19,10 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from throttle.limiter import Admission, Begin, BeginOutcome, Observed, Pause, Settled
 from throttle.limits import LimitGroup
 from throttle.model import LimiterModel
 from throttle.ports import Limiter
+from throttle.reservation import Admission, Begin, BeginOutcome, Observed, Pause, Settled
 from throttle.scheduler_model import FairSchedulerModel
 
 

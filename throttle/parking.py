@@ -20,8 +20,8 @@ import redis
 from throttle.connect import RedisClient
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
-from throttle.limiter import EPOCH_MS
 from throttle.scripts import Scripts
+from throttle.spec import EPOCH_MS
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Protocol
 
-from throttle.limiter import Admission, Begin, Observed, Pause, Settled
 from throttle.limits import LimitGroup
+from throttle.reservation import Admission, Begin, Observed, Pause, Settled
 
 
 class Limiter(Protocol):

@@ -21,10 +21,53 @@ from throttle import fields as state_fields
 from throttle.config import Config, GroupSettings
 from throttle.connect import RedisClient
 from throttle.keys import KeyBuilder
-from throttle.limiter import EPOCH_MS
 from throttle.limits import Algorithm, Dimension, effective_capacity, sliding_capacity
-from throttle.queue_status import SchedulerStatus, scheduler_status
-from throttle.status_read import RawGroupState, number, read_raw_states
+from throttle.queue_status import (
+    FLOWS_SHOWN,
+    FlowStatus,
+    LaneStatus,
+    SchedulerStatus,
+    ShareStatus,
+    TenantStatus,
+    decayed_stats,
+    scheduler_status,
+    share_status,
+    wait_quantile_s,
+)
+from throttle.spec import EPOCH_MS
+from throttle.status_read import (
+    RawGroupState,
+    decode_fields,
+    number,
+    read_raw_states,
+    server_now_ms,
+)
+
+#: The status's parts, wherever they are defined (the raw read, the fair queue's part).
+__all__ = [
+    "FLOWS_SHOWN",
+    "DimensionStatus",
+    "FlowStatus",
+    "GroupStatus",
+    "LaneStatus",
+    "RawGroupState",
+    "SchedulerStatus",
+    "ShareStatus",
+    "TenantStatus",
+    "decayed_stats",
+    "decode_fields",
+    "dimension_status",
+    "gcra_level_units",
+    "group_status",
+    "read_raw_states",
+    "read_status",
+    "redact_url",
+    "scheduler_status",
+    "server_now_ms",
+    "share_status",
+    "status_document",
+    "wait_quantile_s",
+]
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from throttle import fields
 from throttle.connect import RedisClient
 from throttle.errors import StorageError
 from throttle.keys import KeyBuilder
-from throttle.limiter import EPOCH_MS, as_text
+from throttle.spec import EPOCH_MS, as_text
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ def run_batch(
     out = progress if progress is not None else sys.stderr
     celery_app = create_app(config)
     celery_app.set_current()
+    celery_app.set_default()
     provider_name = choose_provider(list(config.providers), provider)
 
     data = input_path.read_bytes()
@@ -200,6 +201,7 @@ def run_batch(
         return 130
     finally:
         backend.close()
+        celery_app.close()
     if interactive:
         out.write("\n")
     out.write(f"{total} lines: {total - errors} results, {errors} errors -> {output_path}\n")

@@ -20,7 +20,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from throttle.config import Config, load_config
-from workers.app_config import bind_config, released_queue
+from workers.app_config import app_config, bind_config, released_queue
 from workers.celery_urls import CeleryUrl, celery_url
 from workers.dispatcher import DispatcherStep
 from workers.heartbeat import HeartbeatStep
@@ -85,17 +85,21 @@ def _repaired_transport(broker: CeleryUrl) -> dict[str, str]:
     return {}
 
 
+__all__ = ["app_config", "create_app", "default_app", "released_queue"]
+
 _default: Celery | None = None
 _default_lock = threading.Lock()
 
 
 def default_app() -> Celery:
-    """The process's default app (made once, from ``load_config()``; it becomes the
-    current app, so ``tasks.enqueue`` sends through it)."""
+    """The process's default app, made once from ``load_config()``: Celery's default
+    app from then on (the current app of every thread that has set none), so
+    ``tasks.enqueue`` sends through it from any thread."""
     global _default
     with _default_lock:
         if _default is None:
             _default = create_app()
+            _default.set_default()
         return _default
 
 

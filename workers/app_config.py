@@ -25,7 +25,7 @@ def has_config(app: Any) -> bool:
 
 def app_config(app: Any) -> Config:
     """The throttle configuration ``app`` was built with; an app made some other way
-    (a user's own Celery app that imports the tasks) gets
+    (a user's own Celery app that sends or runs the tasks) gets
     :func:`~throttle.config.load_config`'s, bound to it on first use."""
     config = getattr(app, "llm_config", None)
     if config is None:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from throttle.limiter import Observed
 from throttle.limits import LimitGroup
 from throttle.providers.observation import Observation
+from throttle.reservation import Observed
 
 
 def observed_dimensions(group: LimitGroup, observation: Observation | None) -> dict[str, Observed]:

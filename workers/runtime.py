@@ -28,17 +28,18 @@ from throttle.errors import (
     ThrottleDeadlineError,
     TransportError,
 )
-from throttle.limiter import Admission, BeginOutcome
 from throttle.limits import LimitGroup
 from throttle.ports import Limiter
 from throttle.providers.accounting import rejected_deltas
 from throttle.providers.client import ProviderClient
 from throttle.providers.observation import Observation
 from throttle.providers.tokens import TokenEstimator
+from throttle.reservation import Admission, BeginOutcome
 from workers import credential_choice, metrics
 from workers.estimates import learn_usage, plan_costs
 from workers.observed import observed_dimensions, room_left
-from workers.resources import ClientPool, SleeperGate, build_request, send
+from workers.provider_call import build_request, send
+from workers.resources import ClientPool, SleeperGate
 from workers.run_state import (
     Completed,
     CompletionCall,

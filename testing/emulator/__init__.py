@@ -22,9 +22,10 @@ from testing.emulator.engine import Emulator
 from testing.emulator.fault_config import FaultConfig
 from testing.emulator.kinds import ClockKind, FaultKind, MeterKind, OutputMode, Profile
 from testing.emulator.limits import LimitConfig, parse_limits, parse_limits_text
+from testing.emulator.process import EmulatorProcess
 from testing.emulator.replies import Deferred, Reply
 from testing.emulator.request import CompletionRequest
-from testing.emulator.server import EmulatorProcess, EmulatorServer
+from testing.emulator.server import EmulatorServer
 
 __all__ = [
     "Clock",
