@@ -7,15 +7,21 @@ import os
 from typing import Any
 
 from gateway.settings import gateway_settings
+from throttle.errors import ConfigError
 
 
 def serve(config_path: str | None, host: str | None, port: int | None, workers: int = 1) -> int:
     """Serve until SIGINT/SIGTERM (uvicorn's own handling). One process serves an app
     made here for the config; several each make their own from ``LLM_THROTTLE_CONFIG``
     (set to ``config_path`` for them: the environment is how they get it)."""
-    import uvicorn
+    try:
+        import uvicorn
 
-    from gateway.app import create_app
+        from gateway.app import create_app
+    except ImportError as exc:  # starlette or uvicorn missing
+        raise ConfigError(
+            f"the gateway needs the gateway extra (pip install 'llm-throttle[gateway]'): {exc}"
+        ) from None
     from throttle.config import CONFIG_ENV, load_config
     from workers.app import create_app as create_celery_app
 

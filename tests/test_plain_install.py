@@ -89,3 +89,18 @@ def test_a_worker_of_the_package_alone_completes_a_call(
     result = json.loads(sent.stdout)
     assert result["response"]["choices"][0]["message"]["content"]
     assert stack.emulator_stats()["by_status"] == {"200": 1}
+
+
+def test_commands_that_need_an_extra_say_which(plain_python: str, tmp_path: Path) -> None:
+    command = str(Path(plain_python).parent / "llm-throttle")
+    serve = subprocess.run(
+        [command, "serve"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert serve.returncode == 2
+    assert "pip install 'llm-throttle[gateway]'" in serve.stderr
+    assert "Traceback" not in serve.stderr
+    demo = subprocess.run(
+        [command, "demo", "--tasks", "1"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert demo.returncode != 0
+    assert "pip install 'llm-throttle[dev]'" in demo.stdout + demo.stderr
