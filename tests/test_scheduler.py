@@ -306,3 +306,18 @@ def test_ten_thousand_tenants_leave_nothing_behind(
     keys = keys_matching(redis_client, f"{key_prefix}*")
     assert len(keys) < 20, keys
     assert {k: redis_client.pttl(k) for k in keys if redis_client.pttl(k) <= 0} == {}
+
+
+def test_a_cancel_of_what_binds_wakes_a_dispatcher(scheduler: FairScheduler) -> None:
+    """A reservation given back where the group is saturated (its requests bucket) lets
+    the next item go at once: the cancel wakes a dispatcher, whose pass releases it."""
+    group = full("cancelled", {"requests": "1/min"})
+    [own] = scheduler.push(group, item("a", "t")).released
+    assert scheduler.push(group, item("b", "t")).released == ()
+    assert scheduler.wait_for_wake(["cancelled"], 0.3) == "cancelled", "the push's own wake"
+    assert scheduler.wait_for_wake(["cancelled"], 0.3) is None
+    assert own.reservation is not None
+    assert scheduler.limiter.cancel(group, own.reservation) is not None
+    assert scheduler.wait_for_wake(["cancelled"], 0.5) == "cancelled"
+    released = scheduler.run_pass(group).released
+    assert [r.item_id for r in released] == ["b"]

@@ -10,7 +10,9 @@
   KEYS[3]    concurrency leases zset
   KEYS[4]    parked tasks zset
   KEYS[4+j]  the j-th non-GCRA dimension's key, as for admit.lua
-  KEYS[#KEYS] the group's wake list (unused here: settle.lua's keys are the same)
+  KEYS[#KEYS] the group's wake list: while items are ready in the fair queue, a cancel
+             that gives back what saturated the last pass wakes a dispatcher (the
+             condition of settle.lua)
   ARGV[1]    reservation id
   ARGV[2]    the group's spec (lib/spec.lua), as admit.lua's ARGV[3]
   ARGV[3]    the reservation's expiry (ms)
@@ -29,7 +31,10 @@ local now = server_now_ms()
 local entries, admitted_at = record_entries(ARGV[#ARGV])
 if not record_fits(entries, g, o) then return redis.error_reply(MALFORMED_RECORD) end
 if not finish_once(marker_key, ARGV[#ARGV - 1], now) then return {0, math.floor(now * 1000)} end
-local multiplier = tonumber(rcall('HGET', state_key, F_MULTIPLIER)) or 1
+local head = rcall('HMGET', state_key, F_MULTIPLIER, F_QUEUED, F_WAKE_ON)
+local multiplier, wake_on = tonumber(head[1]) or 1, head[3]
+if wake_on == '' then wake_on = nil end  -- not known: every refund wakes
+local earlier = false  -- whether queued work may start sooner
 for i = 1, g do
   local cost, post = entries[i][1], entries[i][2]
   if cost > 0 then
@@ -46,6 +51,7 @@ for i = 1, g do
       local emission = period / effective_capacity(capacity, auto, tonumber(values[2]), multiplier)
       rcall('HSET', state_key, field, tat_text(math.max(now, tat - cost * emission)))
     end
+    if tat > now and (wake_on == nil or wake_on == field) then earlier = true end
   end
 end
 for j = 1, o do
@@ -55,11 +61,17 @@ for j = 1, o do
     if algo == 's' then
       if rcall('ZREM', key, where) == 1 then
         rcall('HINCRBYFLOAT', state_key, F_SLIDING_SUM .. name, -cost)
+        if wake_on == nil or wake_on == F_OTHER .. name then earlier = true end
       end
     elseif rcall('HEXISTS', key, where) == 1 then
       rcall('HINCRBYFLOAT', key, where, -cost)
+      if wake_on == nil or wake_on == F_OTHER .. name then earlier = true end
     end
   end
 end
-rcall('ZREM', leases_key, ARGV[1])
+local freed = rcall('ZREM', leases_key, ARGV[1]) == 1
+if (earlier or (freed and (wake_on == nil or wake_on == F_LEASE))) and (tonumber(head[2]) or 0) > 0 then
+  rcall('LPUSH', KEYS[#KEYS], '1')
+  rcall('LTRIM', KEYS[#KEYS], 0, 0)
+end
 return {1, math.floor(now * 1000)}

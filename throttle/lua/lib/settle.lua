@@ -60,6 +60,7 @@ local function settle_others(state_key, id, rest, g, o, entries, delta_at, wake_
         end
       elseif rcall('HEXISTS', key, where) == 1 then
         rcall('HINCRBYFLOAT', key, where, math.max(delta, -cost))
+        if delta < 0 and (wake_on == nil or wake_on == F_OTHER .. name) then earlier = true end
       end
     end
   end
