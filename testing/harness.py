@@ -235,21 +235,27 @@ class LocalStack:
         *,
         timeout_s: float = 30.0,
         source_tree: Path | None = None,
+        processes: int = 1,
     ) -> str:
-        """Start ``llm-throttle serve`` (a gateway) on 127.0.0.1; returns its URL once
-        it answers ``/health`` (with any status). It gets no provider key: it needs
-        none. ``source_tree``: run another checkout's code (its directory first on the
-        path, and the working directory: bench/gateway.py measures a baseline's
-        gateway beside this one's)."""
+        """Start ``python -m gateway`` (``processes`` server processes) on 127.0.0.1;
+        returns its URL once it answers ``/health`` (with any status). It gets no
+        provider key: it needs none. ``source_tree``: run another checkout's code (its
+        directory first on the path, and the working directory: bench/gateway.py
+        measures a baseline's gateway beside this one's; it must have ``gateway/__main__.py``)."""
         port = port or free_port()
         index = len(self.gateways)
         log_path = self.workdir / ("gateway.log" if index == 0 else f"gateway{index}.log")
         log = open(log_path, "wb")  # noqa: SIM115
         args = [
             sys.executable, "-m", "gateway", "--config", str(self.config_path),
-            "--host", "127.0.0.1", "--port", str(port),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes),
         ]  # fmt: skip
-        env = {k: v for k, v in self.env().items() if not k.startswith("LLM_THROTTLE_KEY_")}
+        # no provider key, and the config only by --config
+        env = {
+            k: v
+            for k, v in self.env().items()
+            if not k.startswith("LLM_THROTTLE_KEY_") and k != "LLM_THROTTLE_CONFIG"
+        }
         if source_tree is not None:
             env["PYTHONPATH"] = str(source_tree)
         gateway = subprocess.Popen(

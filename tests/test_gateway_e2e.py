@@ -107,6 +107,22 @@ def test_the_openai_sdk_runs_sync_and_streamed_completions(stack: LocalStack) ->
     assert _open_streams(stack) == 0
 
 
+def test_a_gateway_of_two_processes_serves_from_the_same_config(stack: LocalStack) -> None:
+    """``--workers 2``: each uvicorn process makes its app from the config the command
+    was given (the one case that hands it over through the environment)."""
+    url = stack.start_gateway(processes=2)
+    client = openai.OpenAI(base_url=url + "/v1", api_key="key-b", max_retries=0)
+    for _ in range(4):
+        answer = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=MESSAGES,
+            max_tokens=10,  # type: ignore[arg-type]
+        )
+        assert answer.choices[0].message.content == "This is an emulated completion."
+    listed = client.models.list()
+    assert "gpt-4o-mini" in {model.id for model in listed}
+
+
 def test_without_include_usage_the_stream_has_no_usage_chunk(stack: LocalStack) -> None:
     client = openai.OpenAI(base_url=_url(stack) + "/v1", api_key="key-b", max_retries=0)
     chunks = list(
