@@ -143,6 +143,15 @@ class CpuMeter:
         return figures
 
 
+def serve_entry(tree: Path) -> tuple[str, ...]:
+    """How a checkout starts its gateway: ``-m gateway``, or before it had that entry,
+    its command line's ``serve``."""
+    if (tree / "gateway" / "__main__.py").exists():
+        return ("-m", "gateway")
+    cli = "tools.cli" if (tree / "tools" / "cli.py").exists() else "throttle.cli"
+    return ("-m", cli, "serve")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     emulator = EmulatorConfig.from_mapping(
         {
@@ -163,7 +172,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         order.append(("gateway", stack.start_gateway() + "/v1"))
         if args.baseline_tree:
             base_tree = Path(args.baseline_tree).resolve()
-            order.append(("base", stack.start_gateway(source_tree=base_tree) + "/v1"))
+            entry = serve_entry(base_tree)
+            order.append(("base", stack.start_gateway(source_tree=base_tree, entry=entry) + "/v1"))
         names = [name for name, _url in order[1:]]
         meter = CpuMeter(stack, {n: g.pid for n, g in zip(names, stack.gateways, strict=True)})
         kinds = [False, True] if args.stream else [False]

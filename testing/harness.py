@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -236,18 +236,20 @@ class LocalStack:
         timeout_s: float = 30.0,
         source_tree: Path | None = None,
         processes: int = 1,
+        entry: Sequence[str] = ("-m", "gateway"),
     ) -> str:
         """Start ``python -m gateway`` (``processes`` server processes) on 127.0.0.1;
         returns its URL once it answers ``/health`` (with any status). It gets no
         provider key: it needs none. ``source_tree``: run another checkout's code (its
         directory first on the path, and the working directory: bench/gateway.py
-        measures a baseline's gateway beside this one's; it must have ``gateway/__main__.py``)."""
+        measures a baseline's gateway beside this one's). ``entry``: how to start it
+        after the interpreter (an older checkout's ``-m throttle.cli serve``)."""
         port = port or free_port()
         index = len(self.gateways)
         log_path = self.workdir / ("gateway.log" if index == 0 else f"gateway{index}.log")
         log = open(log_path, "wb")  # noqa: SIM115
         args = [
-            sys.executable, "-m", "gateway", "--config", str(self.config_path),
+            sys.executable, *entry, "--config", str(self.config_path),
             "--host", "127.0.0.1", "--port", str(port), "--workers", str(processes),
         ]  # fmt: skip
         # no provider key, and the config only by --config
