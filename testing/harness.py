@@ -20,7 +20,6 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import requests
@@ -28,6 +27,7 @@ from celery import Celery
 
 from testing.children import die_with_parent
 from testing.emulator import EmulatorConfig, EmulatorProcess
+from testing.lifecycle import StopsOnExit
 from testing.redis_server import EmbeddedRedis, free_port
 from testing.toml_writer import to_toml
 from throttle.config import Config, load_config
@@ -46,7 +46,7 @@ CREDENTIAL = "emulator"
 COMPRESSED_HEADROOM = 0.25
 
 
-class LocalStack:
+class LocalStack(StopsOnExit):
     """redis-server + emulator + workers, configured by one throttle config document.
 
     ``throttle`` is the throttle configuration as a dict (see :mod:`throttle.config`);
@@ -348,14 +348,6 @@ class LocalStack:
         # ``with LocalStack(...).start() as stack`` must not start a second Redis and
         # emulator that ``stop`` would then leave running
         return self if self.config is not None else self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # -- use --------------------------------------------------------------------------
 

@@ -17,12 +17,12 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import redis
 
 from testing.children import die_with_parent
+from testing.lifecycle import StopsOnExit
 from throttle.errors import StorageError
 
 #: Which server the tests, the demo and the benchmarks start: "redis" (the default:
@@ -73,7 +73,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class EmbeddedRedis:
+class EmbeddedRedis(StopsOnExit):
     """A redis-server child process on loopback, without persistence unless
     ``appendonly`` (an append-only file, fsynced on every write, that a restart on the
     same port reads back).
@@ -210,14 +210,6 @@ class EmbeddedRedis:
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def redis_url_from_env() -> str | None:

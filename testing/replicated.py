@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 import redis
 from redis.crc import key_slot
 
+from testing.lifecycle import StopsOnExit
 from testing.redis_server import EmbeddedRedis, free_port
 from throttle.errors import StorageError
 
@@ -68,7 +68,7 @@ def _client(port: int) -> Any:
     return redis.Redis(port=port, socket_timeout=2, socket_connect_timeout=1)
 
 
-class _Group:
+class _Group(StopsOnExit):
     nodes: list[EmbeddedRedis]
 
     def stop(self) -> None:
@@ -77,14 +77,6 @@ class _Group:
 
     def __enter__(self) -> Self:
         return self.start()  # type: ignore[attr-defined, no-any-return]
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 class EmbeddedCluster(_Group):

@@ -15,17 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from types import TracebackType
 
 import requests
 
 from testing.children import die_with_parent
 from testing.emulator.config import EmulatorConfig
+from testing.lifecycle import StopsOnExit
 from testing.redis_server import PortTaken, free_port
 from throttle.errors import ConfigError
 
 
-class EmulatorProcess:
+class EmulatorProcess(StopsOnExit):
     """``python -m testing.emulator`` as a child process, on a free port, ready on return.
 
     The config is written to a temporary JSON file and passed with ``--config``.
@@ -131,11 +131,3 @@ class EmulatorProcess:
     def __enter__(self) -> EmulatorProcess:
         self.start()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()

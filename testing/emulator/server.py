@@ -13,16 +13,16 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
-from types import TracebackType
 
 from testing.emulator.app import EmulatorApp
 from testing.emulator.clock import Clock
 from testing.emulator.config import EmulatorConfig
 from testing.emulator.engine import Emulator
 from testing.emulator.http import start_http_server
+from testing.lifecycle import StopsOnExit
 
 
-class EmulatorServer:
+class EmulatorServer(StopsOnExit):
     """The emulator behind its HTTP server, on ``host:port`` (0 = a free port)."""
 
     def __init__(
@@ -93,11 +93,3 @@ class EmulatorServer:
     def __enter__(self) -> EmulatorServer:
         self.start_in_thread()
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
