@@ -8,8 +8,8 @@ replaces each by its string literal from :data:`LUA_NAMES` as it assembles a scr
 and refuses a name that is not there. Literals, not locals: a local that functions
 capture costs every closure a search of the open upvalues, and the scripts make
 dozens of closures per call (measured: 8% more instructions in an empty pass). To add
-a field, add it here and to :data:`STATE_FIELDS` or :data:`SCHEDULER_FIELDS`; every
-script sees it at once.
+a field, add its constant here (``Q_`` first for the scheduler hash); every script sees
+it at once.
 
 Names ending in ``:`` are prefixes: the field is the prefix and a dimension's (a
 lane's, a flow's) name.
@@ -50,23 +50,6 @@ LEASE = "lease"
 #: A tenant's own dimensions are named ``tenant.<name>`` (their TATs are swept when full).
 TENANT_TAT = TAT + "tenant."
 
-#: Every name above, as the Lua scripts write it (``F_<name>``).
-STATE_FIELDS: dict[str, str] = {
-    "PAUSE": PAUSE,
-    "MULTIPLIER": MULTIPLIER,
-    "EXPIRY": EXPIRY,
-    "QUEUED": QUEUED,
-    "WAKE_ON": WAKE_ON,
-    "DECREASED": DECREASED,
-    "INCREASED": INCREASED,
-    "EPOCH_END": EPOCH_END,
-    "TAT": TAT,
-    "LEARNED": LEARNED,
-    "SLIDING_SUM": SLIDING_SUM,
-    "OTHER": OTHER,
-    "LEASE": LEASE,
-    "TENANT_TAT": TENANT_TAT,
-}
 
 # -- the fair queue's scheduler hash (KeyBuilder.scheduler; schedule.lua, enqueue.lua)
 # Names start with ``Q_``; a flow is ``<lane>|<tenant>``.
@@ -114,31 +97,14 @@ Q_STATS = "q"
 #: A flow's kept apart (``q:<flow>``), or every other flow of a lane (``q:<lane>|*``).
 Q_FLOW_STATS = "q:"
 
-#: The scheduler hash's names, as the Lua scripts write them (``F_Q_<name>``).
-SCHEDULER_FIELDS: dict[str, str] = {
-    "Q_READY": Q_READY,
-    "Q_ITEMS": Q_ITEMS,
-    "Q_EXPIRY": Q_EXPIRY,
-    "Q_DUE": Q_DUE,
-    "Q_SATURATED": Q_SATURATED,
-    "Q_WAKE_ON": Q_WAKE_ON,
-    "Q_SWEEP": Q_SWEEP,
-    "Q_CHORES": Q_CHORES,
-    "Q_BLOCKED_SOONEST": Q_BLOCKED_SOONEST,
-    "Q_VIRTUAL_TIME": Q_VIRTUAL_TIME,
-    "Q_CREDIT": Q_CREDIT,
-    "Q_FINISH": Q_FINISH,
-    "Q_WEIGHT": Q_WEIGHT,
-    "Q_SPEC": Q_SPEC,
-    "Q_OTHERS": Q_OTHERS,
-    "Q_TENANT_DIMS": Q_TENANT_DIMS,
-    "Q_APART": Q_APART,
-    "Q_STATS": Q_STATS,
-    "Q_FLOW_STATS": Q_FLOW_STATS,
-}
 
-#: Every field name a script may write as ``F_<name>``.
-LUA_NAMES: dict[str, str] = {**STATE_FIELDS, **SCHEDULER_FIELDS}
+#: Every name above, by the name the Lua scripts write after ``F_``: the state hash's,
+#: and the scheduler hash's (``Q_``).
+LUA_NAMES: dict[str, str] = {
+    name: value
+    for name, value in dict(globals()).items()
+    if name.isupper() and isinstance(value, str)
+}
 
 
 def lua_literal(name: str) -> str:
